@@ -1,0 +1,1 @@
+"""Executions: a domain app of Renum realtime."""

@@ -1,0 +1,3 @@
+"""REST routes of executions (mounted under /api/ by renum.urls)."""
+
+urlpatterns: list = []

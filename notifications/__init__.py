@@ -1,0 +1,1 @@
+"""Notifications: a domain app of Renum realtime."""

@@ -1,0 +1,10 @@
+"""Django app configuration of notifications."""
+
+from django.apps import AppConfig
+
+
+class NotificationsConfig(AppConfig):
+    """Registers the app's realtime channels and socket commands when Django starts."""
+
+    name = "notifications"
+    default_auto_field = "django.db.models.BigAutoField"

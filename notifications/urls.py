@@ -1,0 +1,3 @@
+"""REST routes of notifications (mounted under /api/ by renum.urls)."""
+
+urlpatterns: list = []

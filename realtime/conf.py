@@ -1,0 +1,51 @@
+"""The ``RENUM_REALTIME`` settings dict, with documented defaults, read through one accessor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds between client pings; a connection silent for IDLE_FACTOR x this is closed.
+    "HEARTBEAT_S": 25,
+    "IDLE_FACTOR": 2.5,
+    # Origins allowed to open sockets ("https://app.example.com"); empty = the ALLOWED_HOSTS
+    # on http and https; "*" = any.
+    "ALLOWED_ORIGINS": [],
+    # Server-to-server clients send no Origin header; browsers always do.
+    "ALLOW_NO_ORIGIN": True,
+    # Keys accepted by the HTTP publish endpoint (Authorization: ApiKey <key>).
+    "API_KEYS": [],
+    # Largest inbound frame in bytes; larger ones get `too_large`.
+    "MAX_FRAME_BYTES": 64 * 1024,
+    # Invalid or oversized frames tolerated per connection before closing with 4008.
+    "MAX_INVALID_FRAMES": 20,
+    "MAX_CHANNELS_PER_CONNECTION": 128,
+    # Bytes queued for one socket before it is closed as a slow consumer (4009).
+    "OUTBOX_MAX_BYTES": 1024 * 1024,
+    # History kept per channel in Redis: message count and seconds since the last publish.
+    "HISTORY_SIZE": 1000,
+    "HISTORY_TTL_S": 24 * 3600,
+    # How long a channel's offset and epoch survive without publications.
+    "META_TTL_S": 30 * 24 * 3600,
+    # Connection registry entries expire this long after their process stops refreshing them.
+    "REGISTRY_TTL_S": 90,
+    "REGISTRY_REFRESH_S": 30,
+    # Publish circuit breaker: consecutive Redis failures that open it, and for how long.
+    "CIRCUIT_FAILURES": 3,
+    "CIRCUIT_COOLDOWN_S": 5.0,
+    # Redis key prefix of everything the realtime layer stores.
+    "KEY_PREFIX": "renum:rt",
+}
+
+
+def setting(name: str) -> Any:
+    """Return ``settings.RENUM_REALTIME[name]``, or its default when the project does not set it."""
+    overrides = getattr(settings, "RENUM_REALTIME", {})
+    if name in overrides:
+        return overrides[name]
+    try:
+        return DEFAULTS[name]
+    except KeyError:
+        raise KeyError(f"unknown RENUM_REALTIME setting {name!r}") from None

@@ -1,0 +1,355 @@
+"""Process-local fan-out: one Redis pub/sub connection per process, bytes written to sockets.
+
+The textbook Channels setup gives every consumer its own channel-layer queue and wakes one
+task per message per consumer, then hops through the sync thread before each handler. Here a
+message arrives once per process, is decoded once, and the hub writes the same pre-serialized
+frame to each local subscriber without creating a task per delivery (see ``Outbox``).
+
+The hub also remembers the last offset it delivered per channel. After its own Redis
+connection drops it replays what it missed from the channel history, so messages published
+during the outage are not silently lost; where the history cannot fill the gap it closes the
+affected sockets with 1012 so that their clients resubscribe and resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+from realtime import redis as rt_redis
+from realtime import streams
+
+logger = logging.getLogger("realtime.hub")
+
+
+class _Resumed:
+    """Awaitable that finishes a coroutine which already ran to its first suspension.
+
+    The outbox drives each socket send synchronously (``coro.send(None)``): nearly always it
+    completes without suspending, and costs no task. When it does suspend (the transport is
+    full) the rest of it is handed to a task through this object, which forwards what the
+    task sends or throws, exactly as ``await`` would have.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self):  # noqa: ANN204 - a generator by protocol
+        coro, value = self._coro, self._first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # cancellation included: forwarded, not swallowed
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class Outbox:
+    """The bounded outbound buffer of one socket.
+
+    Frames go straight to the ASGI ``send`` while it keeps up; once a send suspends, later
+    frames queue here, and more than ``limit`` queued bytes make the socket a slow consumer:
+    ``on_overflow`` closes it (4009) and nothing else waits on it.
+    """
+
+    __slots__ = ("_send", "_queue", "_queued_bytes", "_writer", "limit", "on_overflow", "closed")
+
+    def __init__(self, send: Callable[[dict], Awaitable[None]], limit: int,
+                 on_overflow: Callable[[], None]) -> None:
+        self._send = send
+        self._queue: deque[str] = deque()
+        self._queued_bytes = 0
+        self._writer: asyncio.Task | None = None
+        self.limit = limit
+        self.on_overflow = on_overflow
+        self.closed = False
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting for the socket."""
+        return self._queued_bytes
+
+    def push(self, text: str) -> None:
+        """Send a text frame now if the socket keeps up, else queue it (bounded)."""
+        if self.closed:
+            return
+        if self._writer is None:
+            coro = self._send({"type": "websocket.send", "text": text})
+            try:
+                first = coro.send(None)
+            except StopIteration:
+                return
+            except Exception:  # the socket is gone; the consumer's disconnect cleans up
+                self.closed = True
+                return
+            self._writer = asyncio.ensure_future(self._finish(_Resumed(coro, first)))
+            return
+        self._queue.append(text)
+        self._queued_bytes += len(text)
+        if self._queued_bytes > self.limit:
+            self.closed = True
+            self._queue.clear()
+            self.on_overflow()
+
+    async def _finish(self, pending: _Resumed) -> None:
+        try:
+            await pending
+            while self._queue and not self.closed:
+                text = self._queue.popleft()
+                self._queued_bytes -= len(text)
+                await self._send({"type": "websocket.send", "text": text})
+        except Exception:
+            self.closed = True
+        finally:
+            self._writer = None
+
+    def close(self) -> None:
+        """Drop what is queued and refuse further frames."""
+        self.closed = True
+        self._queue.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection (implemented by the consumer)."""
+
+    connection_id: str
+    user_key: bytes
+
+    def deliver(self, channel: str, offset: int, text: str) -> None: ...
+    def close_soon(self, code: int, reason: str) -> None: ...
+
+
+def audience_allows(audience: bytes, user_key: bytes) -> bool:
+    """Whether a record's audience rule lets a user receive it (see ``realtime.streams``)."""
+    if not audience:
+        return True
+    listed = user_key in audience[1:].split(b",")
+    return listed if audience[:1] == b"+" else not listed
+
+
+class Hub:
+    """Channel subscriptions of the connections of one process (one per event loop)."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, dict[Subscriber, None]] = {}
+        self.connections: dict[str, Subscriber] = {}
+        # Last delivered position per channel, to de-duplicate and to fill gaps after reconnects.
+        self.positions: dict[str, tuple[str, int]] = {}
+        self.delivered = 0
+        self.received = 0
+        self.redis_errors = 0
+        self._pubsub: Any = None
+        self._client: Any = None
+        self._confirmations: dict[str, asyncio.Future] = {}
+        self._reader: asyncio.Task | None = None
+        self._starting: asyncio.Future | None = None
+        self._prefix = streams.pubsub_prefix()
+        self._prefix_len = len(self._prefix)
+        self._connected = asyncio.Event()
+        self._housekeepers: list[Callable[["Hub"], Awaitable[None]]] = []
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Open the pub/sub connection and start the reader (idempotent)."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
+        self._client = rt_redis.new_async_connection_client()
+        self._pubsub = self._client.pubsub()
+        # A channel of its own keeps the pub/sub connection open while no socket is subscribed.
+        await self._pubsub.subscribe(self._prefix + "__hub__")
+        self._reader = asyncio.ensure_future(self._read_forever())
+        self._connected.set()
+
+    def add_housekeeper(self, job: Callable[["Hub"], Awaitable[None]]) -> None:
+        """Run ``job(hub)`` periodically (idle sweeps, registry refresh) while the hub lives."""
+        self._housekeepers.append(job)
+
+    # -------------------------------------------------------------- membership
+
+    def register(self, conn: Subscriber) -> None:
+        """Track a live connection of this process."""
+        self.connections[conn.connection_id] = conn
+
+    async def unregister(self, conn: Subscriber) -> None:
+        """Forget a connection and leave all its channels."""
+        self.connections.pop(conn.connection_id, None)
+        for channel in [c for c, subs in self.channels.items() if conn in subs]:
+            await self.leave(conn, channel)
+
+    async def join(self, conn: Subscriber, channel: str) -> None:
+        """Subscribe a connection; returns once Redis confirmed the process's subscription."""
+        subs = self.channels.get(channel)
+        if subs is not None:
+            subs[conn] = None
+            confirmation = self._confirmations.get(channel)
+            if confirmation is not None:
+                await asyncio.shield(confirmation)
+            return
+        self.channels[channel] = {conn: None}
+        confirmation = asyncio.get_running_loop().create_future()
+        self._confirmations[channel] = confirmation
+        try:
+            await self._pubsub.subscribe(self._prefix + channel)
+            await asyncio.wait_for(asyncio.shield(confirmation), timeout=10)
+        except BaseException:
+            subs = self.channels.get(channel, {})
+            subs.pop(conn, None)
+            if not subs:
+                self.channels.pop(channel, None)
+            raise
+        finally:
+            self._confirmations.pop(channel, None)
+
+    async def leave(self, conn: Subscriber, channel: str) -> None:
+        """Unsubscribe a connection; the process unsubscribes from Redis when none is left."""
+        subs = self.channels.get(channel)
+        if subs is None:
+            return
+        subs.pop(conn, None)
+        if not subs:
+            del self.channels[channel]
+            self.positions.pop(channel, None)
+            try:
+                await self._pubsub.unsubscribe(self._prefix + channel)
+            except RedisError:
+                self.redis_errors += 1
+
+    def channels_of(self, conn: Subscriber) -> list[str]:
+        """The channels a connection is subscribed to."""
+        return [c for c, subs in self.channels.items() if conn in subs]
+
+    # -------------------------------------------------------------- fan-out
+
+    def dispatch(self, channel: str, raw: bytes) -> None:
+        """Deliver one record to every local subscriber of its channel (the hot path)."""
+        offset_b, epoch_b, audience, body = raw.split(b"\t", 3)
+        offset = int(offset_b)
+        epoch = epoch_b.decode()
+        last = self.positions.get(channel)
+        if last is not None and last[0] == epoch and offset <= last[1]:
+            return  # already delivered (a replay after reconnect overlapped the live stream)
+        self.positions[channel] = (epoch, offset)
+        subs = self.channels.get(channel)
+        if not subs:
+            return
+        text = body.decode()
+        if audience:
+            targets = [c for c in subs if audience_allows(audience, c.user_key)]
+        else:
+            targets = list(subs)
+        for conn in targets:
+            conn.deliver(channel, offset, text)
+        self.delivered += len(targets)
+
+    async def _read_forever(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
+                backoff = 0.05
+            except (RedisError, OSError) as exc:
+                self.redis_errors += 1
+                self._connected.clear()
+                logger.warning("hub lost its Redis subscription: %s; reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                await self._reconnect()
+                continue
+            except asyncio.CancelledError:
+                raise
+            if message is None:
+                continue
+            kind = message["type"]
+            name = message["channel"].decode()
+            if not name.startswith(self._prefix):
+                continue
+            channel = name[self._prefix_len:]
+            if kind == "message":
+                self.received += 1
+                try:
+                    self.dispatch(channel, message["data"])
+                except Exception:  # one bad record must not stop the process's fan-out
+                    logger.exception("dispatch failed on channel %s", channel)
+            elif kind == "subscribe":
+                confirmation = self._confirmations.get(channel)
+                if confirmation is not None and not confirmation.done():
+                    confirmation.set_result(None)
+
+    async def _reconnect(self) -> None:
+        try:
+            # redis-py re-subscribes every channel of the PubSub object when it reconnects.
+            await self._pubsub.ping()
+        except (RedisError, OSError):
+            return
+        self._connected.set()
+        await self.fill_gaps()
+
+    async def fill_gaps(self) -> None:
+        """Replay from history what local subscribers missed while the subscription was down."""
+        script = rt_redis.async_script(streams.READ_LUA)
+        for channel, (epoch, offset) in list(self.positions.items()):
+            try:
+                result = streams.parse_read(await script(*streams.read_args(channel, offset)))
+            except RedisError:
+                self.redis_errors += 1
+                continue
+            records = streams.recover(result, epoch, offset)
+            if records is None:
+                for conn in list(self.channels.get(channel, ())):
+                    conn.close_soon(1012, "history lost; resubscribe and resync")
+                continue
+            for record in records:
+                self.dispatch(channel, record.raw)
+
+    async def run_housekeeping(self, interval_s: float) -> None:
+        """Run the registered periodic jobs forever (started by the first connection)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for job in self._housekeepers:
+                try:
+                    await job(self)
+                except Exception:
+                    logger.exception("housekeeping job %s failed", getattr(job, "__name__", job))
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+async def get_hub() -> Hub:
+    """The hub of the running event loop, started on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    await hub.start()
+    return hub
+
+
+def current_hub() -> Hub | None:
+    """The running loop's hub if it exists (for metrics and the admin), without starting one."""
+    try:
+        return _hubs.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return None

@@ -1,0 +1,213 @@
+"""The one way to publish: called by services, deferred to commit, serialized once.
+
+The design's WebSocketManager, as functions. Sync code (services, management commands,
+workers) uses the ``*_on_commit`` functions: inside a transaction they publish only after it
+commits, and nothing is sent for a rolled-back one. ``publish_rollback_unsafe`` sends at once
+and carries the danger in its name. Async code uses ``apublish`` (async code runs no
+transactions of its own).
+
+Redis being down must never fail a business write: failures are logged and counted, and a
+circuit breaker skips Redis for a while instead of adding a timeout to every request. Clients
+learn of the gap from the channel's epoch/offset and resync over REST.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from redis.exceptions import RedisError
+
+from realtime import redis as rt_redis
+from realtime import streams
+from realtime.channels import BROADCAST, user_channel
+from realtime.conf import setting
+from realtime.schemas import envelope_parts, validate_channel_name, validate_payload
+
+logger = logging.getLogger("realtime.publish")
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """Where a message landed in its channel's stream."""
+
+    channel: str
+    offset: int
+    epoch: str
+
+
+class CircuitBreaker:
+    """Opens after N consecutive failures; while open, calls are skipped until the cooldown ends."""
+
+    def __init__(self, failures: int, cooldown_s: float) -> None:
+        self.failures_to_open = failures
+        self.cooldown_s = cooldown_s
+        self.consecutive_failures = 0
+        self.open_until = 0.0
+        self.total_failures = 0
+        self.total_skipped = 0
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        """``closed`` (normal), ``open`` (skipping) or ``half-open`` (next call is a probe)."""
+        if self.consecutive_failures < self.failures_to_open:
+            return "closed"
+        return "open" if time.monotonic() < self.open_until else "half-open"
+
+    def allow(self) -> bool:
+        """Whether a call may go to Redis now."""
+        if self.state == "open":
+            with self._lock:
+                self.total_skipped += 1
+            return False
+        return True
+
+    def record_success(self) -> None:
+        """A call succeeded: close the circuit."""
+        self.consecutive_failures = 0
+
+    def record_failure(self) -> None:
+        """A call failed: count it and open the circuit at the threshold."""
+        with self._lock:
+            self.total_failures += 1
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.failures_to_open:
+                self.open_until = time.monotonic() + self.cooldown_s
+
+
+_breaker: CircuitBreaker | None = None
+
+
+def breaker() -> CircuitBreaker:
+    """The process's publish circuit breaker."""
+    global _breaker
+    if _breaker is None:
+        _breaker = CircuitBreaker(setting("CIRCUIT_FAILURES"), setting("CIRCUIT_COOLDOWN_S"))
+    return _breaker
+
+
+def _audience(exclude_users: Iterable[Any] = (), only_users: Iterable[Any] | None = None) -> str:
+    if only_users is not None:
+        return "+" + ",".join(str(u) for u in only_users)
+    excluded = ",".join(str(u) for u in exclude_users)
+    return "-" + excluded if excluded else ""
+
+
+def _prepare(channel: str, message_type: str, payload: Any, sender: str, target: Any,
+             exclude_users: Iterable[Any]) -> tuple[list[str], list]:
+    validate_channel_name(channel)
+    validate_payload(message_type, payload)
+    only = None
+    if target is not None:
+        only = target if isinstance(target, (list, tuple)) else [target]
+        target = [str(t) for t in only] if isinstance(target, (list, tuple)) else str(target)
+    head, tail = envelope_parts(channel=channel, message_type=message_type, payload=payload,
+                                sender=sender, target=target)
+    return streams.publish_args(channel, head, tail, _audience(exclude_users, only))
+
+
+def _send(channel: str, message_type: str, keys: list[str], args: list) -> Published | None:
+    cb = breaker()
+    if not cb.allow():
+        logger.warning("publish skipped (circuit open): channel=%s type=%s", channel, message_type)
+        return None
+    try:
+        offset, epoch = rt_redis.sync_script(streams.PUBLISH_LUA)(keys=keys, args=args)
+    except RedisError as exc:
+        cb.record_failure()
+        logger.error("publish failed: channel=%s type=%s error=%s", channel, message_type, exc)
+        return None
+    cb.record_success()
+    return Published(channel, int(offset), epoch.decode())
+
+
+def publish_rollback_unsafe(
+    channel: str, message_type: str, payload: Any, *, sender: str = "system",
+    target: Any = None, exclude_users: Iterable[Any] = (),
+) -> Published | None:
+    """Publish now, even inside a transaction that may still roll back. Returns None when Redis failed."""
+    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users)
+    return _send(channel, message_type, keys, args)
+
+
+def publish_on_commit(
+    channel: str, message_type: str, payload: Any, *, sender: str = "system",
+    target: Any = None, exclude_users: Iterable[Any] = (),
+) -> None:
+    """Publish to a channel once the current transaction commits (at once outside one).
+
+    The payload is validated now, so a bad message fails in the caller, not after commit.
+    """
+    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users)
+    transaction.on_commit(lambda: _send(channel, message_type, keys, args))
+
+
+def send_to_user_on_commit(user_id: Any, message_type: str, payload: Any, *, sender: str = "system") -> None:
+    """A personal message to every live connection of a user (and their history)."""
+    publish_on_commit(user_channel(user_id), message_type, payload, sender=sender)
+
+
+def broadcast_on_commit(message_type: str, payload: Any, *, exclude_users: Iterable[Any] = (),
+                        sender: str = "system") -> None:
+    """A message to every connected user except ``exclude_users``."""
+    publish_on_commit(BROADCAST, message_type, payload, sender=sender, exclude_users=exclude_users)
+
+
+async def apublish(
+    channel: str, message_type: str, payload: Any, *, sender: str = "system",
+    target: Any = None, exclude_users: Iterable[Any] = (),
+) -> Published | None:
+    """Publish from async code, at once. Returns None when Redis failed (logged and counted)."""
+    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users)
+    cb = breaker()
+    if not cb.allow():
+        logger.warning("publish skipped (circuit open): channel=%s type=%s", channel, message_type)
+        return None
+    try:
+        offset, epoch = await rt_redis.async_script(streams.PUBLISH_LUA)(keys=keys, args=args)
+    except RedisError as exc:
+        cb.record_failure()
+        logger.error("publish failed: channel=%s type=%s error=%s", channel, message_type, exc)
+        return None
+    cb.record_success()
+    return Published(channel, int(offset), epoch.decode())
+
+
+# ------------------------------------------------------------------ server-side membership
+
+def _control(user_id: Any, message: dict) -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    try:
+        async_to_sync(get_channel_layer().group_send)(control_group(user_id), message)
+    except RedisError as exc:
+        logger.error("control message to user %s failed: %s", user_id, exc)
+
+
+def control_group(user_id: Any) -> str:
+    """Channel-layer group that holds every live connection of a user."""
+    return f"rt.user.{user_id}"
+
+
+def subscribe_user_on_commit(user_id: Any, channel: str) -> None:
+    """Subscribe every live connection of a user to a channel, after commit (e.g. team joined)."""
+    validate_channel_name(channel)
+    transaction.on_commit(lambda: _control(user_id, {"type": "rt.subscribe", "channel": channel}))
+
+
+def unsubscribe_user_on_commit(user_id: Any, channel: str) -> None:
+    """Remove every live connection of a user from a channel, after commit (e.g. team left)."""
+    validate_channel_name(channel)
+    transaction.on_commit(lambda: _control(user_id, {"type": "rt.unsubscribe", "channel": channel}))
+
+
+def disconnect_user_on_commit(user_id: Any, code: int = 4001, reason: str = "") -> None:
+    """Close every live connection of a user, after commit (e.g. user deactivated)."""
+    transaction.on_commit(lambda: _control(user_id, {"type": "rt.disconnect", "code": code, "reason": reason}))

@@ -1,0 +1,247 @@
+"""Every message schema of the protocol, in one place, validated at the edge.
+
+Outbound: the envelope (built once per message, as bytes) and the payloads of the built-in
+types. Inbound: the client commands, decoded with msgspec into typed structs so that handlers
+receive checked data and every bad frame maps to one protocol error code.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import msgspec
+import orjson
+
+CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:@=]{1,100}$")
+BUILTIN_TYPES = frozenset(
+    {"notification", "notification_read", "unread_count", "execution_update", "system_event", "command"}
+)
+
+
+class ProtocolError(Exception):
+    """A client error answered with an ``error`` frame; the connection stays open."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reply_to: Any = None
+
+
+# ---------------------------------------------------------------- outbound payloads
+
+
+class NotificationAction(msgspec.Struct, forbid_unknown_fields=True):
+    """What the front end does when a notification is clicked."""
+
+    type: str
+    payload: Any = None
+
+
+class NotificationPayload(msgspec.Struct):
+    """Payload of a ``notification`` message (the design's Notification)."""
+
+    id: str
+    user_id: str
+    type: Literal["info", "success", "warning", "error"]
+    title: str
+    message: str
+    read: bool
+    created_at: str
+    action: NotificationAction | None = None
+
+
+class ExecutionUpdatePayload(msgspec.Struct):
+    """Payload of an ``execution_update`` message (the design's ExecutionUpdate)."""
+
+    execution_id: str
+    team_id: str
+    status: Literal["queued", "running", "completed", "failed"]
+    progress: int
+    updated_at: str
+    current_step: str | None = None
+    result: Any = None
+    error: str | None = None
+
+
+class UnreadCountPayload(msgspec.Struct):
+    """Payload of an ``unread_count`` message."""
+
+    count: int
+
+
+_PAYLOAD_SCHEMAS: dict[str, type[msgspec.Struct]] = {
+    "notification": NotificationPayload,
+    "execution_update": ExecutionUpdatePayload,
+    "unread_count": UnreadCountPayload,
+}
+
+
+def validate_payload(message_type: str, payload: Any) -> None:
+    """Raise ValueError when a built-in type's payload does not match its schema."""
+    schema = _PAYLOAD_SCHEMAS.get(message_type)
+    if schema is None:
+        return
+    try:
+        msgspec.convert(payload, type=schema, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid {message_type} payload: {exc}") from None
+    if message_type == "execution_update" and not 0 <= payload["progress"] <= 100:
+        raise ValueError("invalid execution_update payload: progress must be within 0..100")
+
+
+def validate_channel_name(channel: Any) -> str:
+    """Return the channel name or raise ProtocolError(invalid_message)."""
+    if not isinstance(channel, str) or not CHANNEL_NAME_RE.match(channel):
+        raise ProtocolError("invalid_message", "channel must be 1-100 ASCII letters, digits or _-.:@=")
+    return channel
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and a Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def envelope_parts(
+    *, channel: str, message_type: str, payload: Any, sender: str, target: Any = None,
+    snapshot: bool = False,
+) -> tuple[bytes, bytes]:
+    """The envelope JSON split around its position: ``head + offset + ,"epoch":"e" + tail``.
+
+    Serialized once per message; Redis inserts the offset and epoch it assigns.
+    """
+    head = b'{"type":' + orjson.dumps(message_type) + b',"channel":' + orjson.dumps(channel) + b',"offset":'
+    tail = (
+        b',"id":' + orjson.dumps(str(uuid.uuid4()))
+        + b',"timestamp":' + orjson.dumps(now_iso())
+        + b',"sender":' + orjson.dumps(sender)
+        + (b',"target":' + orjson.dumps(target) if target is not None else b"")
+        + (b',"snapshot":true' if snapshot else b"")
+        + b',"payload":' + orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+        + b"}"
+    )
+    return head, tail
+
+
+def envelope_bytes(head: bytes, tail: bytes, *, offset: int, epoch: str) -> bytes:
+    """Assemble an envelope locally (for messages that are not stored, e.g. snapshots)."""
+    return head + str(offset).encode() + b',"epoch":"' + epoch.encode() + b'"' + tail
+
+
+def frame(message_type: str, payload: Any = None, reply_to: Any = None) -> str:
+    """A control frame (welcome, replies, errors): not part of any channel's stream."""
+    message: dict[str, Any] = {"type": message_type}
+    if reply_to is not None:
+        message["reply_to"] = reply_to
+    if payload is not None:
+        message["payload"] = payload
+    return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# ---------------------------------------------------------------- inbound commands
+
+
+class Position(msgspec.Struct, forbid_unknown_fields=True):
+    """A client's last seen position in a channel."""
+
+    epoch: str
+    offset: int
+
+
+class Subscribe(msgspec.Struct, forbid_unknown_fields=True):
+    """``subscribe``: join a channel, optionally recovering what was missed since a position."""
+
+    type: str
+    channel: str
+    id: Any = None
+    since: Position | None = None
+
+
+class Unsubscribe(msgspec.Struct, forbid_unknown_fields=True):
+    """``unsubscribe``: leave a channel."""
+
+    type: str
+    channel: str
+    id: Any = None
+
+
+class Ping(msgspec.Struct, forbid_unknown_fields=True):
+    """``ping``: heartbeat, answered with ``pong``."""
+
+    type: str
+    id: Any = None
+
+
+class AuthRefresh(msgspec.Struct, forbid_unknown_fields=True):
+    """``auth.refresh``: a new access token of the same user extends the session."""
+
+    type: str
+    token: str
+    id: Any = None
+
+
+class Publish(msgspec.Struct, forbid_unknown_fields=True):
+    """``publish``: a client publication, where the channel's policy allows it."""
+
+    type: str
+    channel: str
+    payload: Any
+    id: Any = None
+    event: str = "publication"
+
+
+class CommandCall(msgspec.Struct, forbid_unknown_fields=True):
+    """The ``payload`` of a ``command``: a named domain action and its arguments."""
+
+    name: str
+    args: dict[str, Any] = {}
+
+
+class Command(msgspec.Struct, forbid_unknown_fields=True):
+    """``command``: a domain action routed to a registered service handler."""
+
+    type: str
+    payload: CommandCall
+    id: Any = None
+
+
+COMMANDS: dict[str, type[msgspec.Struct]] = {
+    "subscribe": Subscribe,
+    "unsubscribe": Unsubscribe,
+    "ping": Ping,
+    "auth.refresh": AuthRefresh,
+    "publish": Publish,
+    "command": Command,
+}
+
+
+def parse_command(raw: str | bytes) -> msgspec.Struct:
+    """Decode one client frame into its command struct, or raise ProtocolError.
+
+    The frame's ``id`` is attached to the error (``reply_to``) whenever it could be read.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("invalid_json", "the frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_message", "a command must be a JSON object")
+    message_id = data.get("id")
+    command_type = data.get("type")
+    if not isinstance(command_type, str):
+        raise _with_id(ProtocolError("invalid_message", "a command needs a string 'type'"), message_id)
+    schema = COMMANDS.get(command_type)
+    if schema is None:
+        raise _with_id(ProtocolError("unknown_command", f"unknown command type {command_type[:50]!r}"), message_id)
+    try:
+        return msgspec.convert(data, type=schema)
+    except msgspec.ValidationError as exc:
+        raise _with_id(ProtocolError("invalid_message", str(exc)), message_id) from None
+
+
+def _with_id(error: ProtocolError, message_id: Any) -> ProtocolError:
+    error.reply_to = message_id if isinstance(message_id, (str, int)) and not isinstance(message_id, bool) else None
+    return error

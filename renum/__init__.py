@@ -1,0 +1,1 @@
+"""Renum realtime: the real-time layer of the Renum platform (project package)."""
