@@ -35,6 +35,14 @@ DEFAULTS: dict[str, Any] = {
     # Publish circuit breaker: consecutive Redis failures that open it, and for how long.
     "CIRCUIT_FAILURES": 3,
     "CIRCUIT_COOLDOWN_S": 5.0,
+    # Inbound commands per connection: sustained rate per second and burst; after
+    # RATE_LIMIT_STRIKES refused commands in a row the socket is closed with 4029.
+    "COMMAND_RATE": 20.0,
+    "COMMAND_BURST": 60,
+    "RATE_LIMIT_STRIKES": 50,
+    "RATE_LIMIT_RETRY_S": 30,
+    # Concurrent sockets per user across all processes (more are closed with 4003).
+    "MAX_CONNECTIONS_PER_USER": 20,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
 }

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from realtime import redis as rt_redis
 from realtime import streams
+from realtime.conf import setting
 
 logger = logging.getLogger("realtime.hub")
 
@@ -164,7 +165,7 @@ class Hub:
         self._prefix = streams.pubsub_prefix()
         self._prefix_len = len(self._prefix)
         self._connected = asyncio.Event()
-        self._housekeepers: list[Callable[["Hub"], Awaitable[None]]] = []
+        self.stamps: dict[str, float] = {}
 
     # -------------------------------------------------------------- lifecycle
 
@@ -180,11 +181,8 @@ class Hub:
         # A channel of its own keeps the pub/sub connection open while no socket is subscribed.
         await self._pubsub.subscribe(self._prefix + "__hub__")
         self._reader = asyncio.ensure_future(self._read_forever())
+        self._housekeeping = asyncio.ensure_future(self._run_housekeeping())
         self._connected.set()
-
-    def add_housekeeper(self, job: Callable[["Hub"], Awaitable[None]]) -> None:
-        """Run ``job(hub)`` periodically (idle sweeps, registry refresh) while the hub lives."""
-        self._housekeepers.append(job)
 
     # -------------------------------------------------------------- membership
 
@@ -323,16 +321,19 @@ class Hub:
             for record in records:
                 self.dispatch(channel, record.raw)
 
-    async def run_housekeeping(self, interval_s: float) -> None:
-        """Run the registered periodic jobs forever (started by the first connection)."""
+    async def _run_housekeeping(self) -> None:
+        interval_s = min(5.0, setting("HEARTBEAT_S") / 2)
         while True:
             await asyncio.sleep(interval_s)
-            for job in self._housekeepers:
+            for job in HOUSEKEEPING_JOBS:
                 try:
                     await job(self)
                 except Exception:
                     logger.exception("housekeeping job %s failed", getattr(job, "__name__", job))
 
+
+# Periodic jobs run by every hub (idle sweeps, registry refresh), registered by the consumers.
+HOUSEKEEPING_JOBS: list[Callable[[Hub], Awaitable[None]]] = []
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
 

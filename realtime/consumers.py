@@ -1,0 +1,356 @@
+"""The socket session: authenticate, subscribe, recover, answer commands. No domain logic.
+
+One ``RealtimeConsumer`` per socket. Data messages do not pass through the consumer's
+channel-layer queue: the process's hub calls ``deliver`` with an already serialized frame.
+The channel layer carries only per-user control messages (server-side subscribe,
+unsubscribe, disconnect), through the group ``rt.user.<id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
+
+from realtime import auth, registry, streams
+from realtime import redis as rt_redis
+from realtime.channels import BROADCAST, call_check, policy_for, user_channel
+from realtime.commands import run_command
+from realtime.conf import setting
+from realtime.hub import HOUSEKEEPING_JOBS, Hub, Outbox, audience_allows, get_hub
+from realtime.limits import TokenBucket
+from realtime.publish import apublish, control_group
+from realtime.schemas import (
+    AuthRefresh,
+    Command,
+    Ping,
+    ProtocolError,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    envelope_bytes,
+    envelope_parts,
+    frame,
+    parse_command,
+    validate_channel_name,
+)
+
+logger = logging.getLogger("realtime.consumers")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    """One WebSocket session of the Renum realtime protocol (see docs/protocol.md)."""
+
+    hub: Hub
+    identity: auth.Identity | None = None
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def dispatch(self, message: dict) -> None:
+        """Route an ASGI or channel-layer message to its handler.
+
+        Channels awaits ``aclose_old_connections()`` (a hop through the sync thread) before
+        every handler; database work here goes through ``database_sync_to_async``, which
+        closes stale connections itself, so the hop is skipped on this hot path.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
+    # ------------------------------------------------------------------ connect
+
+    async def websocket_connect(self, message: dict) -> None:
+        """Check origin and credentials, then greet with ``welcome``."""
+        self.connection_id = uuid.uuid4().hex
+        self.held: list[tuple[str, int, str]] | None = []
+        self.subscribed: set[str] = set()
+        self.closing = False
+        self.last_seen = time.monotonic()
+        self.connected_at = time.time()
+        self.invalid_frames = 0
+        self.rate_strikes = 0
+        self.bucket = TokenBucket(setting("COMMAND_RATE"), setting("COMMAND_BURST"))
+        self.outbox = Outbox(self.base_send, setting("OUTBOX_MAX_BYTES"), self._on_slow)
+        if not auth.origin_allowed(self.scope):
+            await self.close()  # before accept: the handshake is refused with HTTP 403
+            return
+        subprotocol = auth.SUBPROTOCOL if auth.SUBPROTOCOL in self.scope.get("subprotocols", ()) else None
+        try:
+            self.identity = await auth.authenticate(self.scope)
+        except auth.AuthFailure as failure:
+            await self.accept(subprotocol)
+            await self.close(code=4001, reason=str(failure)[:120])
+            return
+        await self.accept(subprotocol)
+        await self._start_session()
+
+    async def _start_session(self) -> None:
+        identity = self.identity
+        self.user_key = identity.user_id.encode()
+        self.hub = await get_hub()
+        entry = self._registry_entry()
+        count = await registry.add(entry)
+        if count > setting("MAX_CONNECTIONS_PER_USER"):
+            await registry.remove(self.connection_id, identity.user_id)
+            await self.close(code=4003, reason="too many connections for this user")
+            self.identity = None
+            return
+        self.hub.register(self)
+        await self.channel_layer.group_add(control_group(identity.user_id), self.channel_name)
+        own = [user_channel(identity.user_id), BROADCAST]
+        await asyncio.gather(*(self.hub.join(self, channel) for channel in own))
+        self.subscribed.update(own)
+        read = rt_redis.async_script(streams.READ_LUA)
+        results = await asyncio.gather(*(read(*streams.read_args(c, -1)) for c in own))
+        positions = {c: streams.parse_read(r) for c, r in zip(own, results)}
+        self.outbox.push(frame("welcome", {
+            "user_id": identity.user_id,
+            "connection_id": self.connection_id,
+            "expires_at": _iso(identity.expires_at),
+            "heartbeat_s": setting("HEARTBEAT_S"),
+            "channels": {c: {"epoch": p.epoch, "offset": p.offset} for c, p in positions.items()},
+        }))
+        self._release({c: p.offset for c, p in positions.items()})
+
+    def _registry_entry(self) -> dict[str, Any]:
+        client = self.scope.get("client") or ("", 0)
+        query = dict(pair.split("=", 1) for pair in self.scope.get("query_string", b"").decode().split("&") if "=" in pair)
+        return {
+            "connection_id": self.connection_id,
+            "user_id": self.identity.user_id,
+            "username": self.identity.user.get_username(),
+            "ip": client[0],
+            "user_agent": (auth.header(self.scope, b"user-agent") or "")[:200],
+            "client_id": query.get("client_id", "")[:64],
+            "auth": self.identity.method,
+            "connected_at": self.connected_at,
+            "last_activity": time.time() - (time.monotonic() - self.last_seen),
+            "channels": sorted(getattr(self, "subscribed", ())),
+            "channel_name": self.channel_name,
+        }
+
+    # ------------------------------------------------------------------ delivery (called by the hub)
+
+    def deliver(self, channel: str, offset: int, text: str) -> None:
+        """Send a channel message, or hold it while a welcome or recovery is being sent."""
+        if self.held is None:
+            self.outbox.push(text)
+        else:
+            self.held.append((channel, offset, text))
+
+    def _release(self, sent_up_to: dict[str, int]) -> None:
+        """Flush held messages, skipping those already covered by the replay or position sent."""
+        held, self.held = self.held or [], None
+        for channel, offset, text in held:
+            if offset > sent_up_to.get(channel, -1):
+                self.outbox.push(text)
+
+    def _on_slow(self) -> None:
+        self.close_soon(4009, "slow consumer: reconnect and resume")
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close the socket from synchronous code (hub, sweeps)."""
+        if not self.closing:
+            self.closing = True
+            asyncio.ensure_future(self.close(code=code, reason=reason))
+
+    # ------------------------------------------------------------------ inbound frames
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Handle one client frame; every bad frame gets an ``error`` and the socket stays open."""
+        if self.identity is None:
+            return
+        self.last_seen = time.monotonic()
+        raw = text_data if text_data is not None else bytes_data
+        try:
+            limit = setting("MAX_FRAME_BYTES")
+            if len(raw) > limit or (isinstance(raw, str) and len(raw) * 4 > limit and len(raw.encode()) > limit):
+                raise ProtocolError("too_large", f"frames are limited to {limit} bytes")
+            if not self.bucket.take():
+                self.rate_strikes += 1
+                if self.rate_strikes >= setting("RATE_LIMIT_STRIKES"):
+                    await self.close(code=4029, reason=f"rate limited; retry after {setting('RATE_LIMIT_RETRY_S')}s")
+                    return
+                raise ProtocolError("rate_limited", f"slow down: retry in {self.bucket.seconds_until_token():.2f}s")
+            self.rate_strikes = 0
+            command = parse_command(raw)
+            await self._handle(command)
+        except ProtocolError as error:
+            if error.code in ("invalid_json", "invalid_message", "too_large", "unknown_command"):
+                self.invalid_frames += 1
+            self.outbox.push(frame("error", {"code": error.code, "message": error.message}, error.reply_to))
+            if self.invalid_frames > setting("MAX_INVALID_FRAMES"):
+                await self.close(code=4008, reason="too many invalid or oversized messages")
+
+    async def _handle(self, command: Any) -> None:
+        try:
+            if isinstance(command, Ping):
+                self.outbox.push(frame("pong", None, command.id))
+            elif isinstance(command, Subscribe):
+                await self._subscribe(command.channel, command.since, command.id)
+            elif isinstance(command, Unsubscribe):
+                await self._unsubscribe(command.channel, command.id)
+            elif isinstance(command, Command):
+                result = await run_command(self.identity.user, command.payload.name, command.payload.args)
+                self.outbox.push(frame("command_result", {"name": command.payload.name, "result": result}, command.id))
+            elif isinstance(command, Publish):
+                await self._publish(command)
+            elif isinstance(command, AuthRefresh):
+                await self._refresh(command)
+        except ProtocolError as error:
+            if error.reply_to is None:
+                error.reply_to = command.id
+            raise
+
+    async def _subscribe(self, channel: str, since: Any, reply_to: Any, *, checked: bool = False) -> None:
+        validate_channel_name(channel)
+        policy = policy_for(channel)
+        if not checked and not await call_check(policy.can_subscribe, self.identity.user, channel):
+            raise ProtocolError("forbidden", f"not allowed to subscribe to {channel}")
+        if channel not in self.subscribed and len(self.subscribed) >= setting("MAX_CHANNELS_PER_CONNECTION"):
+            raise ProtocolError("limit_exceeded", "too many channels on this connection")
+        self.held = self.held if self.held is not None else []
+        try:
+            if channel not in self.subscribed:
+                await self.hub.join(self, channel)
+                self.subscribed.add(channel)
+            since_offset = since.offset if since is not None else -1
+            result = streams.parse_read(await rt_redis.async_script(streams.READ_LUA)(
+                *streams.read_args(channel, since_offset)))
+        except BaseException:
+            self._release({})
+            raise
+        records = streams.recover(result, since.epoch, since.offset) if since is not None else None
+        recovered = records is not None
+        self.outbox.push(frame("subscribed", {
+            "channel": channel, "epoch": result.epoch, "offset": result.offset, "recovered": recovered,
+        }, reply_to))
+        for record in records or ():
+            if audience_allows(record.audience, self.user_key):
+                self.outbox.push(record.body.decode())
+        if policy.snapshot is not None and not recovered:
+            snapshot = await call_check(policy.snapshot, self.identity.user, channel)
+            if snapshot is not None:
+                message_type, payload = snapshot
+                head, tail = envelope_parts(channel=channel, message_type=message_type, payload=payload,
+                                            sender="system", snapshot=True)
+                self.outbox.push(envelope_bytes(head, tail, offset=result.offset, epoch=result.epoch).decode())
+        self._release({channel: result.offset})
+
+    async def _unsubscribe(self, channel: str, reply_to: Any) -> None:
+        validate_channel_name(channel)
+        if channel not in self.subscribed:
+            raise ProtocolError("not_found", f"not subscribed to {channel}")
+        self.subscribed.discard(channel)
+        await self.hub.leave(self, channel)
+        self.outbox.push(frame("unsubscribed", {"channel": channel}, reply_to))
+
+    async def _publish(self, command: Publish) -> None:
+        channel = validate_channel_name(command.channel)
+        policy = policy_for(channel)
+        if policy.can_publish is None or not await call_check(policy.can_publish, self.identity.user, channel):
+            raise ProtocolError("forbidden", f"clients may not publish to {channel}")
+        try:
+            published = await apublish(channel, command.event, command.payload, sender=f"user:{self.identity.user_id}")
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError("invalid_message", str(exc)) from None
+        if published is None:
+            raise ProtocolError("unavailable", "the message could not be published; retry later")
+        self.outbox.push(frame("published", {"channel": channel, "offset": published.offset,
+                                             "epoch": published.epoch}, command.id))
+
+    async def _refresh(self, command: AuthRefresh) -> None:
+        try:
+            user, expires_at = await auth.user_from_token(command.token)
+        except auth.AuthFailure as failure:
+            raise ProtocolError("unauthorized", str(failure)) from None
+        if str(user.pk) != self.identity.user_id:
+            raise ProtocolError("forbidden", "the token belongs to another user")
+        self.identity = auth.Identity(user, expires_at, self.identity.method)
+        self.outbox.push(frame("auth.refreshed", {"expires_at": _iso(expires_at)}, command.id))
+
+    # ------------------------------------------------------------------ control (channel layer)
+
+    async def rt_subscribe(self, event: dict) -> None:
+        """Server-side subscribe of this user's connections (e.g. the user joined a team)."""
+        if self.identity is not None and event["channel"] not in self.subscribed:
+            try:
+                await self._subscribe(event["channel"], None, None, checked=True)
+            except ProtocolError as error:
+                logger.warning("server-side subscribe to %s failed: %s", event["channel"], error.message)
+
+    async def rt_unsubscribe(self, event: dict) -> None:
+        """Server-side unsubscribe (e.g. the user left a team)."""
+        if self.identity is not None and event["channel"] in self.subscribed:
+            await self._unsubscribe(event["channel"], None)
+
+    async def rt_disconnect(self, event: dict) -> None:
+        """Close this socket on the server's request (admin action, deactivated user)."""
+        target = event.get("connection_id")
+        if target is None or target == self.connection_id:
+            await self.close(code=event.get("code", 1000), reason=event.get("reason", ""))
+
+    # ------------------------------------------------------------------ disconnect
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        """Leave every channel and the registry; then stop the consumer."""
+        self.outbox.close()
+        if self.identity is not None:
+            self.identity, identity = None, self.identity
+            await self.hub.unregister(self)
+            try:
+                await self.channel_layer.group_discard(control_group(identity.user_id), self.channel_name)
+                await registry.remove(self.connection_id, identity.user_id)
+            except RedisError as exc:  # the registry entry expires by itself
+                logger.warning("cleanup after disconnect failed: %s", exc)
+        raise StopConsumer()
+
+
+# ---------------------------------------------------------------------- housekeeping
+
+
+async def _sweep(hub: Hub) -> None:
+    """Close zombie sockets (silent for IDLE_FACTOR x HEARTBEAT_S) and expired sessions (4011)."""
+    idle_limit = setting("HEARTBEAT_S") * setting("IDLE_FACTOR")
+    now = time.monotonic()
+    wall = datetime.now(timezone.utc)
+    for conn in list(hub.connections.values()):
+        if conn.identity is None:
+            continue
+        if now - conn.last_seen > idle_limit:
+            conn.close_soon(1001, "heartbeat timeout")
+        elif conn.identity.expires_at is not None and conn.identity.expires_at <= wall:
+            conn.close_soon(4011, "token expired")
+
+
+async def _refresh_registry(hub: Hub) -> None:
+    """Push this process's registry entries forward (activity and channels included)."""
+    now = time.monotonic()
+    if now - hub.stamps.get("registry", 0.0) >= setting("REGISTRY_REFRESH_S"):
+        hub.stamps["registry"] = now
+        await registry.refresh([c._registry_entry() for c in list(hub.connections.values()) if c.identity])
+    if now - hub.stamps.setdefault("groups", now) >= get_channel_layer().group_expiry / 3:
+        # Keeps control-group memberships younger than the layer's group_expiry.
+        hub.stamps["groups"] = now
+        for conn in list(hub.connections.values()):
+            if conn.identity is not None:
+                await conn.channel_layer.group_add(control_group(conn.identity.user_id), conn.channel_name)
+
+
+HOUSEKEEPING_JOBS.extend([_sweep, _refresh_registry])

@@ -1,0 +1,112 @@
+"""The connection registry: every live socket of every server process, kept in Redis.
+
+Each process owns one hash (connection id -> JSON) that expires unless the process refreshes
+it, and a score in the ``procs`` sorted set (its expiry time). A crashed process stops
+refreshing, so its connections disappear on their own within REGISTRY_TTL_S. Per-user sorted
+sets (connection id scored by expiry) count a user's live connections across processes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from realtime import redis as rt_redis
+from realtime.conf import setting
+
+PROCESS_ID = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _k(*parts: str) -> str:
+    return ":".join((setting("KEY_PREFIX"), *parts))
+
+
+def procs_key() -> str:
+    """Sorted set of server processes scored by the time their entries expire."""
+    return _k("procs")
+
+
+def proc_key(process_id: str = PROCESS_ID) -> str:
+    """Hash of one process's connections."""
+    return _k("proc", process_id)
+
+
+def user_key(user_id: str) -> str:
+    """Sorted set of a user's connection ids scored by expiry time."""
+    return _k("uconn", user_id)
+
+
+async def add(entry: dict[str, Any]) -> int:
+    """Record a new connection; returns how many live connections its user now has."""
+    ttl = setting("REGISTRY_TTL_S")
+    expires = time.time() + ttl
+    pipe = rt_redis.async_client().pipeline(transaction=False)
+    pipe.hset(proc_key(), entry["connection_id"], orjson.dumps(entry))
+    pipe.expire(proc_key(), ttl)
+    pipe.zadd(procs_key(), {PROCESS_ID: expires})
+    pipe.zadd(user_key(entry["user_id"]), {entry["connection_id"]: expires})
+    pipe.expire(user_key(entry["user_id"]), ttl)
+    pipe.zcount(user_key(entry["user_id"]), time.time(), "+inf")
+    results = await pipe.execute()
+    return int(results[-1])
+
+
+async def remove(connection_id: str, user_id: str) -> None:
+    """Forget a closed connection."""
+    pipe = rt_redis.async_client().pipeline(transaction=False)
+    pipe.hdel(proc_key(), connection_id)
+    pipe.zrem(user_key(user_id), connection_id)
+    await pipe.execute()
+
+
+async def refresh(entries: list[dict[str, Any]]) -> None:
+    """Rewrite this process's entries (activity, channels) and push their expiry forward."""
+    ttl = setting("REGISTRY_TTL_S")
+    expires = time.time() + ttl
+    pipe = rt_redis.async_client().pipeline(transaction=False)
+    pipe.delete(proc_key())
+    if entries:
+        pipe.hset(proc_key(), mapping={e["connection_id"]: orjson.dumps(e) for e in entries})
+        pipe.expire(proc_key(), ttl)
+    pipe.zadd(procs_key(), {PROCESS_ID: expires})
+    for entry in entries:
+        pipe.zadd(user_key(entry["user_id"]), {entry["connection_id"]: expires})
+        pipe.expire(user_key(entry["user_id"]), ttl)
+    await pipe.execute()
+
+
+def live_connections() -> list[dict[str, Any]]:
+    """Every live connection of every process (sync; for the admin and management commands)."""
+    client = rt_redis.sync_client()
+    now = time.time()
+    live = client.zrangebyscore(procs_key(), now, "+inf")
+    client.zremrangebyscore(procs_key(), "-inf", now)
+    connections: list[dict[str, Any]] = []
+    for process_id in live:
+        for raw in client.hvals(proc_key(process_id.decode())):
+            entry = orjson.loads(raw)
+            entry["process"] = process_id.decode()
+            connections.append(entry)
+    connections.sort(key=lambda e: e["connected_at"])
+    return connections
+
+
+def user_connection_count(user_id: str) -> int:
+    """Live connections of a user across processes."""
+    return int(rt_redis.sync_client().zcount(user_key(user_id), time.time(), "+inf"))
+
+
+def prune_stale() -> int:
+    """Drop registry entries of processes that stopped refreshing; returns how many processes."""
+    client = rt_redis.sync_client()
+    now = time.time()
+    stale = client.zrangebyscore(procs_key(), "-inf", now)
+    for process_id in stale:
+        client.delete(proc_key(process_id.decode()))
+    client.zremrangebyscore(procs_key(), "-inf", now)
+    return len(stale)
