@@ -8,3 +8,11 @@ class ExecutionsConfig(AppConfig):
 
     name = "executions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register ``team:`` and ``execution:`` and the ``execution.cancel`` command."""
+        from executions.channels import register_execution_channels
+        from executions.commands import register_execution_commands
+
+        register_execution_channels()
+        register_execution_commands()
