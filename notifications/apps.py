@@ -8,3 +8,9 @@ class NotificationsConfig(AppConfig):
 
     name = "notifications"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register the socket commands that route to the notification services."""
+        from notifications.socket_commands import register_notification_commands
+
+        register_notification_commands()

@@ -1,0 +1,59 @@
+"""The notification table: one row per notification per recipient."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class NotificationType(models.TextChoices):
+    """Severity of a notification, as the front end renders it."""
+
+    INFO = "info", "Info"
+    SUCCESS = "success", "Success"
+    WARNING = "warning", "Warning"
+    ERROR = "error", "Error"
+
+
+class Notification(models.Model):
+    """A message to one user; ``read_at`` set means read (Novu/Knock style timestamps, not flags)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No separate index: (user, -created_at, id) below serves every lookup by user.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications", db_index=False
+    )
+    type = models.CharField(max_length=16, choices=NotificationType.choices, default=NotificationType.INFO)
+    title = models.CharField(max_length=200)
+    message = models.TextField(blank=True)
+    # {"type": str, "payload": any}: what the front end does on click; validated in the service.
+    action = models.JSONField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        # Same order as the listing index below, so a list is one index scan.
+        ordering = ["-created_at", "id"]
+        indexes = [
+            # The unread count scans only this user's unread rows: the index holds no read ones,
+            # so its size follows the unread backlog, not the table (django-notifications-hq #164).
+            models.Index(
+                fields=["user", "created_at"],
+                condition=Q(read_at__isnull=True),
+                name="notif_user_unread_idx",
+            ),
+            # Cursor pagination of a user's list: (user, created_at desc, id) is one index range scan.
+            models.Index(fields=["user", "-created_at", "id"], name="notif_user_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} -> {self.user_id}"
+
+    @property
+    def read(self) -> bool:
+        """Whether the user has read it (derived from ``read_at``)."""
+        return self.read_at is not None

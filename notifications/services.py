@@ -1,0 +1,244 @@
+"""Writes of notifications: the only code that changes the table, and the only code that publishes.
+
+Every write runs in a transaction and its realtime events are sent after commit through
+``realtime.publish`` (never the channel layer): a rolled-back write sends nothing, and a
+write that changed nothing (marking a read notification read) sends nothing either.
+Unread counts are counted *after* commit, so concurrent writers never publish a count that
+their own transaction could not see yet.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from notifications.models import Notification, NotificationType
+from notifications.payloads import iso_utc, notification_payload
+from notifications.selectors import notification_unread_counts
+from notifications.utils import chunked
+from realtime.publish import send_to_user_on_commit
+
+# Rows per INSERT of notification_create_many: big enough to amortize round trips, small
+# enough to stay under SQLite's parameter limit (9 columns x 1000 rows).
+CREATE_BATCH_SIZE = 1000
+
+
+def notification_action_validate(action: Any) -> dict[str, Any] | None:
+    """Return the action as ``{"type": str, "payload": any}`` or raise ``ValidationError``.
+
+    The front end dispatches on ``type``; any other key would be silently ignored there, so
+    it is refused here instead.
+    """
+    if action is None:
+        return None
+    if not isinstance(action, dict):
+        raise ValidationError({"action": "must be an object {type, payload} or null"})
+    unknown = set(action) - {"type", "payload"}
+    if unknown:
+        raise ValidationError({"action": f"unknown keys: {', '.join(sorted(map(str, unknown)))}"})
+    if not isinstance(action.get("type"), str) or not action["type"]:
+        raise ValidationError({"action": "type must be a non-empty string"})
+    return {"type": action["type"], "payload": action.get("payload")}
+
+
+def _content_validate(*, type: str, title: str, message: str) -> None:
+    errors = {}
+    if type not in NotificationType.values:
+        errors["type"] = f"must be one of {', '.join(NotificationType.values)}"
+    if not isinstance(title, str) or not title.strip():
+        errors["title"] = "must not be empty"
+    elif len(title) > 200:
+        errors["title"] = "must be at most 200 characters"
+    if not isinstance(message, str):
+        errors["message"] = "must be a string"
+    if errors:
+        raise ValidationError(errors)
+
+
+def _unread_counts_publish_on_commit(user_ids: Collection[Any]) -> None:
+    """After commit, send each user their unread count, counted with one grouped query."""
+    user_ids = list(dict.fromkeys(user_ids))
+    if not user_ids:
+        return
+
+    def publish() -> None:
+        counts = notification_unread_counts(user_ids=user_ids)
+        for user_id in user_ids:
+            send_to_user_on_commit(user_id, "unread_count", {"count": counts.get(user_id, 0)})
+
+    # robust: a failure to count or publish must not turn a committed write into an error.
+    transaction.on_commit(publish, robust=True)
+
+
+def notification_create(
+    *, user: Any, type: str, title: str, message: str, action: dict[str, Any] | None = None
+) -> Notification:
+    """Store a notification for one user and deliver it live after commit."""
+    _content_validate(type=type, title=title, message=message)
+    action = notification_action_validate(action)
+    with transaction.atomic():
+        notification = Notification.objects.create(user=user, type=type, title=title, message=message, action=action)
+        send_to_user_on_commit(user.pk, "notification", notification_payload(notification))
+        _unread_counts_publish_on_commit([user.pk])
+    return notification
+
+
+def _recipient_ids(*, users: Iterable[Any] | None, everyone: bool) -> list[Any]:
+    """Primary keys of the recipients that exist (active users only for ``everyone``)."""
+    user_model = get_user_model()
+    if everyone:
+        if users is not None:
+            raise ValidationError({"users": "give users or everyone=True, not both"})
+        return list(user_model.objects.filter(is_active=True).order_by("pk").values_list("pk", flat=True))
+    if users is None:
+        raise ValidationError({"users": "give users or everyone=True"})
+    wanted = list(dict.fromkeys(getattr(u, "pk", u) for u in users))
+    # Unknown ids are dropped here: on PostgreSQL the foreign key is checked only at commit,
+    # which would fail the whole batch after every event had been queued.
+    existing: list[Any] = []
+    for chunk in chunked(wanted, CREATE_BATCH_SIZE):
+        existing.extend(user_model.objects.filter(pk__in=chunk).order_by("pk").values_list("pk", flat=True))
+    return existing
+
+
+def notification_create_many(
+    *,
+    users: Iterable[Any] | None = None,
+    everyone: bool = False,
+    type: str,
+    title: str,
+    message: str,
+    action: dict[str, Any] | None = None,
+) -> int:
+    """Send the same notification to many users (objects or ids) or to every active user.
+
+    Rows are inserted with ``bulk_create`` in batches; after commit each recipient gets their
+    ``notification`` and one ``unread_count``. Returns how many notifications were created.
+    """
+    _content_validate(type=type, title=title, message=message)
+    action = notification_action_validate(action)
+    recipient_ids = _recipient_ids(users=users, everyone=everyone)
+    created_at = timezone.now()
+    with transaction.atomic():
+        for chunk in chunked(recipient_ids, CREATE_BATCH_SIZE):
+            rows = [
+                Notification(
+                    user_id=user_id, type=type, title=title, message=message, action=action, created_at=created_at
+                )
+                for user_id in chunk
+            ]
+            Notification.objects.bulk_create(rows)
+            for notification in rows:
+                send_to_user_on_commit(notification.user_id, "notification", notification_payload(notification))
+        _unread_counts_publish_on_commit(recipient_ids)
+    return len(recipient_ids)
+
+
+def notification_mark_read(*, user: Any, notification_id: uuid.UUID | str) -> Notification:
+    """Mark one of the user's notifications read; marking it again changes and sends nothing.
+
+    Another user's id raises ``Notification.DoesNotExist``, like a missing one.
+    """
+    with transaction.atomic():
+        # A conditional UPDATE, not read-then-save: two racing calls cannot both see "unread",
+        # so exactly one of them publishes.
+        changed = Notification.objects.filter(pk=notification_id, user=user, read_at__isnull=True).update(
+            read_at=timezone.now()
+        )
+        notification = Notification.objects.get(pk=notification_id, user=user)
+        if changed:
+            send_to_user_on_commit(user.pk, "notification_read", {"ids": [str(notification.id)], "all": False})
+            _unread_counts_publish_on_commit([user.pk])
+    return notification
+
+
+def notification_mark_all_read(*, user: Any, before: datetime | None = None, batch_size: int = 5000) -> int:
+    """Mark the user's unread notifications created at or before ``before`` (default: now) read.
+
+    The cutoff is GitHub's ``last_read_at``: what arrives while this runs stays unread.
+    Each batch of ids is its own short transaction so that 100k rows never hold one long
+    lock; ``notification_read`` (with ``all: true``) and ``unread_count`` are sent once, after
+    the last batch commits. Returns how many notifications changed.
+    """
+    read_at = timezone.now()
+    cutoff = before or read_at
+    unread = Notification.objects.filter(user=user, read_at__isnull=True, created_at__lte=cutoff)
+    updated = 0
+    while True:
+        with transaction.atomic():
+            # UPDATE ... WHERE id IN (SELECT id ... LIMIT n): one statement per batch, served by
+            # the partial unread index, without shipping the ids to Python and back.
+            batch_ids = unread.order_by("created_at").values("pk")[:batch_size]
+            changed = Notification.objects.filter(pk__in=batch_ids, read_at__isnull=True).update(read_at=read_at)
+        updated += changed
+        if changed < batch_size:
+            break
+    if updated:
+        send_to_user_on_commit(user.pk, "notification_read", {"ids": [], "all": True, "before": iso_utc(cutoff)})
+        _unread_counts_publish_on_commit([user.pk])
+    return updated
+
+
+def notification_delete(*, user: Any, notification_id: uuid.UUID | str) -> None:
+    """Delete one of the user's notifications; another user's id raises ``Notification.DoesNotExist``."""
+    with transaction.atomic():
+        deleted = Notification.objects.filter(pk=notification_id, user=user).delete()[0]
+        if not deleted:
+            raise Notification.DoesNotExist(f"no notification {notification_id} for this user")
+        _unread_counts_publish_on_commit([user.pk])
+
+
+# ------------------------------------------------------------------ staff operations (admin)
+
+
+def notification_mark_read_many(*, notification_ids: Iterable[Any]) -> int:
+    """Mark notifications of any users read (admin bulk action); returns how many changed."""
+    return _read_state_set(notification_ids=notification_ids, read=True)
+
+
+def notification_mark_unread_many(*, notification_ids: Iterable[Any]) -> int:
+    """Mark notifications of any users unread again (admin bulk action); returns how many changed."""
+    return _read_state_set(notification_ids=notification_ids, read=False)
+
+
+def _read_state_set(*, notification_ids: Iterable[Any], read: bool) -> int:
+    read_at = timezone.now() if read else None
+    changed_by_user: dict[Any, list[str]] = {}
+    with transaction.atomic():
+        for chunk in chunked(notification_ids, CREATE_BATCH_SIZE):
+            # Locked so that the rows reported as changed are exactly the rows the UPDATE changes.
+            rows = list(
+                Notification.objects.select_for_update()
+                .filter(pk__in=chunk, read_at__isnull=read)
+                .order_by()
+                .values_list("pk", "user_id")
+            )
+            if not rows:
+                continue
+            Notification.objects.filter(pk__in=[pk for pk, _ in rows]).update(read_at=read_at)
+            for pk, user_id in rows:
+                changed_by_user.setdefault(user_id, []).append(str(pk))
+        if read:
+            for user_id, changed_ids in changed_by_user.items():
+                send_to_user_on_commit(user_id, "notification_read", {"ids": changed_ids, "all": False})
+        _unread_counts_publish_on_commit(changed_by_user)
+    return sum(len(changed_ids) for changed_ids in changed_by_user.values())
+
+
+def notification_delete_many(*, notification_ids: Iterable[Any]) -> int:
+    """Delete notifications of any users (admin); each affected user gets a new unread count."""
+    user_ids: set[Any] = set()
+    deleted = 0
+    with transaction.atomic():
+        for chunk in chunked(notification_ids, CREATE_BATCH_SIZE):
+            user_ids.update(Notification.objects.filter(pk__in=chunk).values_list("user_id", flat=True))
+            deleted += Notification.objects.filter(pk__in=chunk).delete()[0]
+        _unread_counts_publish_on_commit(user_ids)
+    return deleted

@@ -1,0 +1,70 @@
+"""Socket commands of notifications: ``notification.mark_read`` and ``notification.mark_all_read``.
+
+They call the same services as the REST API, with the connection's authenticated user, so a
+change made over the socket publishes exactly the events a REST call would.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+from notifications.models import Notification
+from notifications.payloads import notification_payload
+from notifications.selectors import notification_unread_count
+from notifications.services import notification_mark_all_read, notification_mark_read
+from realtime.commands import CommandError, register_command
+
+
+def _only_keys(args: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(args) - allowed
+    if unknown:
+        raise CommandError("invalid_message", f"unknown arguments: {', '.join(sorted(unknown))}")
+
+
+def _uuid_arg(args: dict[str, Any], name: str) -> uuid.UUID:
+    value = args.get(name)
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise CommandError("invalid_message", f"{name} must be a notification UUID")
+
+
+def _datetime_arg(args: dict[str, Any], name: str) -> datetime | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise CommandError("invalid_message", f"{name} must be an ISO 8601 datetime")
+    # A client that omits the offset means UTC, the only zone the protocol speaks.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def notification_mark_read_command(user: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """``notification.mark_read {id}`` -> ``{"notification": ..., "count": unread}``."""
+    _only_keys(args, {"id"})
+    notification_id = _uuid_arg(args, "id")
+    try:
+        notification = notification_mark_read(user=user, notification_id=notification_id)
+    except Notification.DoesNotExist:
+        raise CommandError("not_found", "no such notification") from None
+    return {"notification": notification_payload(notification), "count": notification_unread_count(user=user)}
+
+
+def notification_mark_all_read_command(user: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """``notification.mark_all_read {}`` or ``{before}`` -> ``{"updated": n, "count": unread}``."""
+    _only_keys(args, {"before"})
+    updated = notification_mark_all_read(user=user, before=_datetime_arg(args, "before"))
+    return {"updated": updated, "count": notification_unread_count(user=user)}
+
+
+def register_notification_commands() -> None:
+    """Register the commands with the realtime transport (called from ``AppConfig.ready``)."""
+    register_command("notification.mark_read", notification_mark_read_command)
+    register_command("notification.mark_all_read", notification_mark_all_read_command)
