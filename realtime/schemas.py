@@ -21,7 +21,7 @@ BUILTIN_TYPES = frozenset(
 )
 
 
-class ProtocolError(Exception):
+class ProtocolError(ValueError):
     """A client error answered with an ``error`` frame; the connection stays open."""
 
     def __init__(self, code: str, message: str) -> None:
