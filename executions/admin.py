@@ -40,23 +40,23 @@ class TeamAdmin(admin.ModelAdmin):
             super().save_formset(request, form, formset, change)
             return
         team = form.instance
+        # The admin's change message reads these three lists, which formset.save() would fill.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for inline_form in formset.forms:
-            if not inline_form.has_changed() and not _marked_deleted(formset, inline_form):
+            deleted = bool(formset.can_delete and formset._should_delete_form(inline_form))
+            if not deleted and not inline_form.has_changed():
                 continue
-            original = inline_form.instance if inline_form.instance.pk else None
-            original_user = original and TeamMembership.objects.get(pk=original.pk).user
-            if original_user is not None and (
-                _marked_deleted(formset, inline_form) or original_user != inline_form.cleaned_data.get("user")
-            ):
-                services.team_membership_remove(team=team, user=original_user)
-            if not _marked_deleted(formset, inline_form) and inline_form.cleaned_data.get("user"):
-                services.team_membership_add(
-                    team=team, user=inline_form.cleaned_data["user"], role=inline_form.cleaned_data["role"]
-                )
-
-
-def _marked_deleted(formset: Any, inline_form: Any) -> bool:
-    return bool(formset.can_delete and formset._should_delete_form(inline_form))
+            existing = TeamMembership.objects.filter(pk=inline_form.instance.pk).select_related("user").first()
+            user = inline_form.cleaned_data.get("user")
+            if existing is not None and (deleted or existing.user != user):
+                services.team_membership_remove(team=team, user=existing.user)
+                formset.deleted_objects.append(existing)
+            if not deleted and user is not None:
+                membership = services.team_membership_add(team=team, user=user, role=inline_form.cleaned_data["role"])
+                if existing is not None and existing.user == user:
+                    formset.changed_objects.append((membership, inline_form.changed_data))
+                else:
+                    formset.new_objects.append(membership)
 
 
 class ProgressBucketFilter(admin.SimpleListFilter):
