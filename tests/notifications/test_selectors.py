@@ -1,0 +1,44 @@
+"""Selectors: unread counts, grouped counts, and the list fingerprint behind the ETag."""
+
+from __future__ import annotations
+
+from notifications.selectors import notification_list_version, notification_unread_count, notification_unread_counts
+from notifications.services import (
+    notification_create,
+    notification_delete,
+    notification_mark_read,
+    notification_mark_unread_many,
+)
+
+
+def test_unread_counts_of_many_users_come_from_one_grouped_query(make_user, django_assert_num_queries):
+    alice, bob, carol = make_user(), make_user(), make_user()
+    for _ in range(3):
+        notification_create(user=alice, type="info", title="a", message="")
+    read = notification_create(user=bob, type="info", title="b", message="")
+    notification_mark_read(user=bob, notification_id=read.id)
+
+    with django_assert_num_queries(1):
+        counts = notification_unread_counts(user_ids=[alice.pk, bob.pk, carol.pk])
+
+    assert counts == {alice.pk: 3}
+    assert notification_unread_count(user=alice) == 3
+    assert notification_unread_count(user=bob) == 0
+
+
+def test_list_version_changes_with_every_write_and_only_then(user, make_user):
+    versions = [notification_list_version(user=user)]
+    first = notification_create(user=user, type="info", title="1", message="")
+    versions.append(notification_list_version(user=user))
+    second = notification_create(user=user, type="info", title="2", message="")
+    versions.append(notification_list_version(user=user))
+    notification_mark_read(user=user, notification_id=second.id)
+    versions.append(notification_list_version(user=user))
+    notification_mark_unread_many(notification_ids=[second.id])
+    versions.append(notification_list_version(user=user))
+    notification_delete(user=user, notification_id=first.id)
+    versions.append(notification_list_version(user=user))
+    notification_create(user=make_user(), type="info", title="someone else's", message="")
+
+    assert len(set(versions)) == 6
+    assert notification_list_version(user=user) == versions[-1]
