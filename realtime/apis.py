@@ -99,7 +99,8 @@ class PublishApi(APIView):
         except ValueError as exc:
             return Response({"payload": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         if published is None:
-            return Response({"detail": "Redis is unavailable; retry later."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            return Response({"detail": "Redis is unavailable; retry later."},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"channel": published.channel, "offset": published.offset, "epoch": published.epoch},
                         status=status.HTTP_201_CREATED)
 

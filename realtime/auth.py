@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -78,7 +78,7 @@ def decode_access_token(token: str) -> tuple[str, datetime]:
     user_id = access.get(jwt_settings.USER_ID_CLAIM)
     if user_id is None:
         raise AuthFailure("invalid token: no user id")
-    return str(user_id), datetime.fromtimestamp(access["exp"], tz=timezone.utc)
+    return str(user_id), datetime.fromtimestamp(access["exp"], tz=UTC)
 
 
 @database_sync_to_async
@@ -138,7 +138,7 @@ async def authenticate(scope: dict) -> Identity:
     if "ticket" in query:
         user = await _redeem_ticket(query["ticket"][0])
         # A ticket authenticates the connect; the session then lasts one access-token lifetime.
-        return Identity(user, datetime.now(timezone.utc) + jwt_settings.ACCESS_TOKEN_LIFETIME, "ticket")
+        return Identity(user, datetime.now(UTC) + jwt_settings.ACCESS_TOKEN_LIFETIME, "ticket")
     token = scope.get("url_route", {}).get("kwargs", {}).get("token")
     if token:
         user, expires_at = await user_from_token(token)

@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_RETRY_S": 30,
     # Concurrent sockets per user across all processes (more are closed with 4003).
     "MAX_CONNECTIONS_PER_USER": 20,
+    # Socket connect attempts per client IP per minute, across processes (0 = no limit).
+    "CONNECTS_PER_IP_PER_MINUTE": 600,
+    "CONNECT_LIMIT_EXEMPT_IPS": [],
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
 }

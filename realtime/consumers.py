@@ -12,8 +12,9 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -21,7 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
-from realtime import auth, registry, streams
+from realtime import auth, limits, metrics, registry, security, streams
 from realtime import redis as rt_redis
 from realtime.channels import BROADCAST, call_check, policy_for, user_channel
 from realtime.commands import run_command
@@ -50,7 +51,7 @@ logger = logging.getLogger("realtime.consumers")
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -87,13 +88,25 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.rate_strikes = 0
         self.bucket = TokenBucket(setting("COMMAND_RATE"), setting("COMMAND_BURST"))
         self.outbox = Outbox(self.base_send, setting("OUTBOX_MAX_BYTES"), self._on_slow)
+        self.ip = (self.scope.get("client") or ("", 0))[0]
         if not auth.origin_allowed(self.scope):
+            metrics.CONNECTS.labels("origin_rejected").inc()
+            await security.record("origin_rejected", ip=self.ip, detail=auth.header(self.scope, b"origin") or "")
             await self.close()  # before accept: the handshake is refused with HTTP 403
             return
         subprotocol = auth.SUBPROTOCOL if auth.SUBPROTOCOL in self.scope.get("subprotocols", ()) else None
+        retry_after = await limits.connect_attempt(self.ip)
+        if retry_after:
+            metrics.CONNECTS.labels("rate_limited").inc()
+            await self.accept(subprotocol)
+            await self.close(code=4029, reason=f"too many connection attempts; retry after {retry_after}s")
+            return
         try:
             self.identity = await auth.authenticate(self.scope)
         except auth.AuthFailure as failure:
+            metrics.CONNECTS.labels("unauthorized").inc()
+            metrics.AUTH_FAILURES.inc()
+            await security.record("auth_failure", ip=self.ip, detail=str(failure))
             await self.accept(subprotocol)
             await self.close(code=4001, reason=str(failure)[:120])
             return
@@ -108,9 +121,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         count = await registry.add(entry)
         if count > setting("MAX_CONNECTIONS_PER_USER"):
             await registry.remove(self.connection_id, identity.user_id)
+            metrics.CONNECTS.labels("too_many").inc()
+            await security.record("too_many_connections", ip=self.ip, user_id=identity.user_id)
             await self.close(code=4003, reason="too many connections for this user")
             self.identity = None
             return
+        metrics.CONNECTS.labels("ok").inc()
+        metrics.CONNECTIONS.inc()
         self.hub.register(self)
         await self.channel_layer.group_add(control_group(identity.user_id), self.channel_name)
         own = [user_channel(identity.user_id), BROADCAST]
@@ -118,7 +135,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.subscribed.update(own)
         read = rt_redis.async_script(streams.READ_LUA)
         results = await asyncio.gather(*(read(*streams.read_args(c, -1)) for c in own))
-        positions = {c: streams.parse_read(r) for c, r in zip(own, results)}
+        positions = {c: streams.parse_read(r) for c, r in zip(own, results, strict=True)}
         self.outbox.push(frame("welcome", {
             "user_id": identity.user_id,
             "connection_id": self.connection_id,
@@ -130,14 +147,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     def _registry_entry(self) -> dict[str, Any]:
         client = self.scope.get("client") or ("", 0)
-        query = dict(pair.split("=", 1) for pair in self.scope.get("query_string", b"").decode().split("&") if "=" in pair)
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         return {
             "connection_id": self.connection_id,
             "user_id": self.identity.user_id,
             "username": self.identity.user.get_username(),
             "ip": client[0],
             "user_agent": (auth.header(self.scope, b"user-agent") or "")[:200],
-            "client_id": query.get("client_id", "")[:64],
+            "client_id": query.get("client_id", [""])[0][:64],
             "auth": self.identity.method,
             "connected_at": self.connected_at,
             "last_activity": time.time() - (time.monotonic() - self.last_seen),
@@ -162,6 +179,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 self.outbox.push(text)
 
     def _on_slow(self) -> None:
+        metrics.SLOW_CONSUMERS.inc()
         self.close_soon(4009, "slow consumer: reconnect and resume")
 
     def close_soon(self, code: int, reason: str) -> None:
@@ -184,7 +202,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError("too_large", f"frames are limited to {limit} bytes")
             if not self.bucket.take():
                 self.rate_strikes += 1
+                metrics.RATE_LIMITED.labels("commands").inc()
                 if self.rate_strikes >= setting("RATE_LIMIT_STRIKES"):
+                    await security.record("rate_limited", ip=self.ip, user_id=self.identity.user_id)
                     await self.close(code=4029, reason=f"rate limited; retry after {setting('RATE_LIMIT_RETRY_S')}s")
                     return
                 raise ProtocolError("rate_limited", f"slow down: retry in {self.bucket.seconds_until_token():.2f}s")
@@ -192,10 +212,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             command = parse_command(raw)
             await self._handle(command)
         except ProtocolError as error:
+            metrics.PROTOCOL_ERRORS.labels(error.code).inc()
             if error.code in ("invalid_json", "invalid_message", "too_large", "unknown_command"):
                 self.invalid_frames += 1
+            elif error.code == "forbidden":
+                await security.record("forbidden", ip=self.ip, user_id=self.identity.user_id, detail=error.message)
             self.outbox.push(frame("error", {"code": error.code, "message": error.message}, error.reply_to))
             if self.invalid_frames > setting("MAX_INVALID_FRAMES"):
+                await security.record("invalid_frames", ip=self.ip, user_id=self.identity.user_id)
                 await self.close(code=4008, reason="too many invalid or oversized messages")
 
     async def _handle(self, command: Any) -> None:
@@ -313,6 +337,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.outbox.close()
         if self.identity is not None:
             self.identity, identity = None, self.identity
+            metrics.CONNECTIONS.dec()
             await self.hub.unregister(self)
             try:
                 await self.channel_layer.group_discard(control_group(identity.user_id), self.channel_name)
@@ -329,7 +354,7 @@ async def _sweep(hub: Hub) -> None:
     """Close zombie sockets (silent for IDLE_FACTOR x HEARTBEAT_S) and expired sessions (4011)."""
     idle_limit = setting("HEARTBEAT_S") * setting("IDLE_FACTOR")
     now = time.monotonic()
-    wall = datetime.now(timezone.utc)
+    wall = datetime.now(UTC)
     for conn in list(hub.connections.values()):
         if conn.identity is None:
             continue

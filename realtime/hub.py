@@ -18,15 +18,20 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from realtime import metrics, streams
 from realtime import redis as rt_redis
-from realtime import streams
 from realtime.conf import setting
 
 logger = logging.getLogger("realtime.hub")
+# Bound once: a metric call on the hot path is one method call, not a label lookup.
+_RECEIVED_INC = metrics.RECEIVED.inc
+_DELIVERED_INC = metrics.DELIVERED.inc
+_FANOUT_OBSERVE = metrics.FANOUT_SECONDS.observe
 
 
 class _Resumed:
@@ -252,6 +257,7 @@ class Hub:
         subs = self.channels.get(channel)
         if not subs:
             return
+        started = perf_counter()
         text = body.decode()
         if audience:
             targets = [c for c in subs if audience_allows(audience, c.user_key)]
@@ -260,6 +266,8 @@ class Hub:
         for conn in targets:
             conn.deliver(channel, offset, text)
         self.delivered += len(targets)
+        _DELIVERED_INC(len(targets))
+        _FANOUT_OBSERVE(perf_counter() - started)
 
     async def _read_forever(self) -> None:
         backoff = 0.05
@@ -269,6 +277,7 @@ class Hub:
                 backoff = 0.05
             except (RedisError, OSError) as exc:
                 self.redis_errors += 1
+                metrics.REDIS_ERRORS.labels("hub").inc()
                 self._connected.clear()
                 logger.warning("hub lost its Redis subscription: %s; reconnecting", exc)
                 await asyncio.sleep(backoff)
@@ -286,6 +295,7 @@ class Hub:
             channel = name[self._prefix_len:]
             if kind == "message":
                 self.received += 1
+                _RECEIVED_INC()
                 try:
                     self.dispatch(channel, message["data"])
                 except Exception:  # one bad record must not stop the process's fan-out

@@ -1,8 +1,16 @@
-"""Rate limits: a token bucket per connection for inbound commands."""
+"""Rate limits: a token bucket per connection for commands; connect attempts per IP across processes."""
 
 from __future__ import annotations
 
+import logging
 import time
+
+from redis.exceptions import RedisError
+
+from realtime import redis as rt_redis
+from realtime.conf import setting
+
+logger = logging.getLogger("realtime.limits")
 
 
 class TokenBucket:
@@ -29,3 +37,31 @@ class TokenBucket:
     def seconds_until_token(self) -> float:
         """How long until the next token is available."""
         return max(0.0, (1 - self.tokens) / self.rate)
+
+
+async def connect_attempt(ip: str) -> int:
+    """Count a connect attempt from an IP; the seconds to wait when over the per-minute limit, else 0.
+
+    Counted in Redis per minute window, so the limit holds across every server process.
+    Fails open: with Redis unreachable, connects are not refused for this reason.
+    """
+    limit = setting("CONNECTS_PER_IP_PER_MINUTE")
+    if not limit or not ip or ip in setting("CONNECT_LIMIT_EXEMPT_IPS"):
+        return 0
+    window = int(time.time() // 60)
+    key = f"{setting('KEY_PREFIX')}:connrate:{ip}:{window}"
+    try:
+        pipe = rt_redis.async_client().pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = await pipe.execute()
+    except RedisError as exc:
+        logger.warning("connect rate limit unavailable: %s", exc)
+        return 0
+    if count > limit:
+        if count == limit + 1:
+            from realtime import security
+
+            await security.record("connect_flood", ip=ip, detail=f"more than {limit} connects in a minute")
+        return 60 - int(time.time() % 60)
+    return 0

@@ -23,8 +23,8 @@ from typing import Any
 from django.db import transaction
 from redis.exceptions import RedisError
 
+from realtime import metrics, streams
 from realtime import redis as rt_redis
-from realtime import streams
 from realtime.channels import BROADCAST, user_channel
 from realtime.conf import setting
 from realtime.schemas import envelope_parts, validate_channel_name, validate_payload
@@ -65,20 +65,27 @@ class CircuitBreaker:
         if self.state == "open":
             with self._lock:
                 self.total_skipped += 1
+            metrics.PUBLISHED.labels("skipped").inc()
             return False
         return True
 
     def record_success(self) -> None:
         """A call succeeded: close the circuit."""
+        if self.consecutive_failures:
+            metrics.CIRCUIT_OPEN.set(0)
         self.consecutive_failures = 0
+        metrics.PUBLISHED.labels("ok").inc()
 
     def record_failure(self) -> None:
         """A call failed: count it and open the circuit at the threshold."""
         with self._lock:
             self.total_failures += 1
             self.consecutive_failures += 1
+            metrics.PUBLISHED.labels("failed").inc()
+            metrics.REDIS_ERRORS.labels("publish").inc()
             if self.consecutive_failures >= self.failures_to_open:
                 self.open_until = time.monotonic() + self.cooldown_s
+                metrics.CIRCUIT_OPEN.set(1)
 
 
 _breaker: CircuitBreaker | None = None

@@ -97,7 +97,7 @@ class Record:
     raw: bytes
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Record":
+    def parse(cls, raw: bytes) -> Record:
         """Split a record into its parts."""
         offset, epoch, audience, body = raw.split(b"\t", 3)
         return cls(int(offset), epoch.decode(), audience, body, raw)

@@ -70,7 +70,7 @@ class LiveServer:
         """Base HTTP URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "LiveServer":
+    def start(self, timeout: float = 30) -> LiveServer:
         """Start the process and wait until the port answers."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -101,7 +101,7 @@ class LiveServer:
             self.process.kill()
             return self.process.wait(5)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

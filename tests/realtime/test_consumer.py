@@ -64,7 +64,8 @@ async def test_bad_credentials_are_accepted_then_closed_4001(connect, make_user,
         await sync_to_async(victim.save)()
     elif case == "deleted":
         await sync_to_async(victim.delete)()
-    subprotocols = ["renum.v1"] if case == "missing" else ["renum.v1", "bearer." + ("x.y.z" if case == "garbage" else str(token))]
+    bearer = "bearer." + ("x.y.z" if case == "garbage" else str(token))
+    subprotocols = ["renum.v1"] if case == "missing" else ["renum.v1", bearer]
 
     connected, sock, _ = await connect(subprotocols=subprotocols, expect_welcome=False)
 

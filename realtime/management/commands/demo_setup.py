@@ -17,7 +17,8 @@ class Command(BaseCommand):
         """Idempotent: running it twice resets the password and keeps the data."""
         username = os.environ.get("DEMO_USERNAME", "demo")
         password = os.environ.get("DEMO_PASSWORD", "demo-password")
-        user, _ = get_user_model().objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+        user, _ = get_user_model().objects.get_or_create(
+            username=username, defaults={"email": f"{username}@example.com"})
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()

@@ -1,0 +1,71 @@
+"""Suspicious-pattern accounting: auth failures, limit hits, forbidden subscriptions, bad origins.
+
+Every event is logged in a structured way, counted per IP and per user for an hour in Redis
+(shared by all processes, so limits and the admin see the whole picture), and the latest ones
+are kept in a capped list for the admin's security panel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from realtime import redis as rt_redis
+from realtime.conf import setting
+
+logger = logging.getLogger("realtime.security")
+
+KINDS = ("auth_failure", "rate_limited", "forbidden", "origin_rejected", "too_large", "invalid_frames",
+         "too_many_connections", "connect_flood")
+RECENT_LIMIT = 500
+WINDOW_S = 3600
+
+
+def _k(*parts: str) -> str:
+    return ":".join((setting("KEY_PREFIX"), "sec", *parts))
+
+
+async def record(kind: str, *, ip: str = "", user_id: str = "", detail: str = "") -> None:
+    """Log and count one security event (never raises: accounting must not break a session)."""
+    logger.warning("security event %s", kind, extra={"event": kind, "ip": ip, "user_id": user_id, "detail": detail})
+    event = {"kind": kind, "ip": ip, "user_id": user_id, "detail": detail[:200], "at": time.time()}
+    try:
+        pipe = rt_redis.async_client().pipeline(transaction=False)
+        pipe.lpush(_k("recent"), orjson.dumps(event))
+        pipe.ltrim(_k("recent"), 0, RECENT_LIMIT - 1)
+        if ip:
+            pipe.hincrby(_k("ip", ip), kind, 1)
+            pipe.expire(_k("ip", ip), WINDOW_S)
+            pipe.zincrby(_k("top_ips"), 1, ip)
+        if user_id:
+            pipe.hincrby(_k("user", user_id), kind, 1)
+            pipe.expire(_k("user", user_id), WINDOW_S)
+        pipe.expire(_k("top_ips"), WINDOW_S)
+        await pipe.execute()
+    except RedisError:
+        logger.exception("could not record security event %s", kind)
+
+
+def recent_events(limit: int = 100) -> list[dict[str, Any]]:
+    """The latest security events, newest first (sync; for the admin)."""
+    return [orjson.loads(raw) for raw in rt_redis.sync_client().lrange(_k("recent"), 0, limit - 1)]
+
+
+def counts_for_ip(ip: str) -> dict[str, int]:
+    """Events of the last hour from one IP, by kind."""
+    return {k.decode(): int(v) for k, v in rt_redis.sync_client().hgetall(_k("ip", ip)).items()}
+
+
+def counts_for_user(user_id: str) -> dict[str, int]:
+    """Events of the last hour for one user, by kind."""
+    return {k.decode(): int(v) for k, v in rt_redis.sync_client().hgetall(_k("user", user_id)).items()}
+
+
+def top_ips(limit: int = 20) -> list[tuple[str, int]]:
+    """The IPs with the most events in the last hour."""
+    rows = rt_redis.sync_client().zrevrange(_k("top_ips"), 0, limit - 1, withscores=True)
+    return [(ip.decode(), int(score)) for ip, score in rows]
