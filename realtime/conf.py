@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     # Socket connect attempts per client IP per minute, across processes (0 = no limit).
     "CONNECTS_PER_IP_PER_MINUTE": 600,
     "CONNECT_LIMIT_EXEMPT_IPS": [],
+    # Seconds between checks that connected users are still active (deactivated -> 4001).
+    "USER_RECHECK_S": 10,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
 }

@@ -17,12 +17,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
 from redis.exceptions import RedisError
 
-from realtime import auth, limits, metrics, registry, security, streams
+from realtime import auth, limits, logs, metrics, registry, security, streams
 from realtime import redis as rt_redis
 from realtime.channels import BROADCAST, call_check, policy_for, user_channel
 from realtime.commands import run_command
@@ -89,6 +91,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.bucket = TokenBucket(setting("COMMAND_RATE"), setting("COMMAND_BURST"))
         self.outbox = Outbox(self.base_send, setting("OUTBOX_MAX_BYTES"), self._on_slow)
         self.ip = (self.scope.get("client") or ("", 0))[0]
+        logs.connection_id.set(self.connection_id)
         if not auth.origin_allowed(self.scope):
             metrics.CONNECTS.labels("origin_rejected").inc()
             await security.record("origin_rejected", ip=self.ip, detail=auth.header(self.scope, b"origin") or "")
@@ -110,6 +113,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.accept(subprotocol)
             await self.close(code=4001, reason=str(failure)[:120])
             return
+        logs.user_id.set(self.identity.user_id)
         await self.accept(subprotocol)
         await self._start_session()
 
@@ -378,4 +382,28 @@ async def _refresh_registry(hub: Hub) -> None:
                 await conn.channel_layer.group_add(control_group(conn.identity.user_id), conn.channel_name)
 
 
-HOUSEKEEPING_JOBS.extend([_sweep, _refresh_registry])
+@database_sync_to_async
+def _inactive_user_ids(user_ids: set[str]) -> set[str]:
+    active = get_user_model().objects.filter(pk__in=user_ids, is_active=True).values_list("pk", flat=True)
+    return user_ids - {str(pk) for pk in active}
+
+
+async def _close_deactivated(hub: Hub) -> None:
+    """Close the sockets of users deactivated or deleted since they connected (4001).
+
+    A periodic check, not a signal: it also catches changes made by bulk updates or SQL.
+    """
+    now = time.monotonic()
+    if now - hub.stamps.get("users", 0.0) < setting("USER_RECHECK_S"):
+        return
+    hub.stamps["users"] = now
+    connected = {c.identity.user_id for c in list(hub.connections.values()) if c.identity is not None}
+    if not connected:
+        return
+    gone = await _inactive_user_ids(connected)
+    for conn in list(hub.connections.values()):
+        if conn.identity is not None and conn.identity.user_id in gone:
+            conn.close_soon(4001, "account deactivated")
+
+
+HOUSEKEEPING_JOBS.extend([_sweep, _refresh_registry, _close_deactivated])

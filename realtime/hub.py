@@ -332,7 +332,7 @@ class Hub:
                 self.dispatch(channel, record.raw)
 
     async def _run_housekeeping(self) -> None:
-        interval_s = min(5.0, setting("HEARTBEAT_S") / 2)
+        interval_s = min(2.0, setting("HEARTBEAT_S") / 2)
         while True:
             await asyncio.sleep(interval_s)
             for job in HOUSEKEEPING_JOBS:

@@ -102,6 +102,15 @@ if not REDIS_URL:
 
     REDIS_URL = ensure_embedded_redis(VAR_DIR)
 
+CACHES = {
+    # Shared by every process, so DRF throttles hold across server processes.
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "renum:cache",
+    }
+}
+
 CHANNEL_LAYERS = {
     "default": {
         # Only per-connection control messages (disconnect, server-side subscribe) travel
@@ -139,6 +148,14 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("API_THROTTLE_ANON", "120/min"),
+        "user": os.environ.get("API_THROTTLE_USER", "1200/min"),
+    },
 }
 
 SIMPLE_JWT = {
@@ -167,11 +184,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [conn=%(connection_id)s user=%(user_id)s] %(message)s"},
         "json": {"()": "realtime.logs.JsonFormatter"},
     },
+    "filters": {"connection": {"()": "realtime.logs.ConnectionContextFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": os.environ.get("LOG_FORMAT", "text")},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": os.environ.get("LOG_FORMAT", "text"),
+            "filters": ["connection"],
+        },
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},

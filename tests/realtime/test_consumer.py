@@ -388,3 +388,13 @@ async def test_token_of_a_since_deactivated_user_is_refused(connect, user):
 
     assert connected
     assert (await sock.communicator.receive_output(2))["code"] == 4001
+
+
+async def test_connections_of_a_deactivated_user_are_closed(connect, user, settings):
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "USER_RECHECK_S": 0}
+    _, sock, _ = await connect(user)
+
+    await sync_to_async(get_user_model().objects.filter(pk=user.pk).update)(is_active=False)
+    closed = await sock.communicator.receive_output(6)
+
+    assert closed == {"type": "websocket.close", "code": 4001, "reason": "account deactivated"}
