@@ -81,7 +81,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def websocket_connect(self, message: dict) -> None:
         """Check origin and credentials, then greet with ``welcome``."""
         self.connection_id = uuid.uuid4().hex
-        self.held: list[tuple[str, int, str]] | None = []
+        self.held: list[tuple[str, int, str, bytes]] | None = []
         self.subscribed: set[str] = set()
         self.closing = False
         self.last_seen = time.monotonic()
@@ -140,6 +140,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         read = rt_redis.async_script(streams.READ_LUA)
         results = await asyncio.gather(*(read(*streams.read_args(c, -1)) for c in own))
         positions = {c: streams.parse_read(r) for c, r in zip(own, results, strict=True)}
+        for channel, position in positions.items():
+            self.hub.note_position(channel, position.epoch, position.offset)
         self.outbox.push(frame("welcome", {
             "user_id": identity.user_id,
             "connection_id": self.connection_id,
@@ -168,19 +170,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ delivery (called by the hub)
 
-    def deliver(self, channel: str, offset: int, text: str) -> None:
+    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"") -> None:
         """Send a channel message, or hold it while a welcome or recovery is being sent."""
         if self.held is None:
-            self.outbox.push(text)
+            self.outbox.push(text, key)
         else:
-            self.held.append((channel, offset, text))
+            self.held.append((channel, offset, text, key))
 
     def _release(self, sent_up_to: dict[str, int]) -> None:
         """Flush held messages, skipping those already covered by the replay or position sent."""
         held, self.held = self.held or [], None
-        for channel, offset, text in held:
+        for channel, offset, text, key in held:
             if offset > sent_up_to.get(channel, -1):
-                self.outbox.push(text)
+                self.outbox.push(text, key)
 
     def _on_slow(self) -> None:
         metrics.SLOW_CONSUMERS.inc()
@@ -264,6 +266,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         except BaseException:
             self._release({})
             raise
+        self.hub.note_position(channel, result.epoch, result.offset)
         records = streams.recover(result, since.epoch, since.offset) if since is not None else None
         recovered = records is not None
         self.outbox.push(frame("subscribed", {
@@ -271,7 +274,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         }, reply_to))
         for record in records or ():
             if audience_allows(record.audience, self.user_key):
-                self.outbox.push(record.body.decode())
+                self.outbox.push(record.body.decode(), record.key)
         if policy.snapshot is not None and not recovered:
             snapshot = await call_check(policy.snapshot, self.identity.user, channel)
             if snapshot is not None:

@@ -70,29 +70,35 @@ class Outbox:
     """The bounded outbound buffer of one socket.
 
     Frames go straight to the ASGI ``send`` while it keeps up; once a send suspends, later
-    frames queue here, and more than ``limit`` queued bytes make the socket a slow consumer:
-    ``on_overflow`` closes it (4009) and nothing else waits on it.
+    frames queue here. A queued frame with a coalesce key is replaced by a newer one with the
+    same key (only the latest state of e.g. a progress bar matters), so under pressure those
+    are dropped first; notifications and system events are never dropped. More than
+    ``limit`` queued bytes make the socket a slow consumer: ``on_overflow`` closes it (4009)
+    and nothing else waits on it.
     """
 
-    __slots__ = ("_send", "_queue", "_queued_bytes", "_writer", "limit", "on_overflow", "closed")
+    __slots__ = ("_send", "_queue", "_queued_bytes", "_writer", "_keyed", "limit", "on_overflow", "closed",
+                 "coalesced")
 
     def __init__(self, send: Callable[[dict], Awaitable[None]], limit: int,
                  on_overflow: Callable[[], None]) -> None:
         self._send = send
-        self._queue: deque[str] = deque()
+        self._queue: deque[list] = deque()  # [text, key] entries; text None once coalesced away
+        self._keyed: dict[bytes, list] = {}
         self._queued_bytes = 0
         self._writer: asyncio.Task | None = None
         self.limit = limit
         self.on_overflow = on_overflow
         self.closed = False
+        self.coalesced = 0
 
     @property
     def queued_bytes(self) -> int:
         """Bytes waiting for the socket."""
         return self._queued_bytes
 
-    def push(self, text: str) -> None:
-        """Send a text frame now if the socket keeps up, else queue it (bounded)."""
+    def push(self, text: str, key: bytes = b"") -> None:
+        """Send a text frame now if the socket keeps up, else queue it (bounded, coalescing)."""
         if self.closed:
             return
         if self._writer is None:
@@ -106,18 +112,30 @@ class Outbox:
                 return
             self._writer = asyncio.ensure_future(self._finish(_Resumed(coro, first)))
             return
-        self._queue.append(text)
+        if key:
+            previous = self._keyed.get(key)
+            if previous is not None and previous[0] is not None:
+                self._queued_bytes -= len(previous[0])
+                previous[0] = None
+                self.coalesced += 1
+        entry = [text, key]
+        self._queue.append(entry)
+        if key:
+            self._keyed[key] = entry
         self._queued_bytes += len(text)
         if self._queued_bytes > self.limit:
-            self.closed = True
-            self._queue.clear()
+            self.close()
             self.on_overflow()
 
     async def _finish(self, pending: _Resumed) -> None:
         try:
             await pending
             while self._queue and not self.closed:
-                text = self._queue.popleft()
+                text, key = self._queue.popleft()
+                if key and self._keyed.get(key) is not None and self._keyed[key][0] is text:
+                    del self._keyed[key]
+                if text is None:
+                    continue
                 self._queued_bytes -= len(text)
                 await self._send({"type": "websocket.send", "text": text})
         except Exception:
@@ -129,7 +147,9 @@ class Outbox:
         """Drop what is queued and refuse further frames."""
         self.closed = True
         self._queue.clear()
-        if self._writer is not None:
+        self._keyed.clear()
+        self._queued_bytes = 0
+        if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
 
 
@@ -139,7 +159,7 @@ class Subscriber(Protocol):
     connection_id: str
     user_key: bytes
 
-    def deliver(self, channel: str, offset: int, text: str) -> None: ...
+    def deliver(self, channel: str, offset: int, text: str, key: bytes) -> None: ...
     def close_soon(self, code: int, reason: str) -> None: ...
 
 
@@ -247,7 +267,7 @@ class Hub:
 
     def dispatch(self, channel: str, raw: bytes) -> None:
         """Deliver one record to every local subscriber of its channel (the hot path)."""
-        offset_b, epoch_b, audience, body = raw.split(b"\t", 3)
+        offset_b, epoch_b, audience, key, body = raw.split(b"\t", 4)
         offset = int(offset_b)
         epoch = epoch_b.decode()
         last = self.positions.get(channel)
@@ -264,7 +284,7 @@ class Hub:
         else:
             targets = list(subs)
         for conn in targets:
-            conn.deliver(channel, offset, text)
+            conn.deliver(channel, offset, text, key)
         self.delivered += len(targets)
         _DELIVERED_INC(len(targets))
         _FANOUT_OBSERVE(perf_counter() - started)
@@ -304,32 +324,48 @@ class Hub:
                 confirmation = self._confirmations.get(channel)
                 if confirmation is not None and not confirmation.done():
                     confirmation.set_result(None)
+                elif channel in self.positions:
+                    # redis-py re-subscribed after a reconnect (its own retry or ours): fill
+                    # the gap from history now that live messages flow again.
+                    asyncio.ensure_future(self._fill_gap(channel))
 
     async def _reconnect(self) -> None:
         try:
-            # redis-py re-subscribes every channel of the PubSub object when it reconnects.
+            # Reconnecting re-subscribes every channel of the PubSub object; each confirmation
+            # then triggers _fill_gap for that channel.
             await self._pubsub.ping()
         except (RedisError, OSError):
             return
         self._connected.set()
-        await self.fill_gaps()
 
-    async def fill_gaps(self) -> None:
-        """Replay from history what local subscribers missed while the subscription was down."""
-        script = rt_redis.async_script(streams.READ_LUA)
-        for channel, (epoch, offset) in list(self.positions.items()):
-            try:
-                result = streams.parse_read(await script(*streams.read_args(channel, offset)))
-            except RedisError:
-                self.redis_errors += 1
-                continue
+    def note_position(self, channel: str, epoch: str, offset: int) -> None:
+        """Remember a channel's position read right after joining, so a gap is detectable
+        even before the first live message arrives."""
+        self.positions.setdefault(channel, (epoch, offset))
+
+    async def _fill_gap(self, channel: str) -> None:
+        """Replay from history what local subscribers of a channel missed while the
+        subscription was down; where history cannot fill it, make them resubscribe (1012)."""
+        position = self.positions.get(channel)
+        if position is None:
+            return
+        epoch, offset = position
+        try:
+            script = rt_redis.async_script(streams.READ_LUA)
+            result = streams.parse_read(await script(*streams.read_args(channel, offset)))
+        except RedisError:
+            self.redis_errors += 1
+            metrics.REDIS_ERRORS.labels("hub").inc()
+            records = None
+        else:
             records = streams.recover(result, epoch, offset)
-            if records is None:
-                for conn in list(self.channels.get(channel, ())):
-                    conn.close_soon(1012, "history lost; resubscribe and resync")
-                continue
-            for record in records:
-                self.dispatch(channel, record.raw)
+        if records is None:
+            logger.warning("gap on %s cannot be filled from history; closing its sockets with 1012", channel)
+            for conn in list(self.channels.get(channel, ())):
+                conn.close_soon(1012, "history lost; resubscribe and resync")
+            return
+        for record in records:
+            self.dispatch(channel, record.raw)
 
     async def _run_housekeeping(self) -> None:
         interval_s = min(2.0, setting("HEARTBEAT_S") / 2)

@@ -107,8 +107,10 @@ def _audience(exclude_users: Iterable[Any] = (), only_users: Iterable[Any] | Non
 
 
 def _prepare(channel: str, message_type: str, payload: Any, sender: str, target: Any,
-             exclude_users: Iterable[Any]) -> tuple[list[str], list]:
+             exclude_users: Iterable[Any], coalesce_key: str = "") -> tuple[list[str], list]:
     validate_channel_name(channel)
+    if "\t" in coalesce_key:
+        raise ValueError("coalesce_key must not contain a tab")
     validate_payload(message_type, payload)
     only = None
     if target is not None:
@@ -116,7 +118,7 @@ def _prepare(channel: str, message_type: str, payload: Any, sender: str, target:
         target = [str(t) for t in only] if isinstance(target, (list, tuple)) else str(target)
     head, tail = envelope_parts(channel=channel, message_type=message_type, payload=payload,
                                 sender=sender, target=target)
-    return streams.publish_args(channel, head, tail, _audience(exclude_users, only))
+    return streams.publish_args(channel, head, tail, _audience(exclude_users, only), coalesce_key)
 
 
 def _send(channel: str, message_type: str, keys: list[str], args: list) -> Published | None:
@@ -136,22 +138,24 @@ def _send(channel: str, message_type: str, keys: list[str], args: list) -> Publi
 
 def publish_rollback_unsafe(
     channel: str, message_type: str, payload: Any, *, sender: str = "system",
-    target: Any = None, exclude_users: Iterable[Any] = (),
+    target: Any = None, exclude_users: Iterable[Any] = (), coalesce_key: str = "",
 ) -> Published | None:
     """Publish now, even inside a transaction that may still roll back. Returns None when Redis failed."""
-    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users)
+    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users, coalesce_key)
     return _send(channel, message_type, keys, args)
 
 
 def publish_on_commit(
     channel: str, message_type: str, payload: Any, *, sender: str = "system",
-    target: Any = None, exclude_users: Iterable[Any] = (),
+    target: Any = None, exclude_users: Iterable[Any] = (), coalesce_key: str = "",
 ) -> None:
     """Publish to a channel once the current transaction commits (at once outside one).
 
     The payload is validated now, so a bad message fails in the caller, not after commit.
+    ``coalesce_key`` marks a message that carries only the latest state of something (e.g.
+    one execution's progress): a socket that is behind keeps only the newest per key.
     """
-    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users)
+    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users, coalesce_key)
     transaction.on_commit(lambda: _send(channel, message_type, keys, args))
 
 
@@ -168,10 +172,10 @@ def broadcast_on_commit(message_type: str, payload: Any, *, exclude_users: Itera
 
 async def apublish(
     channel: str, message_type: str, payload: Any, *, sender: str = "system",
-    target: Any = None, exclude_users: Iterable[Any] = (),
+    target: Any = None, exclude_users: Iterable[Any] = (), coalesce_key: str = "",
 ) -> Published | None:
     """Publish from async code, at once. Returns None when Redis failed (logged and counted)."""
-    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users)
+    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users, coalesce_key)
     cb = breaker()
     if not cb.allow():
         logger.warning("publish skipped (circuit open): channel=%s type=%s", channel, message_type)

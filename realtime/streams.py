@@ -7,9 +7,11 @@ When the meta hash is lost (Redis restarted without persistence, or the channel 
 META_TTL_S) the next access creates a new epoch, which tells clients that offsets restarted.
 
 A *record* is what the history stores and pub/sub carries:
-``<offset> TAB <epoch> TAB <audience> TAB <envelope JSON>``; the audience is empty (everyone
-subscribed), ``-1,2`` (everyone but users 1 and 2) or ``+3,4`` (only users 3 and 4). JSON never
-contains a raw tab, so splitting at the first three tabs is exact and cheap.
+``<offset> TAB <epoch> TAB <audience> TAB <coalesce key> TAB <envelope JSON>``; the audience is
+empty (everyone subscribed), ``-1,2`` (everyone but users 1 and 2) or ``+3,4`` (only users 3
+and 4). The coalesce key is empty, or names the state a message replaces (e.g. one
+execution's progress): a socket that is behind keeps only the newest queued message per key.
+JSON never contains a raw tab, so splitting at the first four tabs is exact and cheap.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ if not epoch then
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-local record = offset .. '\\t' .. epoch .. '\\t' .. ARGV[3] .. '\\t' ..
+local record = offset .. '\\t' .. epoch .. '\\t' .. ARGV[3] .. '\\t' .. ARGV[9] .. '\\t' ..
   ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[2]
 if tonumber(ARGV[4]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-1', 'r', record)
@@ -93,14 +95,15 @@ class Record:
     offset: int
     epoch: str
     audience: bytes
+    key: bytes
     body: bytes
     raw: bytes
 
     @classmethod
     def parse(cls, raw: bytes) -> Record:
         """Split a record into its parts."""
-        offset, epoch, audience, body = raw.split(b"\t", 3)
-        return cls(int(offset), epoch.decode(), audience, body, raw)
+        offset, epoch, audience, key, body = raw.split(b"\t", 4)
+        return cls(int(offset), epoch.decode(), audience, key, body, raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +115,14 @@ class ReadResult:
     records: list[Record]
 
 
-def publish_args(channel: str, head: bytes, tail: bytes, audience: str) -> tuple[list[str], list]:
+def publish_args(
+    channel: str, head: bytes, tail: bytes, audience: str, coalesce_key: str = ""
+) -> tuple[list[str], list]:
     """Keys and arguments of PUBLISH_LUA for one message."""
-    history_size = setting("HISTORY_SIZE")
     return (
         [meta_key(channel), history_key(channel)],
-        [head, tail, audience, history_size, setting("HISTORY_TTL_S"), setting("META_TTL_S"),
-         new_epoch(), pubsub_name(channel)],
+        [head, tail, audience, setting("HISTORY_SIZE"), setting("HISTORY_TTL_S"), setting("META_TTL_S"),
+         new_epoch(), pubsub_name(channel), coalesce_key],
     )
 
 
