@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.pagination import CursorPagination
@@ -34,6 +34,7 @@ class ExecutionChangeRefused(APIException):
     default_code = "invalid_state"
 
 
+@extend_schema_serializer(component_name="Execution")
 class ExecutionOutputSerializer(serializers.ModelSerializer):
     """An execution as the API shows it; blank ``current_step`` and ``error`` are null, as in the socket payload."""
 
@@ -80,6 +81,7 @@ class ExecutionListCreateApi(APIView):
         team = serializers.IntegerField(required=False, min_value=1)
         status = serializers.ChoiceField(choices=Execution.Status.choices, required=False)
 
+    @extend_schema_serializer(component_name="ExecutionDemoInput")
     class InputSerializer(serializers.Serializer):
         """Body of a demo execution request."""
 
@@ -159,6 +161,7 @@ class ExecutionProgressApi(APIView):
     authentication_classes = [RunnerKeyAuthentication]
     permission_classes = [IsRunner]
 
+    @extend_schema_serializer(component_name="ExecutionRunnerReport")
     class InputSerializer(serializers.Serializer):
         """What a runner reports: any of a status change, progress, step, result, error."""
 
@@ -201,6 +204,7 @@ class ExecutionProgressApi(APIView):
 class TeamListApi(APIView):
     """The caller's teams, with their role in each."""
 
+    @extend_schema_serializer(component_name="Team")
     class OutputSerializer(serializers.Serializer):
         """A team as its members see it."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from executions.conf import setting
@@ -54,3 +55,14 @@ class IsRunner(permissions.BasePermission):
     def has_permission(self, request: Any, view: Any) -> bool:
         """Whether the request carries a valid runner key."""
         return isinstance(request.user, RunnerPrincipal)
+
+
+class RunnerKeyScheme(OpenApiAuthenticationExtension):
+    """Documents ``Authorization: Runner <key>`` in the OpenAPI schema (registered by subclassing)."""
+
+    target_class = RunnerKeyAuthentication
+    name = "RunnerKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        """An API key in the Authorization header, prefixed with ``Runner``."""
+        return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Runner <key>"}

@@ -34,6 +34,8 @@ class TeamMembership(models.Model):
     """One user's membership of one team, with a role."""
 
     class Role(models.TextChoices):
+        """What a member may do; both roles may follow and cancel the team's executions."""
+
         OWNER = "owner", "Owner"
         MEMBER = "member", "Member"
 
@@ -53,6 +55,8 @@ class Execution(models.Model):
     """One run of an agent team: queued, then running with progress, then completed or failed."""
 
     class Status(models.TextChoices):
+        """The protocol's execution statuses; completed and failed are terminal."""
+
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         COMPLETED = "completed", "Completed"

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 
 from executions import services
 from executions.models import Execution, Team
@@ -108,6 +108,7 @@ def demo_run_in_background(*, execution_id: uuid.UUID, steps: int, interval_s: f
     """Run ``demo_run`` in a daemon thread so the request that asked for it returns at once."""
 
     def run() -> None:
+        """Run the demo, then release this thread's database connection."""
         try:
             demo_run(runner=ExecutionRunner(execution_id), steps=steps, interval_s=interval_s)
         except Exception:
@@ -115,7 +116,6 @@ def demo_run_in_background(*, execution_id: uuid.UUID, steps: int, interval_s: f
         finally:
             # A thread's connection is not closed by Django's request cycle; leaving it open
             # would leak one database connection per demo run.
-            close_old_connections()
             connection.close()
 
     thread = threading.Thread(target=run, name=f"demo-execution-{execution_id}", daemon=True)

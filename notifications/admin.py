@@ -57,7 +57,7 @@ class NotificationAdmin(admin.ModelAdmin):
     actions = ["mark_read", "mark_unread"]
     readonly_fields = ("id", "user", "type", "title", "message", "action", "read_at", "created_at")
     change_list_template = "admin/notifications/notification/change_list.html"
-    # The user column is a join; a full COUNT(*) of millions of rows on every page is not needed.
+    # Skips the extra COUNT(*) of the whole table behind "(N total)" on every filtered page.
     show_full_result_count = False
 
     @admin.display(boolean=True, description="read", ordering="read_at")

@@ -104,6 +104,7 @@ def test_team_channel_has_no_snapshot_and_no_client_publishing():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
 async def test_checks_run_through_the_transport_in_the_database_thread(make_user):
     member = await sync_to_async(make_user)(username="m")
     outsider = await sync_to_async(make_user)(username="o")
@@ -117,6 +118,7 @@ async def test_checks_run_through_the_transport_in_the_database_thread(make_user
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
 async def test_joining_and_leaving_a_team_moves_live_connections(make_user):
     member = await sync_to_async(make_user)(username="m")
     joiner = await sync_to_async(make_user)(username="j")

@@ -12,7 +12,7 @@ from executions.services import execution_complete, execution_create, execution_
 from realtime.commands import run_command
 from realtime.schemas import ProtocolError
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from notifications.services import notification_create
 from realtime.commands import registered_commands, run_command
 from realtime.schemas import ProtocolError
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 
 def test_both_commands_are_registered_when_django_starts():
