@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from channels.utils import await_many_dispatch
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
@@ -63,6 +64,31 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     identity: auth.Identity | None = None
 
     # ------------------------------------------------------------------ dispatch
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Channels' consumer loop, with a control-message receive that survives Redis outages.
+
+        Channels lets a channel-layer error end the consumer (and drop the socket); here a
+        Redis blip only delays control messages while data keeps flowing through the hub.
+        """
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive, self._receive_control], self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def _receive_control(self) -> dict:
+        delay = 0.1
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except (RedisError, OSError) as exc:
+                logger.warning("control channel unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def dispatch(self, message: dict) -> None:
         """Route an ASGI or channel-layer message to its handler.
@@ -269,12 +295,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.hub.note_position(channel, result.epoch, result.offset)
         records = streams.recover(result, since.epoch, since.offset) if since is not None else None
         recovered = records is not None
+        replay = [r.body.decode() for r in records or () if audience_allows(r.audience, self.user_key)]
+        # `replayed` tells the client how many of the frames that follow are the replay, so it
+        # knows when its position may move past them (an extension of the v1 reply).
         self.outbox.push(frame("subscribed", {
             "channel": channel, "epoch": result.epoch, "offset": result.offset, "recovered": recovered,
+            "replayed": len(replay),
         }, reply_to))
-        for record in records or ():
-            if audience_allows(record.audience, self.user_key):
-                self.outbox.push(record.body.decode(), record.key)
+        for text in replay:
+            self.outbox.push(text)  # never coalesced: the client counts these frames
         if policy.snapshot is not None and not recovered:
             snapshot = await call_check(policy.snapshot, self.identity.user, channel)
             if snapshot is not None:
@@ -374,7 +403,7 @@ async def _sweep(hub: Hub) -> None:
 async def _refresh_registry(hub: Hub) -> None:
     """Push this process's registry entries forward (activity and channels included)."""
     now = time.monotonic()
-    if now - hub.stamps.get("registry", 0.0) >= setting("REGISTRY_REFRESH_S"):
+    if now - hub.stamps.get("registry", 0.0) >= min(setting("REGISTRY_REFRESH_S"), setting("REGISTRY_TTL_S") / 3):
         hub.stamps["registry"] = now
         await registry.refresh([c._registry_entry() for c in list(hub.connections.values()) if c.identity])
     if now - hub.stamps.setdefault("groups", now) >= get_channel_layer().group_expiry / 3:

@@ -14,6 +14,7 @@ affected sockets with 1012 so that their clients resubscribe and resync.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections import deque
@@ -205,8 +206,11 @@ class Hub:
         self._pubsub = self._client.pubsub()
         # A channel of its own keeps the pub/sub connection open while no socket is subscribed.
         await self._pubsub.subscribe(self._prefix + "__hub__")
-        self._reader = asyncio.ensure_future(self._read_forever())
-        self._housekeeping = asyncio.ensure_future(self._run_housekeeping())
+        # Fresh contexts: these tasks serve every socket, not the one whose connect started them.
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read_forever(), context=contextvars.Context())
+        self._reader.add_done_callback(_log_if_crashed)
+        self._housekeeping = loop.create_task(self._run_housekeeping(), context=contextvars.Context())
         self._connected.set()
 
     # -------------------------------------------------------------- membership
@@ -306,7 +310,7 @@ class Hub:
                 continue
             except asyncio.CancelledError:
                 raise
-            if message is None:
+            if message is None or message["channel"] is None:  # e.g. the pong of _reconnect's ping
                 continue
             kind = message["type"]
             name = message["channel"].decode()
@@ -374,8 +378,15 @@ class Hub:
             for job in HOUSEKEEPING_JOBS:
                 try:
                     await job(self)
+                except RedisError as exc:
+                    logger.warning("housekeeping job %s: Redis unavailable (%s)", job.__name__, exc)
                 except Exception:
                     logger.exception("housekeeping job %s failed", getattr(job, "__name__", job))
+
+
+def _log_if_crashed(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.critical("the hub's Redis reader stopped: %r; this process no longer delivers", task.exception())
 
 
 # Periodic jobs run by every hub (idle sweeps, registry refresh), registered by the consumers.

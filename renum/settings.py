@@ -117,7 +117,9 @@ CHANNEL_LAYERS = {
         # through the channel layer; data fan-out goes through realtime.hub.
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py's default 5 s read timeout equals channels_redis's 5 s BZPOPMIN wait: an idle
+            # receive would time out and end the consumer. Reads may take longer than the wait.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}],
             "prefix": "renum:layer",
             "capacity": 1000,
             # Memberships are refreshed by every live connection, so this only bounds ghosts.
@@ -178,6 +180,8 @@ RENUM_REALTIME = {
     "API_KEYS": env_list("REALTIME_API_KEYS", ""),
     "CONNECTS_PER_IP_PER_MINUTE": int(os.environ.get("REALTIME_CONNECTS_PER_IP_PER_MINUTE", "600")),
     "MAX_CONNECTIONS_PER_USER": int(os.environ.get("REALTIME_MAX_CONNECTIONS_PER_USER", "20")),
+    "OUTBOX_MAX_BYTES": int(os.environ.get("REALTIME_OUTBOX_MAX_BYTES", str(1024 * 1024))),
+    "REGISTRY_TTL_S": int(os.environ.get("REALTIME_REGISTRY_TTL_S", "90")),
 }
 
 LOGGING = {

@@ -58,3 +58,30 @@ def auth_client(user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token_for(user)}")
     return client
+
+
+# ---------------------------------------------------------------- reliability report
+
+def pytest_addoption(parser):
+    """``--reliability-report PATH`` writes what the failure scenarios measured (docs/reliability.md)."""
+    parser.addoption("--reliability-report", default=None, help="write the failure-test measurements here")
+
+
+_reliability_rows: list[dict[str, Any]] = []
+
+
+@pytest.fixture
+def reliability():
+    """``reliability(scenario=..., **measurements)`` records one row of docs/reliability.md."""
+    return lambda **row: _reliability_rows.append(row)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Render the recorded rows when asked to."""
+    path = session.config.getoption("--reliability-report")
+    if not path or not _reliability_rows:
+        return
+    from tests.reliability_report import render
+
+    with open(path, "w") as out:
+        out.write(render(_reliability_rows, exitstatus))

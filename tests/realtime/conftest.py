@@ -92,8 +92,8 @@ def live_server_factory(transactional_db):
 
     servers: list[LiveServer] = []
 
-    def start(**env: str) -> LiveServer:
-        server = LiveServer(**env).start()
+    def start(port: int | None = None, **env: str) -> LiveServer:
+        server = LiveServer(port, **env).start()
         servers.append(server)
         return server
 

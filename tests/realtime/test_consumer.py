@@ -212,7 +212,8 @@ async def test_custom_channel_with_client_publishing(connect, make_user, restore
         await sock.send({"type": "subscribe", "id": 1, "channel": "room:lobby"})
         reply = await sock.recv()
         assert reply["payload"] == {
-            "channel": "room:lobby", "epoch": await _epoch("room:lobby"), "offset": 0, "recovered": False}
+            "channel": "room:lobby", "epoch": await _epoch("room:lobby"), "offset": 0, "recovered": False,
+            "replayed": 0}
 
     await sock_a.send({"type": "publish", "id": 2, "channel": "room:lobby", "payload": {"text": "hi"}})
 
@@ -273,7 +274,8 @@ async def test_resubscribe_with_since_replays_missed_messages(connect, user):
     await sock.send({"type": "subscribe", "id": 1, "channel": "broadcast", "since": position})
 
     reply = await sock.recv()
-    assert reply["payload"] == {"channel": "broadcast", "epoch": position["epoch"], "offset": 3, "recovered": True}
+    assert reply["payload"] == {"channel": "broadcast", "epoch": position["epoch"], "offset": 3, "recovered": True,
+                                "replayed": 3}
     assert [(await sock.recv())["payload"]["n"] for _ in range(3)] == [0, 1, 2]
     assert await sock.nothing()
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the failure scenarios and rewrite docs/reliability.md with what they measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+exec .venv/bin/python -m pytest tests/realtime/test_failures.py -q -p no:cacheprovider \
+  --reliability-report docs/reliability.md "$@"
