@@ -11,6 +11,7 @@ import { RealtimeClient, State, decodeJwt } from "./realtime.js";
 const config = JSON.parse(document.getElementById("renum-config").textContent);
 const API = config.apiRoot;
 const REFRESH_KEY = "renum.refresh";
+const USERNAME_KEY = "renum.username";
 const MAX_EXECUTIONS = 6;
 
 const $ = (id) => document.getElementById(id);
@@ -37,6 +38,7 @@ const auth = {
     this.access = body.access;
     this.lostBecause = null;
     sessionStorage.setItem(REFRESH_KEY, body.refresh);
+    sessionStorage.setItem(USERNAME_KEY, username);
   },
 
   /** An access token; a new one unless a cached one is good for 30 s more and `reason` allows it. */
@@ -69,6 +71,7 @@ const auth = {
   forget() {
     this.access = null;
     sessionStorage.removeItem(REFRESH_KEY);
+    sessionStorage.removeItem(USERNAME_KEY);
   },
 };
 
@@ -118,8 +121,7 @@ async function startApp() {
   $("login-view").hidden = true;
   $("app-view").hidden = false;
   $("session-actions").hidden = false;
-  const claims = auth.access ? decodeJwt(auth.access) : null;
-  $("whoami").textContent = claims?.user_id ? `user #${claims.user_id}` : "";
+  $("whoami").textContent = sessionStorage.getItem(USERNAME_KEY) || "";
 
   client = new RealtimeClient({
     url: config.socketPath,
