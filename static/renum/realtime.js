@@ -446,7 +446,8 @@ export class RealtimeClient {
 
   // ---------------------------------------------------------------- socket lifecycle
 
-  async _open(reason) {
+  /** Open a socket; `token`, when given, was just obtained for this attempt. */
+  async _open(reason, token = null) {
     clearTimeout(this._timers.reconnect);
     clearTimeout(this._timers.probe);
     const generation = (this._openGeneration = (this._openGeneration || 0) + 1);
@@ -454,9 +455,8 @@ export class RealtimeClient {
       this._offline();
       return;
     }
-    let token;
     try {
-      token = await this._getToken(reason);
+      token = token ?? await this._getToken(reason);
     } catch (error) {
       if (generation === this._openGeneration && this._wanted) this._unauthorized(error?.message || String(error));
       return;
@@ -561,7 +561,7 @@ export class RealtimeClient {
       this._setState(this._everWelcomed ? State.RECONNECTING : State.CONNECTING,
         this._everWelcomed ? { attempt: 1, maxAttempts: this.options.maxAttempts, code: why === "expired" ? 4011 : 4001 } : {});
     }
-    this._open(why);
+    this._open(why, token);
   }
 
   _scheduleReconnect({ immediate = false, minDelayMs = 0, code, reason }) {
@@ -723,15 +723,16 @@ export class RealtimeClient {
     } else if (ch.epoch == null) {
       this._reposition(ch, message.epoch, message.offset - 1);
     }
-    if (message.offset <= ch.offset || ch.seen.has(message.offset)) return;
-    if (ch.resuming) {
-      ch.seen.add(message.offset);
-    } else {
+    const duplicate = message.offset <= ch.offset || ch.seen.has(message.offset);
+    if (!ch.resuming && message.offset > ch.offset) {
+      // A replayed copy of a message already delivered live still moves the position.
       ch.offset = message.offset;
       if (ch.seen.size) for (const offset of ch.seen) if (offset <= ch.offset) ch.seen.delete(offset);
+    } else if (ch.resuming && !duplicate) {
+      ch.seen.add(message.offset);
+      if (ch.seen.size > SEEN_LIMIT) ch.seen.delete(ch.seen.values().next().value);
     }
-    if (ch.seen.size > SEEN_LIMIT) ch.seen.delete(ch.seen.values().next().value);
-    this._dispatch(ch, message);
+    if (!duplicate) this._dispatch(ch, message);
   }
 
   _dispatch(ch, message) {
