@@ -125,6 +125,31 @@ async def still_open(ws) -> bool:
     return (await request(ws, {"type": "ping", "id": "alive?"}))["type"] == "pong"
 
 
+def answers(frames: list[str]) -> list[dict[str, Any]]:
+    """The frames that answer the client, without channel messages.
+
+    Broadcast traffic may arrive at any time: Redis pub/sub ignores database numbers, so other
+    runs sharing the Redis server publish to this server's ``broadcast`` too.
+    """
+    parsed = [orjson.loads(frame) for frame in frames]
+    return [frame for frame in parsed if "channel" not in frame or "offset" not in frame]
+
+
+async def recv_on(ws, channel: str, timeout: float = 5.0) -> str:
+    """The next message of one channel (skipping any other frame)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+        if orjson.loads(text).get("channel") == channel:
+            return text
+
+
+async def leave_broadcast(sock) -> None:
+    """Unsubscribe an in-process socket from ``broadcast`` so that exact frame counts hold."""
+    await sock.send({"type": "unsubscribe", "id": "quiet", "channel": "broadcast"})
+    await sock.recv_until(lambda f: f.get("reply_to") == "quiet")
+
+
 def assert_no_leak(frames: list[str], *secrets: str) -> None:
     """Not one frame the attacker received contains a victim's marker."""
     for secret in secrets:
@@ -159,6 +184,7 @@ class Bystander:
     def __init__(self, server: LiveServer, user: Any) -> None:
         self.server, self.user = server, user
         self.latencies: dict[int, float] = {}
+        self.run = uuid.uuid4().hex
 
     async def __aenter__(self) -> Bystander:
         self.ws = await ws_welcome(self.server, self.user)
@@ -172,7 +198,7 @@ class Bystander:
     async def _read(self) -> None:
         async for text in self.ws:
             frame = orjson.loads(text)
-            if frame.get("type") == "system_event" and "seq" in frame["payload"]:
+            if frame.get("channel") == f"user:{self.user.pk}" and frame["payload"].get("run") == self.run:
                 self.latencies[frame["payload"]["seq"]] = time.monotonic() - frame["payload"]["sent"]
 
     async def during(self, attack, messages: int = 20, interval: float = 0.03):
@@ -180,7 +206,7 @@ class Bystander:
 
         async def publisher() -> None:
             for seq in range(messages):
-                payload = {"seq": seq, "sent": time.monotonic()}
+                payload = {"run": self.run, "seq": seq, "sent": time.monotonic()}
                 await asyncio.to_thread(publish_rollback_unsafe, f"user:{self.user.pk}", "system_event", payload)
                 await asyncio.sleep(interval)
 
@@ -223,7 +249,7 @@ async def test_another_users_channel_cannot_be_read_subscribed_or_published(serv
     assert published["payload"]["code"] == "forbidden"
     assert polled[0] == 403
     assert secret.encode() not in polled[1]
-    assert (await asyncio.wait_for(ws_b.recv(), 5)).count(secret) == 1  # the victim does get it
+    assert (await recv_on(ws_b, f"user:{bob.pk}")).count(secret) == 1  # the victim does get it
     frames, _ = await drain(ws_a, timeout=0.5)
     assert_no_leak(frames + [orjson.dumps(a).decode() for a in answers], secret)
     assert {e["user_id"] for e in events("forbidden")} == {str(alice.pk)}
@@ -276,7 +302,7 @@ async def test_another_teams_execution_is_invisible(server, users):
     assert detail[0] == 404
     assert listing[0] == 200 and orjson.loads(listing[1])["results"] == []
     assert [status for status, _ in polls] == [403, 403]
-    assert later in await asyncio.wait_for(ws_b.recv(), 5)  # the member gets the update
+    assert later in await recv_on(ws_b, f"team:{team_b.pk}")  # the member gets the update
     frames, _ = await drain(ws_a, timeout=0.5)
     everything = frames + [orjson.dumps(r).decode() for r in refused + [cancel]] + [
         body.decode() for _, body in [detail, listing, *polls]]
@@ -366,7 +392,7 @@ async def test_a_refused_in_band_refresh_is_recorded_as_an_auth_failure(connect,
 
     await sock.send({"type": "auth.refresh", "id": 1, "token": "x.y.z"})
 
-    assert (await sock.recv())["payload"]["code"] == "unauthorized"
+    assert (await sock.recv_until(lambda f: f.get("reply_to") == 1))["payload"]["code"] == "unauthorized"
     assert [e["user_id"] for e in events("auth_failure")] == [str(owner.pk)]
 
 
@@ -387,7 +413,7 @@ async def test_in_band_refresh_extends_the_session_and_expiry_closes_4011(server
     expected_expiry = datetime.fromtimestamp(longer["exp"], UTC).isoformat(timespec="seconds")
     assert refreshed["payload"]["expires_at"] == expected_expiry.replace("+00:00", "Z")
     assert alive
-    assert frames == [] and (close.code, close.reason) == (4011, "token expired")
+    assert answers(frames) == [] and (close.code, close.reason) == (4011, "token expired")
 
 
 # ------------------------------------------------------------------ tickets
@@ -473,7 +499,7 @@ async def test_oversized_frames_get_too_large_then_4008(server, users):
         frames, close = await bystander.during(attack())
         await bystander.assert_served()
 
-    codes = [orjson.loads(f)["payload"]["code"] for f in frames]
+    codes = [answer["payload"]["code"] for answer in answers(frames)]
     assert codes == ["too_large"] * (MAX_INVALID_FRAMES + 1)
     assert (close.code, close.reason) == (4008, "too many invalid or oversized messages")
     assert len(events("invalid_frames")) == 1
@@ -486,7 +512,7 @@ async def test_a_frame_over_the_servers_max_size_is_closed_1009_and_the_server_s
     await ws.send("z" * (17 * 1024 * 1024))  # over uvicorn's --ws-max-size (16 MiB)
     frames, close = await drain(ws)
 
-    assert frames == [] and close.code == 1009
+    assert answers(frames) == [] and close.code == 1009
     fresh = await ws_welcome(server, other)
     assert await still_open(fresh)
     await fresh.close()
@@ -516,7 +542,7 @@ async def test_a_thousand_garbage_frames_get_errors_then_4008(server, users):
         sent, frames, close = await bystander.during(attack())
         await bystander.assert_served()
 
-    replies = [orjson.loads(f) for f in frames]
+    replies = answers(frames)
     assert {r["type"] for r in replies} == {"error"}
     assert len(replies) == MAX_INVALID_FRAMES + 1  # one error per frame up to the limit, then nothing
     assert {r["payload"]["code"] for r in replies} <= {"invalid_json", "invalid_message", "unknown_command"}
@@ -535,6 +561,7 @@ async def test_frames_after_a_policy_close_are_not_handled(connect, users):
     # does whenever it arrives before the close handshake ends (pipelined floods: usually).
     (attacker,) = await users(1)
     _, sock, _ = await connect(attacker)
+    await leave_broadcast(sock)
     for _ in range(MAX_INVALID_FRAMES + 1):
         await sock.send("garbage")
     outputs = [await sock.communicator.receive_output(2) for _ in range(MAX_INVALID_FRAMES + 2)]
@@ -565,7 +592,7 @@ async def test_a_command_flood_gets_rate_limited_then_4029(server, users):
         frames, close = await bystander.during(attack())
         await bystander.assert_served()
 
-    replies = [orjson.loads(f) for f in frames]
+    replies = answers(frames)
     pongs = [r for r in replies if r["type"] == "pong"]
     limited = [r for r in replies if r["type"] == "error"]
     assert len(pongs) >= 60  # the burst

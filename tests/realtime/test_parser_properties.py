@@ -14,7 +14,9 @@ import uuid
 import msgspec
 import orjson
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -257,6 +259,13 @@ def test_a_listed_id_never_matches_a_longer_or_shorter_id(user_id, other):
 
 # ------------------------------------------------------------------ through a real consumer
 
+@pytest.fixture
+async def close_thread_connections():
+    """Close the database connection the consumer opened in asgiref's thread (it blocks PostgreSQL teardown)."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
 REPLY_TYPES = {"pong", "subscribed", "unsubscribed", "published", "auth.refreshed", "command_result", "error"}
 ERROR_CODES = {"invalid_json", "invalid_message", "unknown_command", "forbidden", "not_found", "rate_limited",
                "too_large", "unauthorized", "limit_exceeded", "unavailable", "invalid_state"}
@@ -265,7 +274,8 @@ ERROR_CODES = {"invalid_json", "invalid_message", "unknown_command", "forbidden"
 @pytest.mark.django_db(transaction=True)
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frame=st.one_of(frames_text.map(lambda t: ("text", t)), frames_bytes.map(lambda b: ("bytes", b))))
-async def test_arbitrary_frames_through_a_consumer_get_an_answer_and_the_socket_stays_open(user, frame):
+async def test_arbitrary_frames_through_a_consumer_get_an_answer_and_the_socket_stays_open(
+        close_thread_connections, user, frame):
     kind, raw = frame
     # A WebSocket text frame is valid UTF-8 on the wire, so it never carries a lone surrogate.
     assume(kind == "bytes" or not any(0xD800 <= ord(c) <= 0xDFFF for c in raw))

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
@@ -128,6 +129,13 @@ def test_events_endpoint_refuses_a_refresh_token(user):
 # ------------------------------------------------------------------ throttles (live)
 
 
+@pytest.fixture
+async def close_thread_connections():
+    """Close the database connection of asgiref's thread (it blocks PostgreSQL teardown)."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
 @pytest.fixture(scope="module")
 def throttled_servers(django_db_setup):
     """Two server processes with low DRF throttle rates, sharing the test Redis cache."""
@@ -153,7 +161,7 @@ async def call(server: LiveServer, method: str, path: str, **kwargs: Any) -> tup
 
 
 @pytest.mark.live
-async def test_user_throttle_answers_429_across_processes(throttled_servers, make_user):
+async def test_user_throttle_answers_429_across_processes(throttled_servers, make_user, close_thread_connections):
     first, second = throttled_servers
     greedy, other = await sync_to_async(make_user)(), await sync_to_async(make_user)()
     headers = {"Authorization": f"Bearer {access_token_for(greedy)}"}
