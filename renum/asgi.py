@@ -9,12 +9,20 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
+http_app = django_asgi_app
+if settings.DEBUG or os.environ.get("SERVE_STATIC", "").strip().lower() in {"1", "true", "yes", "on"}:
+    # Development and tests serve /static/ (the demo page's scripts) from the app itself;
+    # production leaves static files to the proxy or a CDN.
+    http_app = ASGIStaticFilesHandler(django_asgi_app)
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         # The session middleware lets same-origin pages (the admin's live pages) connect with
         # their cookie; token and ticket authentication happen in the consumer.
         "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
