@@ -110,7 +110,7 @@ def parse_since(raw: str | None) -> tuple[str, int] | None:
     if not raw:
         return None
     epoch, sep, offset = raw.rpartition(":")
-    if not sep or not epoch or not offset.isdigit():
+    if not sep or not epoch or not (offset.isascii() and offset.isdigit()):
         raise ValueError("since must be <epoch>:<offset>")
     return epoch, int(offset)
 

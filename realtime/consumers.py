@@ -19,9 +19,9 @@ from urllib.parse import parse_qs
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.utils import await_many_dispatch
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.contrib.auth import get_user_model
 from redis.exceptions import RedisError
 
@@ -147,6 +147,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         identity = self.identity
         self.user_key = identity.user_id.encode()
         self.hub = await get_hub()
+        own = [user_channel(identity.user_id), BROADCAST]
+        self.subscribed.update(own)  # listed in the registry entry from the start
         entry = self._registry_entry()
         count = await registry.add(entry)
         if count > setting("MAX_CONNECTIONS_PER_USER"):
@@ -160,9 +162,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         metrics.CONNECTIONS.inc()
         self.hub.register(self)
         await self.channel_layer.group_add(control_group(identity.user_id), self.channel_name)
-        own = [user_channel(identity.user_id), BROADCAST]
         await asyncio.gather(*(self.hub.join(self, channel) for channel in own))
-        self.subscribed.update(own)
         read = rt_redis.async_script(streams.READ_LUA)
         results = await asyncio.gather(*(read(*streams.read_args(c, -1)) for c in own))
         positions = {c: streams.parse_read(r) for c, r in zip(own, results, strict=True)}
@@ -224,7 +224,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one client frame; every bad frame gets an ``error`` and the socket stays open."""
-        if self.identity is None:
+        # Frames that arrive after a policy close (4008, 4029) was decided are not handled:
+        # no second security event, no second close.
+        if self.identity is None or self.closing:
             return
         self.last_seen = time.monotonic()
         raw = text_data if text_data is not None else bytes_data
@@ -236,6 +238,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 self.rate_strikes += 1
                 metrics.RATE_LIMITED.labels("commands").inc()
                 if self.rate_strikes >= setting("RATE_LIMIT_STRIKES"):
+                    self.closing = True
                     await security.record("rate_limited", ip=self.ip, user_id=self.identity.user_id)
                     await self.close(code=4029, reason=f"rate limited; retry after {setting('RATE_LIMIT_RETRY_S')}s")
                     return
@@ -247,10 +250,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             metrics.PROTOCOL_ERRORS.labels(error.code).inc()
             if error.code in ("invalid_json", "invalid_message", "too_large", "unknown_command"):
                 self.invalid_frames += 1
+            if error.code == "too_large":
+                await security.record("too_large", ip=self.ip, user_id=self.identity.user_id, detail=error.message)
             elif error.code == "forbidden":
                 await security.record("forbidden", ip=self.ip, user_id=self.identity.user_id, detail=error.message)
             self.outbox.push(frame("error", {"code": error.code, "message": error.message}, error.reply_to))
             if self.invalid_frames > setting("MAX_INVALID_FRAMES"):
+                self.closing = True
                 await security.record("invalid_frames", ip=self.ip, user_id=self.identity.user_id)
                 await self.close(code=4008, reason="too many invalid or oversized messages")
 
@@ -339,6 +345,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         try:
             user, expires_at = await auth.user_from_token(command.token)
         except auth.AuthFailure as failure:
+            await security.record("auth_failure", ip=self.ip, user_id=self.identity.user_id,
+                                  detail=f"auth.refresh: {failure}")
             raise ProtocolError("unauthorized", str(failure)) from None
         if str(user.pk) != self.identity.user_id:
             raise ProtocolError("forbidden", "the token belongs to another user")

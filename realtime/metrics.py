@@ -25,4 +25,4 @@ AUTH_FAILURES = Counter("renum_realtime_auth_failures_total", "Failed socket aut
 PROTOCOL_ERRORS = Counter("renum_realtime_protocol_errors_total", "Error frames sent, by code", ["code"])
 REDIS_ERRORS = Counter("renum_realtime_redis_errors_total", "Redis failures", ["where"])
 CIRCUIT_OPEN = Gauge("renum_realtime_publish_circuit_open", "1 while the publish circuit breaker is open",
-                     multiprocess_mode="max")
+                     multiprocess_mode="livemax")

@@ -95,7 +95,8 @@ def validate_payload(message_type: str, payload: Any) -> None:
 
 def validate_channel_name(channel: Any) -> str:
     """Return the channel name or raise ProtocolError(invalid_message)."""
-    if not isinstance(channel, str) or not CHANNEL_NAME_RE.match(channel):
+    # fullmatch: with match(), the pattern's "$" also matches before a trailing newline.
+    if not isinstance(channel, str) or not CHANNEL_NAME_RE.fullmatch(channel):
         raise ProtocolError("invalid_message", "channel must be 1-100 ASCII letters, digits or _-.:@=")
     return channel
 

@@ -158,6 +158,9 @@ REST_FRAMEWORK = {
         "anon": os.environ.get("API_THROTTLE_ANON", "120/min"),
         "user": os.environ.get("API_THROTTLE_USER", "1200/min"),
     },
+    # Throttles key anonymous clients on REMOTE_ADDR, never on a client-supplied
+    # X-Forwarded-For; which proxies are believed is uvicorn's --forwarded-allow-ips.
+    "NUM_PROXIES": 0,
 }
 
 SIMPLE_JWT = {
@@ -182,6 +185,9 @@ RENUM_REALTIME = {
     "MAX_CONNECTIONS_PER_USER": int(os.environ.get("REALTIME_MAX_CONNECTIONS_PER_USER", "20")),
     "OUTBOX_MAX_BYTES": int(os.environ.get("REALTIME_OUTBOX_MAX_BYTES", str(1024 * 1024))),
     "REGISTRY_TTL_S": int(os.environ.get("REALTIME_REGISTRY_TTL_S", "90")),
+    "REGISTRY_REFRESH_S": int(os.environ.get("REALTIME_REGISTRY_REFRESH_S", "30")),
+    # Two deployments sharing one Redis need different prefixes (pub/sub ignores db numbers).
+    "KEY_PREFIX": os.environ.get("REALTIME_KEY_PREFIX", "renum:rt"),
 }
 
 LOGGING = {

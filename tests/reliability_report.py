@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 COMMAND = "bash scripts/reliability.sh"
@@ -19,7 +19,7 @@ def render(rows: list[dict[str, Any]], exitstatus: int) -> str:
         "reference client `realtime/client.py` (backoff 1, 2, 4, 8, 16 s plus jitter, at most 5 attempts,",
         "resume with `since`, de-duplication by `(channel, epoch, offset)`).",
         "",
-        f"Last run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python "
+        f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python "
         f"{platform.python_version()}; test session exit status {exitstatus}.",
         "",
         "| scenario | clients | messages expected per client | lost | delivered twice to the app | "

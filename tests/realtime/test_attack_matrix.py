@@ -384,8 +384,6 @@ async def test_crafted_token_in_auth_refresh_is_refused_and_the_session_unchange
     await ws.close()
 
 
-@pytest.mark.xfail(strict=True, reason="server gap: a refused auth.refresh is answered but not recorded as a "
-                                       "security event: in-band token guessing goes unseen; patch in docs/security.md")
 async def test_a_refused_in_band_refresh_is_recorded_as_an_auth_failure(connect, users):
     (owner,) = await users(1)
     _, sock, _ = await connect(owner)
@@ -503,13 +501,14 @@ async def test_oversized_frames_get_too_large_then_4008(server, users):
     assert codes == ["too_large"] * (MAX_INVALID_FRAMES + 1)
     assert (close.code, close.reason) == (4008, "too many invalid or oversized messages")
     assert len(events("invalid_frames")) == 1
+    assert len(events("too_large")) == MAX_INVALID_FRAMES + 1
 
 
 async def test_a_frame_over_the_servers_max_size_is_closed_1009_and_the_server_survives(server, users):
     attacker, other = await users(2)
     ws = await ws_welcome(server, attacker)
 
-    await ws.send("z" * (17 * 1024 * 1024))  # over uvicorn's --ws-max-size (16 MiB)
+    await ws.send("z" * (17 * 1024 * 1024))  # over uvicorn's --ws-max-size (256 KiB as deployed)
     frames, close = await drain(ws)
 
     assert answers(frames) == [] and close.code == 1009
@@ -547,15 +546,12 @@ async def test_a_thousand_garbage_frames_get_errors_then_4008(server, users):
     assert len(replies) == MAX_INVALID_FRAMES + 1  # one error per frame up to the limit, then nothing
     assert {r["payload"]["code"] for r in replies} <= {"invalid_json", "invalid_message", "unknown_command"}
     assert (close.code, close.reason) == (4008, "too many invalid or oversized messages")
-    assert len(events("invalid_frames")) >= 1  # exactly 1 once frames after the close are ignored (xfail below)
+    assert len(events("invalid_frames")) >= 1
     survivor = await ws_welcome(server, attacker)  # the server survived and the attacker may come back
     assert await still_open(survivor)
     await survivor.close()
 
 
-@pytest.mark.xfail(strict=True, reason="server gap: frames that arrive after the consumer decided to close (4008, "
-                                       "4029) are still handled, so the event is recorded and close() called again; "
-                                       "see the patch in docs/security.md")
 async def test_frames_after_a_policy_close_are_not_handled(connect, users):
     # In-process, so that the frame after the close surely reaches the consumer; over the network it
     # does whenever it arrives before the close handshake ends (pipelined floods: usually).

@@ -29,7 +29,7 @@ from realtime import redis as rt_redis
 from realtime.client import ClientGaveUp, RealtimeClient
 from realtime.publish import publish_rollback_unsafe
 from tests.conftest import access_token_for
-from tests.live import LiveServer, free_port
+from tests.live import free_port
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

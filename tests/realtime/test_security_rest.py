@@ -193,8 +193,6 @@ async def test_login_brute_force_is_throttled_per_address(throttled_servers):
 
 
 @pytest.mark.live
-@pytest.mark.xfail(strict=True, reason="server gap: REST_FRAMEWORK has no NUM_PROXIES, so DRF keys anonymous "
-                                       "throttles on the client-supplied X-Forwarded-For; patch in docs/security.md")
 async def test_rotating_x_forwarded_for_does_not_escape_the_anonymous_throttle(throttled_servers):
     first, _ = throttled_servers
 
