@@ -53,5 +53,8 @@ def execution_update_publish_on_commit(*, execution: Execution) -> None:
     published is exactly the state this transaction committed, not whatever is current later.
     """
     payload = execution_update_payload(execution=execution)
-    publish_on_commit(team_channel(execution.team_id), EXECUTION_UPDATE, payload)
-    publish_on_commit(execution_channel(execution.id), EXECUTION_UPDATE, payload)
+    # Each update carries the whole state, so a socket that falls behind needs only the newest
+    # one per execution: the key lets its outbox drop superseded ones first under pressure.
+    key = execution_channel(execution.id)
+    publish_on_commit(team_channel(execution.team_id), EXECUTION_UPDATE, payload, coalesce_key=key)
+    publish_on_commit(execution_channel(execution.id), EXECUTION_UPDATE, payload, coalesce_key=key)

@@ -23,7 +23,8 @@ from notifications.models import Notification, NotificationType
 from notifications.payloads import iso_utc, notification_payload
 from notifications.selectors import notification_unread_counts
 from notifications.utils import chunked
-from realtime.publish import send_to_user_on_commit
+from realtime.channels import user_channel
+from realtime.publish import Message, publish_many_on_commit, send_to_user_on_commit
 
 # Rows per INSERT of notification_create_many: big enough to amortize round trips, small
 # enough to stay under SQLite's parameter limit (9 columns x 1000 rows).
@@ -70,8 +71,9 @@ def _unread_counts_publish_on_commit(user_ids: Collection[Any]) -> None:
 
     def publish() -> None:
         counts = notification_unread_counts(user_ids=user_ids)
-        for user_id in user_ids:
-            send_to_user_on_commit(user_id, "unread_count", {"count": counts.get(user_id, 0)})
+        publish_many_on_commit(
+            Message(user_channel(user_id), "unread_count", {"count": counts.get(user_id, 0)}) for user_id in user_ids
+        )
 
     # robust: a failure to count or publish must not turn a committed write into an error.
     transaction.on_commit(publish, robust=True)
@@ -135,8 +137,9 @@ def notification_create_many(
                 for user_id in chunk
             ]
             Notification.objects.bulk_create(rows)
-            for notification in rows:
-                send_to_user_on_commit(notification.user_id, "notification", notification_payload(notification))
+            publish_many_on_commit(
+                Message(user_channel(n.user_id), "notification", notification_payload(n)) for n in rows
+            )
         _unread_counts_publish_on_commit(recipient_ids)
     return len(recipient_ids)
 

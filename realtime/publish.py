@@ -159,6 +159,49 @@ def publish_on_commit(
     transaction.on_commit(lambda: _send(channel, message_type, keys, args))
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a batch for ``publish_many_on_commit``."""
+
+    channel: str
+    type: str
+    payload: Any
+    sender: str = "system"
+    coalesce_key: str = ""
+
+
+def publish_many_on_commit(messages: Iterable[Message], *, batch_size: int = 500) -> None:
+    """Publish many messages after commit, pipelined (one round trip per ``batch_size``).
+
+    For fan-outs such as a notification to thousands of users; validated now, like
+    ``publish_on_commit``.
+    """
+    prepared = [
+        (m.channel, _prepare(m.channel, m.type, m.payload, m.sender, None, (), m.coalesce_key)) for m in messages
+    ]
+    if prepared:
+        transaction.on_commit(lambda: _send_many(prepared, batch_size))
+
+
+def _send_many(prepared: list[tuple[str, tuple[list[str], list]]], batch_size: int) -> None:
+    cb = breaker()
+    if not cb.allow():
+        logger.warning("publish of %d messages skipped (circuit open)", len(prepared))
+        return
+    script = rt_redis.sync_script(streams.PUBLISH_LUA)
+    try:
+        for start in range(0, len(prepared), batch_size):
+            pipe = rt_redis.sync_client().pipeline(transaction=False)
+            for _, (keys, args) in prepared[start:start + batch_size]:
+                script(keys=keys, args=args, client=pipe)
+            pipe.execute()
+    except RedisError as exc:
+        cb.record_failure()
+        logger.error("publish of %d messages failed after %d: %s", len(prepared), start, exc)
+        return
+    cb.record_success()
+
+
 def send_to_user_on_commit(user_id: Any, message_type: str, payload: Any, *, sender: str = "system") -> None:
     """A personal message to every live connection of a user (and their history)."""
     publish_on_commit(user_channel(user_id), message_type, payload, sender=sender)

@@ -67,6 +67,14 @@ class ExecutionUpdatePayload(msgspec.Struct):
     error: str | None = None
 
 
+class NotificationReadPayload(msgspec.Struct):
+    """Payload of a ``notification_read`` message: which notifications became read."""
+
+    ids: list[str]
+    all: bool
+    before: str | None = None
+
+
 class UnreadCountPayload(msgspec.Struct):
     """Payload of an ``unread_count`` message."""
 
@@ -77,6 +85,7 @@ _PAYLOAD_SCHEMAS: dict[str, type[msgspec.Struct]] = {
     "notification": NotificationPayload,
     "execution_update": ExecutionUpdatePayload,
     "unread_count": UnreadCountPayload,
+    "notification_read": NotificationReadPayload,
 }
 
 
