@@ -14,7 +14,8 @@ from realtime.publish import CircuitBreaker, Message, publish_many_on_commit, pu
 
 
 def history(channel: str) -> list[streams.Record]:
-    return [streams.Record.parse(fields[b"r"]) for _, fields in rt_redis.sync_client().xrange(streams.history_key(channel))]
+    entries = rt_redis.sync_client().xrange(streams.history_key(channel))
+    return [streams.Record.parse(fields[b"r"]) for _, fields in entries]
 
 
 @pytest.mark.django_db(transaction=True)
