@@ -7,8 +7,6 @@ from typing import Any
 
 import orjson
 import pytest
-from asgiref.sync import sync_to_async
-from django.db import connections
 
 from executions.models import Team
 from executions.services import team_create, team_membership_add
@@ -61,12 +59,3 @@ def published_payloads(channel: str) -> list[dict[str, Any]]:
     return [env["payload"] for env in published(channel) if env["type"] == "execution_update"]
 
 
-@pytest.fixture
-async def close_thread_connections():
-    """Close the database connection of the thread that runs sync code for async tests.
-
-    Django opens it in asgiref's shared executor thread and nothing closes it; on PostgreSQL
-    it would keep the test database busy and block its teardown.
-    """
-    yield
-    await sync_to_async(connections.close_all)()

@@ -17,7 +17,6 @@ from executions.services import (
     team_membership_add,
     team_membership_remove,
 )
-from tests.realtime.conftest import connect  # noqa: F401  (the socket fixture, shared with the realtime tests)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 

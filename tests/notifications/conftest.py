@@ -7,8 +7,6 @@ from typing import Any
 
 import orjson
 import pytest
-from asgiref.sync import sync_to_async
-from django.db import connections
 
 from realtime import redis as rt_redis
 from realtime import streams
@@ -30,11 +28,3 @@ def events() -> Callable[[Any], list[dict[str, Any]]]:
     return read
 
 
-@pytest.fixture
-async def close_thread_connections():
-    """Close the database connections opened in sync_to_async's worker thread after an async test.
-
-    With CONN_MAX_AGE > 0 they would stay open and PostgreSQL could not drop the test database.
-    """
-    yield
-    await sync_to_async(connections.close_all)()

@@ -19,7 +19,6 @@ from notifications.models import Notification
 from notifications.payloads import notification_payload
 from notifications.services import notification_create
 from tests.conftest import access_token_for
-from tests.realtime.conftest import connect, live_server_factory, live_server_proc  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 

@@ -26,7 +26,6 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from realtime import auth, security
@@ -58,10 +57,8 @@ def server(django_db_setup):
 
 
 @pytest.fixture(autouse=True)
-async def _close_thread_connections():
-    # Django opens a connection in asgiref's executor thread; left open it blocks PostgreSQL teardown.
-    yield
-    await sync_to_async(connections.close_all)()
+def _close_thread_connections(close_thread_connections):
+    """Every test here runs async code that touches the database."""
 
 
 @pytest.fixture

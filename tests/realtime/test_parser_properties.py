@@ -14,9 +14,7 @@ import uuid
 import msgspec
 import orjson
 import pytest
-from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connections
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -254,11 +252,6 @@ def test_a_listed_id_never_matches_a_longer_or_shorter_id(user_id, other):
 
 # ------------------------------------------------------------------ through a real consumer
 
-@pytest.fixture
-async def close_thread_connections():
-    """Close the database connection the consumer opened in asgiref's thread (it blocks PostgreSQL teardown)."""
-    yield
-    await sync_to_async(connections.close_all)()
 
 
 REPLY_TYPES = {"pong", "subscribed", "unsubscribed", "published", "auth.refreshed", "command_result", "error"}

@@ -16,7 +16,6 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
@@ -129,11 +128,6 @@ def test_events_endpoint_refuses_a_refresh_token(user):
 # ------------------------------------------------------------------ throttles (live)
 
 
-@pytest.fixture
-async def close_thread_connections():
-    """Close the database connection of asgiref's thread (it blocks PostgreSQL teardown)."""
-    yield
-    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture(scope="module")
