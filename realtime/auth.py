@@ -6,16 +6,26 @@ Authentication failures are reported to the consumer, which accepts and then clo
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import secrets
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
+from channels.auth import get_user as channels_get_user
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.http.cookie import parse_cookie
 from django.http.request import validate_host
+from jwt.algorithms import HMACAlgorithm
+from jwt.api_jws import PyJWS
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken
@@ -69,10 +79,45 @@ def origin_allowed(scope: dict) -> bool:
     return validate_host(parts.hostname, settings.ALLOWED_HOSTS) or validate_host(host, settings.ALLOWED_HOSTS)
 
 
+class _PreparedKeyHMAC(HMACAlgorithm):
+    """HMAC whose key is checked once: PyJWT re-validates the key on every decode (a JSON
+    parse among other things), which shows up in profiles of connect storms."""
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - one module-level instance, a handful of keys
+    def prepare_key(self, key: str | bytes) -> bytes:
+        """The validated key bytes, computed once per key."""
+        return super().prepare_key(key)
+
+
+_HMAC_BITS = {"HS256": HMACAlgorithm.SHA256, "HS384": HMACAlgorithm.SHA384, "HS512": HMACAlgorithm.SHA512}
+_jws = PyJWS()
+for _name, _hash in _HMAC_BITS.items():
+    _jws.unregister_algorithm(_name)
+    _jws.register_algorithm(_name, _PreparedKeyHMAC(_hash))
+
+
+def _verify_signature(token: str) -> bool:
+    """Check the signature with the cached key when the settings allow it; False: use simplejwt."""
+    if jwt_settings.ALGORITHM not in _HMAC_BITS or jwt_settings.AUDIENCE or jwt_settings.ISSUER:
+        return False
+    _jws.decode_complete(token, key=jwt_settings.SIGNING_KEY, algorithms=[jwt_settings.ALGORITHM])
+    return True
+
+
 def decode_access_token(token: str) -> tuple[str, datetime]:
-    """Validate a simplejwt access token; return (user id, expiry) or raise AuthFailure."""
+    """Validate a simplejwt access token; return (user id, expiry) or raise AuthFailure.
+
+    The signature is checked with a cached key (``_verify_signature``), then simplejwt checks
+    expiry and token type exactly as it does for REST requests.
+    """
     try:
-        access = AccessToken(token)
+        if _verify_signature(token):
+            access = AccessToken(token, verify=False)
+            access.verify()
+        else:
+            access = AccessToken(token)
+    except jwt.InvalidTokenError as exc:
+        raise AuthFailure(f"invalid token: {exc}") from None
     except TokenError as exc:
         raise AuthFailure(f"invalid token: {exc}") from None
     user_id = access.get(jwt_settings.USER_ID_CLAIM)
@@ -81,12 +126,68 @@ def decode_access_token(token: str) -> tuple[str, datetime]:
     return str(user_id), datetime.fromtimestamp(access["exp"], tz=UTC)
 
 
+class _UserLoader:
+    """Looks up active users for the sockets connecting at the same moment in one query.
+
+    A connect storm would otherwise queue one query (and one hop to the database thread) per
+    socket; here every lookup that arrives while a query runs joins the next one.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[asyncio.Future]] = {}
+        self._flushing = False
+
+    async def get(self, user_id: str) -> Any:
+        """The active user with this id, or None."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(user_id, []).append(future)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.ensure_future(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                try:
+                    users = await _active_users(list(batch))
+                except Exception as exc:  # every waiter learns of it; none hangs
+                    for futures in batch.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for user_id, futures in batch.items():
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(users.get(user_id))
+        finally:
+            self._flushing = False
+
+
 @database_sync_to_async
-def _active_user(user_id: str) -> Any:
-    try:
-        return get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    except (ValueError, TypeError):
-        return None
+def _active_users(user_ids: list[str]) -> dict[str, Any]:
+    valid = []
+    pk_field = get_user_model()._meta.pk
+    for user_id in user_ids:
+        try:
+            pk_field.to_python(user_id)
+            valid.append(user_id)
+        except ValidationError:
+            continue
+    return {str(u.pk): u for u in get_user_model().objects.filter(pk__in=valid, is_active=True)}
+
+
+_loaders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def _active_user(user_id: str) -> Any:
+    loop = asyncio.get_running_loop()
+    loader = _loaders.get(loop)
+    if loader is None:
+        loader = _loaders[loop] = _UserLoader()
+    return await loader.get(user_id)
 
 
 async def user_from_token(token: str) -> tuple[Any, datetime]:
@@ -149,3 +250,25 @@ async def authenticate(scope: dict) -> Identity:
         expires_at = session.get_expiry_date() if session is not None else None
         return Identity(session_user, expires_at, "session")
     raise AuthFailure("missing credentials")
+
+
+class SessionAuthMiddleware:
+    """Sets ``scope["user"]`` and ``scope["session"]`` from the session cookie, once, at connect.
+
+    Channels' AuthMiddlewareStack would do the same but also wrap ``send`` to save a modified
+    session after every frame: a cost on every delivery that sockets never need, and a hop
+    to the database thread on connects that carry no session at all.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        """Resolve the session user when the cookie is there; pass everything else through."""
+        cookie = header(scope, b"cookie")
+        if cookie:
+            session_key = parse_cookie(cookie).get(settings.SESSION_COOKIE_NAME)
+            if session_key:
+                scope = dict(scope, session=import_module(settings.SESSION_ENGINE).SessionStore(session_key))
+                scope["user"] = await channels_get_user(scope)
+        return await self.inner(scope, receive, send)

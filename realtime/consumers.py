@@ -147,11 +147,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         identity = self.identity
         self.user_key = identity.user_id.encode()
         self.hub = await get_hub()
-        own = [user_channel(identity.user_id), BROADCAST]
+        own = (user_channel(identity.user_id), BROADCAST)
         self.subscribed.update(own)  # listed in the registry entry from the start
-        entry = self._registry_entry()
-        count = await registry.add(entry)
+        self.hub.register(self)  # deliveries are held until the welcome is out
+        await self.hub.join_many(self, own)
+        count, reads = await registry.add(self._registry_entry(), read_channels=own)
         if count > setting("MAX_CONNECTIONS_PER_USER"):
+            await self.hub.unregister(self)
             await registry.remove(self.connection_id, identity.user_id)
             metrics.CONNECTS.labels("too_many").inc()
             await security.record("too_many_connections", ip=self.ip, user_id=identity.user_id)
@@ -160,12 +162,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         metrics.CONNECTS.labels("ok").inc()
         metrics.CONNECTIONS.inc()
-        self.hub.register(self)
-        await self.channel_layer.group_add(control_group(identity.user_id), self.channel_name)
-        await asyncio.gather(*(self.hub.join(self, channel) for channel in own))
-        read = rt_redis.async_script(streams.READ_LUA)
-        results = await asyncio.gather(*(read(*streams.read_args(c, -1)) for c in own))
-        positions = {c: streams.parse_read(r) for c, r in zip(own, results, strict=True)}
+        positions = dict(zip(own, reads, strict=True))
         for channel, position in positions.items():
             self.hub.note_position(channel, position.epoch, position.offset)
         self.outbox.push(frame("welcome", {
@@ -176,6 +173,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             "channels": {c: {"epoch": p.epoch, "offset": p.offset} for c, p in positions.items()},
         }))
         self._release({c: p.offset for c, p in positions.items()})
+        # Only control messages (server-side subscribe, disconnect) need the group: joined
+        # after the welcome, so it does not delay it.
+        await self.channel_layer.group_add(control_group(identity.user_id), self.channel_name)
 
     def _registry_entry(self) -> dict[str, Any]:
         client = self.scope.get("client") or ("", 0)

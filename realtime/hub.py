@@ -227,27 +227,40 @@ class Hub:
 
     async def join(self, conn: Subscriber, channel: str) -> None:
         """Subscribe a connection; returns once Redis confirmed the process's subscription."""
-        subs = self.channels.get(channel)
-        if subs is not None:
-            subs[conn] = None
-            confirmation = self._confirmations.get(channel)
-            if confirmation is not None:
-                await asyncio.shield(confirmation)
-            return
-        self.channels[channel] = {conn: None}
-        confirmation = asyncio.get_running_loop().create_future()
-        self._confirmations[channel] = confirmation
+        await self.join_many(conn, (channel,))
+
+    async def join_many(self, conn: Subscriber, channels: tuple[str, ...] | list[str]) -> None:
+        """Subscribe a connection to several channels; one SUBSCRIBE for those new to the process."""
+        new: list[str] = []
+        pending: list[asyncio.Future] = []
+        loop = asyncio.get_running_loop()
+        for channel in channels:
+            subs = self.channels.get(channel)
+            if subs is not None:
+                subs[conn] = None
+                confirmation = self._confirmations.get(channel)
+                if confirmation is not None:
+                    pending.append(confirmation)
+                continue
+            self.channels[channel] = {conn: None}
+            self._confirmations[channel] = confirmation = loop.create_future()
+            pending.append(confirmation)
+            new.append(channel)
         try:
-            await self._pubsub.subscribe(self._prefix + channel)
-            await asyncio.wait_for(asyncio.shield(confirmation), timeout=10)
+            if new:
+                await self._pubsub.subscribe(*(self._prefix + channel for channel in new))
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*(asyncio.shield(c) for c in pending)), timeout=10)
         except BaseException:
-            subs = self.channels.get(channel, {})
-            subs.pop(conn, None)
-            if not subs:
-                self.channels.pop(channel, None)
+            for channel in channels:
+                subs = self.channels.get(channel, {})
+                subs.pop(conn, None)
+                if not subs:
+                    self.channels.pop(channel, None)
             raise
         finally:
-            self._confirmations.pop(channel, None)
+            for channel in new:
+                self._confirmations.pop(channel, None)
 
     async def leave(self, conn: Subscriber, channel: str) -> None:
         """Unsubscribe a connection; the process unsubscribes from Redis when none is left."""

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from realtime import redis as rt_redis
+from realtime import streams
 from realtime.conf import setting
 
 PROCESS_ID = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -41,8 +42,9 @@ def user_key(user_id: str) -> str:
     return _k("uconn", user_id)
 
 
-async def add(entry: dict[str, Any]) -> int:
-    """Record a new connection; returns how many live connections its user now has."""
+async def add(entry: dict[str, Any], *, read_channels: tuple[str, ...] = ()) -> tuple[int, list]:
+    """Record a new connection; returns how many live connections its user now has, and the
+    positions of ``read_channels`` (read in the same round trip, for the welcome)."""
     ttl = setting("REGISTRY_TTL_S")
     expires = time.time() + ttl
     pipe = rt_redis.async_client().pipeline(transaction=False)
@@ -52,8 +54,12 @@ async def add(entry: dict[str, Any]) -> int:
     pipe.zadd(user_key(entry["user_id"]), {entry["connection_id"]: expires})
     pipe.expire(user_key(entry["user_id"]), ttl)
     pipe.zcount(user_key(entry["user_id"]), time.time(), "+inf")
+    read = rt_redis.async_script(streams.READ_LUA)
+    for channel in read_channels:
+        await read(*streams.read_args(channel, -1), client=pipe)
     results = await pipe.execute()
-    return int(results[-1])
+    count_index = len(results) - len(read_channels) - 1
+    return int(results[count_index]), [streams.parse_read(r) for r in results[count_index + 1:]]
 
 
 async def remove(connection_id: str, user_id: str) -> None:
