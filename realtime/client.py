@@ -179,6 +179,7 @@ class RealtimeClient:
                 for future in self._replies.values():
                     if not future.done():
                         future.set_exception(ConnectionError("connection closed"))
+                        future.add_done_callback(lambda f: f.exception())  # awaited or not: no warning
 
     async def _resume(self, auto_positions: dict[str, dict]) -> None:
         for channel, position in auto_positions.items():
