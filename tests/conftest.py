@@ -23,9 +23,12 @@ def _clean_realtime_redis(settings):
     """Every test starts with no realtime keys in Redis (history, registry, tickets, layer)."""
     from realtime import redis as rt_redis
 
+    from realtime.conf import setting
+
     client = rt_redis.sync_client()
-    for key in client.scan_iter(match="renum:*", count=1000):
-        client.delete(key)
+    for pattern in {f"{setting('KEY_PREFIX')}:*", "renum:*"}:
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
     yield
 
 
