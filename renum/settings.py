@@ -119,7 +119,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             # redis-py's default 5 s read timeout equals channels_redis's 5 s BZPOPMIN wait: an idle
             # receive would time out and end the consumer. Reads may take longer than the wait.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}],
+            # redis-py's pool raises (not waits) past max_connections: room for connect storms.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2,
+                       "max_connections": 2000}],
             "prefix": "renum:layer",
             "capacity": 1000,
             # Memberships are refreshed by every live connection, so this only bounds ghosts.
