@@ -1,0 +1,302 @@
+"""Client worker processes: many authenticated WebSocket connections on one uvloop event loop.
+
+The orchestrator starts ``workers`` processes (``WorkerPool``) and drives them with commands
+over a pipe: connect to a server, reset the measurement, collect latencies, disconnect.
+Live counts (connected, delivered, ...) are shared through an array the orchestrator polls
+for its progress display. Nothing here imports Django.
+
+Latency of a delivery = receive time - the publisher's ``time.time()`` embedded in the
+payload (``{"t": ...}``, or a notification's ``action.payload.t``); same clock, same machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import random
+import time
+from array import array
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from loadtest import procstat
+
+C_CONNECTED, C_DELIVERED, C_OTHER, C_ERRORS, C_DROPPED = range(5)
+COUNTERS = 5
+PING = '{"type":"ping"}'
+
+
+class _Client:
+    __slots__ = ("user_id", "token", "ws", "reader", "next_ping", "heartbeat_s")
+
+    def __init__(self, user_id: int, token: str) -> None:
+        self.user_id = user_id
+        self.token = token
+        self.ws: Any = None
+        self.reader: asyncio.Task | None = None
+        self.next_ping = 0.0
+        self.heartbeat_s = 25.0
+
+
+def stamp_of(message: str | bytes, run: str) -> float | None:
+    """The publisher's send time in a data frame of this run, or None for any other frame.
+
+    The run id keeps out messages that other processes publish on the same Redis.
+    """
+    if isinstance(message, bytes):
+        message = message.decode()
+    if run not in message:
+        return None
+    payload = orjson.loads(message).get("payload")
+    if not isinstance(payload, dict):
+        return None
+    if "run" not in payload:  # a notification: the marks are in its action's payload
+        action = payload.get("action")
+        payload = action.get("payload") if isinstance(action, dict) else None
+        if not isinstance(payload, dict):
+            return None
+    return payload.get("t") if payload.get("run") == run else None
+
+
+class Worker:
+    """The clients of one worker process."""
+
+    def __init__(self, index: int, pipe: Any, counters: Any, clients: list[tuple[int, str]]) -> None:
+        self.pipe = pipe
+        self.base = index * COUNTERS
+        self.counters = counters
+        self.clients = [_Client(uid, token) for uid, token in clients]
+        self.latencies = array("d")
+        self.close_codes: Counter[str] = Counter()
+        self.closing = False
+        self.pinger: asyncio.Task | None = None
+        self.run_id = "\x00"  # matches no frame until the orchestrator sends ``reset``
+
+    def _count(self, which: int, n: int = 1) -> None:
+        self.counters[self.base + which] += n
+
+    async def run(self) -> None:
+        """Serve the orchestrator's commands until ``exit``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            command, args = await loop.run_in_executor(None, self.pipe.recv)
+            try:
+                if command == "connect":
+                    reply: Any = await self.connect_all(**args)
+                elif command == "reset":
+                    self.run_id = args["run"]
+                    del self.latencies[:]  # in place: the readers hold a bound append
+                    self.close_codes.clear()
+                    for which in (C_DELIVERED, C_OTHER, C_DROPPED):
+                        self.counters[self.base + which] = 0
+                    reply = None
+                elif command == "collect":
+                    reply = {"latencies": self.latencies.tobytes(), "close_codes": dict(self.close_codes),
+                             "cpu_s": procstat.cpu_seconds(multiprocessing.current_process().pid)}
+                elif command == "disconnect":
+                    reply = await self.disconnect_all()
+                elif command == "exit":
+                    await self.disconnect_all()
+                    self.pipe.send(("ok", None))
+                    return
+                else:
+                    raise ValueError(f"unknown command {command!r}")
+            except Exception as exc:  # reported to the orchestrator, which decides
+                self.pipe.send(("error", repr(exc)))
+                continue
+            self.pipe.send(("ok", reply))
+
+    # ---------------------------------------------------------------- connect
+
+    async def connect_all(self, url: str, concurrency: int, attempts: int, open_timeout: float,
+                          compression: bool) -> dict[str, Any]:
+        """Connect every client (at most ``concurrency`` handshakes at once), until each is welcomed."""
+        for which in (C_CONNECTED, C_ERRORS, C_DELIVERED, C_OTHER, C_DROPPED):
+            self.counters[self.base + which] = 0
+        self.closing = False
+        gate = asyncio.Semaphore(max(1, concurrency))
+        errors: Counter[str] = Counter()
+        started = time.time()
+        results = await asyncio.gather(*(
+            self._connect(c, url, gate, attempts, open_timeout, compression, errors) for c in self.clients
+        ))
+        durations = [r[0] for r in results if r is not None]
+        finished = max((r[1] for r in results if r is not None), default=started)
+        if self.pinger is None:
+            self.pinger = asyncio.ensure_future(self._ping_forever())
+        return {"started": started, "finished": finished, "ok": len(durations),
+                "failed": len(results) - len(durations), "errors": dict(errors), "durations": durations,
+                "users": [c.user_id for c in self.clients if c.ws is not None]}
+
+    async def _connect(self, client: _Client, url: str, gate: asyncio.Semaphore, attempts: int,
+                       open_timeout: float, compression: bool, errors: Counter[str]) -> tuple[float, float] | None:
+        """Connect one client with retries; returns (handshake-to-welcome seconds, welcome time)."""
+        from websockets.asyncio.client import connect
+
+        for attempt in range(attempts):
+            ws = None
+            async with gate:
+                began = time.time()
+                try:
+                    ws = await connect(
+                        url, subprotocols=["renum.v1", "bearer." + client.token],
+                        compression="deflate" if compression else None, ping_interval=None,
+                        open_timeout=open_timeout, close_timeout=2, max_size=None, user_agent_header=None,
+                        proxy=None,
+                    )
+                    first = await asyncio.wait_for(ws.recv(), open_timeout)
+                    hello = orjson.loads(first)
+                    if hello.get("type") != "welcome":
+                        raise RuntimeError(f"first frame is {hello.get('type')!r}, not welcome")
+                    client.heartbeat_s = float((hello.get("payload") or {}).get("heartbeat_s") or 25)
+                    welcomed = time.time()
+                except Exception as exc:
+                    errors[_error_name(exc)] += 1
+                    self._count(C_ERRORS)
+                    if ws is not None:
+                        ws.transport.abort()
+                    ws = None
+            if ws is None:
+                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
+                continue
+            client.ws = ws
+            client.next_ping = welcomed + client.heartbeat_s * random.uniform(0.5, 1.0)
+            client.reader = asyncio.ensure_future(self._read(client))
+            self._count(C_CONNECTED)
+            return welcomed - began, welcomed
+        return None
+
+    # ---------------------------------------------------------------- receive
+
+    async def _read(self, client: _Client) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        ws = client.ws
+        record = self.latencies.append
+        counters, delivered, other = self.counters, self.base + C_DELIVERED, self.base + C_OTHER
+        now = time.time
+        try:
+            async for message in ws:
+                received = now()
+                stamp = stamp_of(message, self.run_id)
+                if stamp is None:
+                    counters[other] += 1
+                    continue
+                record(received - stamp)
+                counters[delivered] += 1
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            self.close_codes[_error_name(exc)] += 1
+        if not self.closing:
+            self._count(C_DROPPED)
+            self.close_codes[str(ws.close_code)] += 1
+            self._count(C_CONNECTED, -1)
+
+    async def _ping_forever(self) -> None:
+        """The protocol's client heartbeat (``ping`` every heartbeat_s), for all clients from one task."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            for client in self.clients:
+                if client.ws is not None and now >= client.next_ping:
+                    client.next_ping = now + client.heartbeat_s
+                    asyncio.ensure_future(_send_quietly(client.ws, PING))
+
+    # ---------------------------------------------------------------- disconnect
+
+    async def disconnect_all(self) -> None:
+        """Drop every connection at once (abort: the server sees the sockets close)."""
+        self.closing = True
+        if self.pinger is not None:
+            self.pinger.cancel()
+            self.pinger = None
+        readers = []
+        for client in self.clients:
+            if client.ws is not None:
+                client.ws.transport.abort()
+                client.ws = None
+            if client.reader is not None:
+                client.reader.cancel()
+                readers.append(client.reader)
+                client.reader = None
+        if readers:
+            await asyncio.wait(readers, timeout=10)
+        self.counters[self.base + C_CONNECTED] = 0
+
+
+async def _send_quietly(ws: Any, text: str) -> None:
+    try:
+        await ws.send(text)
+    except Exception:  # the reader notices a closed connection
+        pass
+
+
+def _error_name(exc: BaseException) -> str:
+    code = getattr(getattr(exc, "rcvd", None), "code", None) or getattr(getattr(exc, "response", None),
+                                                                         "status_code", None)
+    return f"{type(exc).__name__}({code})" if code else type(exc).__name__
+
+
+def worker_main(index: int, pipe: Any, counters: Any, clients: list[tuple[int, str]]) -> None:
+    """Entry point of a worker process."""
+    procstat.raise_nofile()
+    import uvloop
+
+    uvloop.install()
+    asyncio.run(Worker(index, pipe, counters, clients).run())
+
+
+class WorkerPool:
+    """The orchestrator's handle on the worker processes."""
+
+    def __init__(self, workers: int, clients: list[tuple[int, str]]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        workers = max(1, min(workers, len(clients)))
+        self.counters = ctx.Array("q", workers * COUNTERS, lock=False)
+        self.pipes = []
+        self.processes = []
+        for index in range(workers):
+            ours, theirs = ctx.Pipe()
+            share = clients[index::workers]
+            process = ctx.Process(target=worker_main, args=(index, theirs, self.counters, share),
+                                  daemon=True, name=f"loadtest-worker-{index}")
+            process.start()
+            self.pipes.append(ours)
+            self.processes.append(process)
+
+    def call(self, command: str, args: dict | None = None, timeout: float = 60) -> list[Any]:
+        """Send a command to every worker and wait (bounded) for all replies."""
+        for pipe in self.pipes:
+            pipe.send((command, args or {}))
+        replies = []
+        deadline = time.monotonic() + timeout
+        for index, pipe in enumerate(self.pipes):
+            if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"worker {index} did not answer {command!r} within {timeout}s")
+            status, reply = pipe.recv()
+            if status != "ok":
+                raise RuntimeError(f"worker {index} failed {command!r}: {reply}")
+            replies.append(reply)
+        return replies
+
+    def total(self, which: int) -> int:
+        """A counter summed over the workers."""
+        return sum(self.counters[i * COUNTERS + which] for i in range(len(self.processes)))
+
+    def close(self, timeout: float = 15) -> None:
+        """Stop the workers (ask, then terminate, then kill)."""
+        try:
+            self.call("exit", timeout=timeout)
+        except Exception:
+            pass
+        for process in self.processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=3)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=3)

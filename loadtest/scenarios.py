@@ -1,0 +1,33 @@
+"""The scenarios of the load tool and their defaults (the issue's targets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What one scenario does: how many clients, and what (if anything) is published."""
+
+    name: str
+    clients: int
+    rate: float = 0.0
+    duration: float = 0.0
+    # "broadcast": every client gets every message; "personal": each message goes to one user
+    # (round robin); "notify": notification_create for one user (round robin); None: no publishing.
+    publish: str | None = None
+    # Servers a scenario can run on (notify needs the notifications domain: ours only).
+    servers: tuple[str, ...] = ("ours", "bare", "textbook")
+    description: str = ""
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "broadcast": Scenario("broadcast", 1000, 10.0, 20.0, "broadcast",
+                          description="every client subscribed to `broadcast`; 10 messages/s published"),
+    "personal": Scenario("personal", 1000, 1000.0, 20.0, "personal",
+                         description="1,000 messages/s in total to `user:<id>` channels, round robin"),
+    "notify": Scenario("notify", 1000, 1000.0, 20.0, "notify", servers=("ours",),
+                       description="`notification_create` (PostgreSQL row, then publish on commit) -> socket"),
+    "storm": Scenario("storm", 5000, description="5,000 JWT connects as fast as possible, until all are welcomed"),
+    "idle": Scenario("idle", 10000, description="10,000 idle authenticated connections on one server process"),
+}

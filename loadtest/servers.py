@@ -1,0 +1,179 @@
+"""The servers under test, as child processes on free loopback ports.
+
+``ours`` is the project's ASGI application (uvicorn with a chosen WebSocket implementation,
+or daphne); ``bare`` and ``textbook`` are the reference servers of this package. Each is one
+process, so its CPU time and memory can be read from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest import procstat
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+UVICORN_WS = ("websockets-sansio", "wsproto", "websockets")
+BACKLOG = 4096
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Which server and how it is served: ``ours``, ``ours:daphne``, ``ours:wsproto``, ``bare``, ``textbook``."""
+
+    kind: str  # ours | bare | textbook
+    runner: str  # uvicorn | daphne | websockets
+    ws: str = ""  # uvicorn's --ws implementation
+
+    @property
+    def label(self) -> str:
+        """Short name used as a column header."""
+        if self.kind == "bare":
+            return "bare"
+        detail = self.runner if self.runner == "daphne" else f"{self.runner} {self.ws}"
+        return f"{self.kind} ({detail})"
+
+    @classmethod
+    def parse(cls, name: str, server_cmd: str = "uvicorn", ws: str = "websockets-sansio") -> ServerSpec:
+        """Parse a ``--servers`` item; ``ours`` alone follows ``--server-cmd`` and ``--ws``."""
+        kind, _, variant = name.strip().partition(":")
+        if kind == "bare":
+            return cls("bare", "websockets")
+        if kind not in ("ours", "textbook"):
+            raise ValueError(f"unknown server {name!r}: use ours[:daphne|:<uvicorn ws>], bare or textbook")
+        variant = variant or (server_cmd if server_cmd == "daphne" else ws)
+        if variant == "daphne":
+            return cls(kind, "daphne")
+        if variant == "uvicorn":
+            variant = ws
+        if variant not in UVICORN_WS:
+            raise ValueError(f"unknown variant {variant!r} of {kind}: daphne or one of {', '.join(UVICORN_WS)}")
+        return cls(kind, "uvicorn", variant)
+
+
+def free_port() -> int:
+    """An unused loopback TCP port."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _preexec() -> None:
+    procstat.raise_nofile()
+
+
+class ServerProcess:
+    """One server process on a loopback port: start, wait until it listens, read /proc, stop."""
+
+    def __init__(self, spec: ServerSpec, env: dict[str, str], log_dir: Path,
+                 ours_app: str = "renum.asgi:application") -> None:
+        self.spec = spec
+        self.ours_app = ours_app
+        self.env = env
+        self.port = free_port()
+        self.log_path = log_dir / f"{spec.label.replace(' ', '_').replace('(', '').replace(')', '')}-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """The WebSocket endpoint."""
+        return f"ws://{LOOPBACK}:{self.port}/ws/"
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self.process is not None
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        """The command line of the server process."""
+        spec, port = self.spec, str(self.port)
+        if spec.kind == "bare":
+            return [sys.executable, "-m", "loadtest.reference_bare", "--host", LOOPBACK, "--port", port,
+                    "--backlog", str(BACKLOG), "--prefix", self.env.get("LOADTEST_LAYER_PREFIX", "lt") + ":bare:"]
+        app = self.ours_app if spec.kind == "ours" else "loadtest.reference_textbook:application"
+        if spec.runner == "daphne":
+            return [sys.executable, "-m", "daphne", "-v", "0",
+                    "-e", f"tcp:port={port}:interface={LOOPBACK}:backlog={BACKLOG}", app]
+        return [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", port,
+                "--loop", "uvloop", "--http", "httptools", "--ws", spec.ws, "--lifespan", "off",
+                "--log-level", "warning", "--no-access-log", "--backlog", str(BACKLOG),
+                "--timeout-graceful-shutdown", "3"]
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        """Start the process and wait until the port accepts connections."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, preexec_fn=_preexec)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.spec.label} exited early; log {self.log_path}:\n{self.log_tail()}")
+            try:
+                with socket.create_connection((LOOPBACK, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.spec.label} did not listen on {self.port} within {timeout}s")
+
+    def log_tail(self, size: int = 3000) -> str:
+        """The end of the server's log."""
+        try:
+            return self.log_path.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used."""
+        return procstat.cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        """The server's resident memory."""
+        return procstat.rss_bytes(self.pid)
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+
+def server_env(spec: ServerSpec, base: dict[str, str], *, database_url: str, redis_url: str, secret_key: str,
+               layer_prefix: str, ours_settings: str = "renum.settings") -> dict[str, str]:
+    """Environment of a server (and of the publisher that feeds it)."""
+    env = dict(base)
+    env.update({
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": secret_key,
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        "REALTIME_CONNECTS_PER_IP_PER_MINUTE": "0",
+        "REALTIME_MAX_CONNECTIONS_PER_USER": "100000",
+        "LOADTEST_LAYER_PREFIX": layer_prefix,
+        # Per run: pub/sub names are global to a Redis server, whatever the database number, so
+        # anyone else's publications on the default prefix would reach the measured server.
+        "REALTIME_KEY_PREFIX": f"{layer_prefix}:rt" if layer_prefix else base.get("REALTIME_KEY_PREFIX", "renum:rt"),
+        "DJANGO_SETTINGS_MODULE": "loadtest.textbook_settings" if spec.kind == "textbook" else ours_settings,
+    })
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH", "")) if p)
+    return env
