@@ -176,7 +176,11 @@ def _active_users(user_ids: list[str]) -> dict[str, Any]:
             valid.append(user_id)
         except ValidationError:
             continue
-    return {str(u.pk): u for u in get_user_model().objects.filter(pk__in=valid, is_active=True)}
+    model = get_user_model()
+    # Only what a socket session uses (permissions, the registry), not the whole row.
+    fields = {"pk", model.USERNAME_FIELD, "is_active", "is_staff", "is_superuser"}
+    users = model.objects.filter(pk__in=valid, is_active=True).only(*(f for f in fields if f != "pk"))
+    return {str(u.pk): u for u in users}
 
 
 _loaders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

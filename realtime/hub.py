@@ -186,6 +186,7 @@ class Hub:
         self._pubsub: Any = None
         self._client: Any = None
         self._confirmations: dict[str, asyncio.Future] = {}
+        self._subscribe_queue: list[str] = []
         self._reader: asyncio.Task | None = None
         self._starting: asyncio.Future | None = None
         self._prefix = streams.pubsub_prefix()
@@ -248,7 +249,7 @@ class Hub:
             new.append(channel)
         try:
             if new:
-                await self._pubsub.subscribe(*(self._prefix + channel for channel in new))
+                self._queue_subscribe(new)
             if pending:
                 await asyncio.wait_for(asyncio.gather(*(asyncio.shield(c) for c in pending)), timeout=10)
         except BaseException:
@@ -261,6 +262,23 @@ class Hub:
         finally:
             for channel in new:
                 self._confirmations.pop(channel, None)
+
+    def _queue_subscribe(self, channels: list[str]) -> None:
+        # Sockets connecting in the same moment share one SUBSCRIBE command: a connect storm
+        # would otherwise send one per socket.
+        if not self._subscribe_queue:
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush_subscribes()))
+        self._subscribe_queue.extend(channels)
+
+    async def _flush_subscribes(self) -> None:
+        channels, self._subscribe_queue = self._subscribe_queue, []
+        try:
+            await self._pubsub.subscribe(*(self._prefix + channel for channel in channels))
+        except Exception as exc:  # the joins waiting on these confirmations fail with it
+            for channel in channels:
+                confirmation = self._confirmations.get(channel)
+                if confirmation is not None and not confirmation.done():
+                    confirmation.set_exception(exc)
 
     async def leave(self, conn: Subscriber, channel: str) -> None:
         """Unsubscribe a connection; the process unsubscribes from Redis when none is left."""

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from realtime import redis as rt_redis
 from realtime import streams
@@ -45,6 +46,17 @@ def user_key(user_id: str) -> str:
 async def add(entry: dict[str, Any], *, read_channels: tuple[str, ...] = ()) -> tuple[int, list]:
     """Record a new connection; returns how many live connections its user now has, and the
     positions of ``read_channels`` (read in the same round trip, for the welcome)."""
+    read = rt_redis.async_script(streams.READ_LUA)
+    try:
+        results = await _add_pipeline(entry, read_channels, read.sha).execute()
+    except NoScriptError:  # Redis restarted (or flushed its scripts): load it and go again
+        await read.registered_client.script_load(read.script)
+        results = await _add_pipeline(entry, read_channels, read.sha).execute()
+    count_index = len(results) - len(read_channels) - 1
+    return int(results[count_index]), [streams.parse_read(r) for r in results[count_index + 1:]]
+
+
+def _add_pipeline(entry: dict[str, Any], read_channels: tuple[str, ...], read_sha: str) -> Any:
     ttl = setting("REGISTRY_TTL_S")
     expires = time.time() + ttl
     pipe = rt_redis.async_client().pipeline(transaction=False)
@@ -54,12 +66,12 @@ async def add(entry: dict[str, Any], *, read_channels: tuple[str, ...] = ()) -> 
     pipe.zadd(user_key(entry["user_id"]), {entry["connection_id"]: expires})
     pipe.expire(user_key(entry["user_id"]), ttl)
     pipe.zcount(user_key(entry["user_id"]), time.time(), "+inf")
-    read = rt_redis.async_script(streams.READ_LUA)
     for channel in read_channels:
-        await read(*streams.read_args(channel, -1), client=pipe)
-    results = await pipe.execute()
-    count_index = len(results) - len(read_channels) - 1
-    return int(results[count_index]), [streams.parse_read(r) for r in results[count_index + 1:]]
+        # EVALSHA straight into the pipeline: a Script object would make the pipeline ask
+        # SCRIPT EXISTS first, an extra round trip on every connect.
+        keys, args = streams.read_args(channel, -1)
+        pipe.evalsha(read_sha, len(keys), *keys, *args)
+    return pipe
 
 
 async def remove(connection_id: str, user_id: str) -> None:

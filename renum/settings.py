@@ -88,7 +88,9 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# No health checks: Django would run one before every database_sync_to_async call (a round
+# trip per socket connect); a broken connection is closed after its error instead.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that server processes started by the tests see the test data.
     _sqlite_name = Path(DATABASES["default"]["NAME"])

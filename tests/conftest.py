@@ -22,7 +22,6 @@ _counter = itertools.count(1)
 def _clean_realtime_redis(settings):
     """Every test starts with no realtime keys in Redis (history, registry, tickets, layer)."""
     from realtime import redis as rt_redis
-
     from realtime.conf import setting
 
     client = rt_redis.sync_client()

@@ -400,3 +400,13 @@ async def test_connections_of_a_deactivated_user_are_closed(connect, user, setti
     closed = await sock.communicator.receive_output(6)
 
     assert closed == {"type": "websocket.close", "code": 4001, "reason": "account deactivated"}
+
+
+async def test_connects_after_redis_forgot_its_scripts(connect, user):
+    from realtime import redis as rt_redis
+
+    await rt_redis.async_client().script_flush()
+
+    connected, sock, _ = await connect(user)
+
+    assert connected and sock.welcome["payload"]["channels"]["broadcast"]["offset"] == 0
