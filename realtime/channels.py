@@ -75,26 +75,19 @@ def suffix(channel: str) -> str:
     return channel.partition(":")[2]
 
 
-def _own_user_channel(user: Any, channel: str) -> bool:
+# Async: no database work, so no hop to the database thread on every subscribe.
+async def _own_user_channel(user: Any, channel: str) -> bool:
     return suffix(channel) == str(user.pk)
 
 
-def _everyone(user: Any, channel: str) -> bool:
-    return True
-
-
-async def _async_own_user_channel(user: Any, channel: str) -> bool:
-    return _own_user_channel(user, channel)
-
-
-async def _async_everyone(user: Any, channel: str) -> bool:
+async def _everyone(user: Any, channel: str) -> bool:
     return True
 
 
 def register_builtin_policies() -> None:
     """The transport's own namespaces: a user's personal channel and the broadcast channel."""
-    register_channel("user:", can_subscribe=_async_own_user_channel)
-    register_channel("broadcast", can_subscribe=_async_everyone)
+    register_channel("user:", can_subscribe=_own_user_channel)
+    register_channel("broadcast", can_subscribe=_everyone)
 
 
 def user_channel(user_id: Any) -> str:

@@ -180,9 +180,6 @@ class Hub:
         self.connections: dict[str, Subscriber] = {}
         # Last delivered position per channel, to de-duplicate and to fill gaps after reconnects.
         self.positions: dict[str, tuple[str, int]] = {}
-        self.delivered = 0
-        self.received = 0
-        self.redis_errors = 0
         self._pubsub: Any = None
         self._client: Any = None
         self._confirmations: dict[str, asyncio.Future] = {}
@@ -191,7 +188,6 @@ class Hub:
         self._starting: asyncio.Future | None = None
         self._prefix = streams.pubsub_prefix()
         self._prefix_len = len(self._prefix)
-        self._connected = asyncio.Event()
         self.stamps: dict[str, float] = {}
 
     # -------------------------------------------------------------- lifecycle
@@ -212,7 +208,6 @@ class Hub:
         self._reader = loop.create_task(self._read_forever(), context=contextvars.Context())
         self._reader.add_done_callback(_log_if_crashed)
         self._housekeeping = loop.create_task(self._run_housekeeping(), context=contextvars.Context())
-        self._connected.set()
 
     # -------------------------------------------------------------- membership
 
@@ -292,11 +287,7 @@ class Hub:
             try:
                 await self._pubsub.unsubscribe(self._prefix + channel)
             except RedisError:
-                self.redis_errors += 1
-
-    def channels_of(self, conn: Subscriber) -> list[str]:
-        """The channels a connection is subscribed to."""
-        return [c for c, subs in self.channels.items() if conn in subs]
+                metrics.REDIS_ERRORS.labels("hub").inc()
 
     # -------------------------------------------------------------- fan-out
 
@@ -320,7 +311,6 @@ class Hub:
             targets = list(subs)
         for conn in targets:
             conn.deliver(channel, offset, text, key)
-        self.delivered += len(targets)
         _DELIVERED_INC(len(targets))
         _FANOUT_OBSERVE(perf_counter() - started)
 
@@ -331,9 +321,7 @@ class Hub:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
                 backoff = 0.05
             except (RedisError, OSError) as exc:
-                self.redis_errors += 1
                 metrics.REDIS_ERRORS.labels("hub").inc()
-                self._connected.clear()
                 logger.warning("hub lost its Redis subscription: %s; reconnecting", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -349,7 +337,6 @@ class Hub:
                 continue
             channel = name[self._prefix_len:]
             if kind == "message":
-                self.received += 1
                 _RECEIVED_INC()
                 try:
                     self.dispatch(channel, message["data"])
@@ -371,7 +358,6 @@ class Hub:
             await self._pubsub.ping()
         except (RedisError, OSError):
             return
-        self._connected.set()
 
     def note_position(self, channel: str, epoch: str, offset: int) -> None:
         """Remember a channel's position read right after joining, so a gap is detectable
@@ -389,7 +375,6 @@ class Hub:
             script = rt_redis.async_script(streams.READ_LUA)
             result = streams.parse_read(await script(*streams.read_args(channel, offset)))
         except RedisError:
-            self.redis_errors += 1
             metrics.REDIS_ERRORS.labels("hub").inc()
             records = None
         else:
@@ -434,11 +419,3 @@ async def get_hub() -> Hub:
         hub = _hubs[loop] = Hub()
     await hub.start()
     return hub
-
-
-def current_hub() -> Hub | None:
-    """The running loop's hub if it exists (for metrics and the admin), without starting one."""
-    try:
-        return _hubs.get(asyncio.get_running_loop())
-    except RuntimeError:
-        return None
