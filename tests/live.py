@@ -7,6 +7,7 @@ Redis, so what the tests create (committed) is what the server sees.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,10 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    """An unused loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """An unused loopback TCP port, below the kernel's ephemeral range (32768 and up).
+
+    An ephemeral port can be taken by any outgoing connection (to Redis, PostgreSQL) between
+    this check and the server's bind, or while a killed server is being restarted on it.
+    """
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def test_database_url() -> str:

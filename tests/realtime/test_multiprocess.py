@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from realtime import redis as rt_redis
 from realtime import registry
 from realtime.publish import publish_rollback_unsafe
 from tests.conftest import access_token_for
-from tests.live import ROOT, free_port, server_env
+from tests.live import ROOT, server_env
 from tests.realtime.test_admin import close_code, open_ws, recv_until
 from tests.realtime.test_ops import http_get, parse_metrics, sample, scrape
 
@@ -146,9 +147,11 @@ async def test_a_killed_process_leaves_the_registry_within_its_ttl(live_server_f
 
 
 def test_serve_sh_runs_and_supervises_n_processes(transactional_db, tmp_path):
-    base = free_port()
+    # Below the kernel's ephemeral range (32768+): there, the test's and the servers' own outgoing
+    # connections (Redis, PostgreSQL) can take one of these ports between the check and the bind.
+    base = random.randrange(20000, 32000)
     while any(_in_use(base + i) for i in range(3)):
-        base = free_port()
+        base = random.randrange(20000, 32000)
     env = server_env(PROCESSES="2", PORT=str(base), PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     (tmp_path / "counter_999999.db").write_bytes(b"stale")  # left by an earlier run
     script = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
