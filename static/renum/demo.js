@@ -133,7 +133,10 @@ async function startApp() {
   cleanups.push(
     client.onStateChange(renderState),
     client.onMessage("notification", (m) => addNotification(m.payload, { toast: true })),
-    client.onMessage("unread_count", (m) => setUnread(m.payload.count)),
+    client.onMessage("unread_count", (m) => {
+      liveCountUpdates += 1;
+      setUnread(m.payload.count);
+    }),
     client.onMessage("notification_read", (m) => applyRead(m.payload)),
     client.onMessage("system_event", (m) => toast({ type: "info", title: "System", message: m.payload?.message ?? "" })),
     client.onResync(scheduleReload),
@@ -209,12 +212,16 @@ function scheduleReload() {
   }, 200);
 }
 
+// Live messages are newer than any REST answer that was already on its way when they came:
+// a reload merges its page into what the socket delivered and keeps a count pushed meanwhile.
+let liveCountUpdates = 0;
+
 async function loadNotifications() {
+  const countUpdatesBefore = liveCountUpdates;
   const [page, unread] = await Promise.all([api("notifications/?page_size=30"), api("notifications/unread-count/")]);
-  notifications.clear();
-  for (const item of page.results) notifications.set(item.id, item);
+  for (const item of page.results) notifications.set(item.id, { ...notifications.get(item.id), ...item });
   renderNotifications();
-  setUnread(unread.count);
+  if (liveCountUpdates === countUpdatesBefore) setUnread(unread.count);
 }
 
 function addNotification(notification, { toast: announce }) {
