@@ -689,16 +689,22 @@ export class RealtimeClient {
 
   _onSubscribed(ch, since, payload) {
     ch.resuming = false;
-    if (!since) {
-      this._reposition(ch, payload.epoch, payload.offset);
-      return;
-    }
-    if (!payload.recovered || payload.epoch !== since.epoch) {
-      this._reposition(ch, payload.epoch, payload.offset);
-      this._emit("resync", { channel: ch.name, reason: payload.epoch !== since.epoch ? "epoch_changed" : "gap",
-        epoch: payload.epoch, offset: payload.offset });
-    }
+    this._acceptRecovery(ch, since, payload);
     // Recovered: the missed messages follow this reply and move the position themselves.
+  }
+
+  /**
+   * Apply the position a subscribe reply or a poll answered for `since`; true when the gap
+   * was recovered, else the channel restarts at that position (with a `resync` if it had one).
+   */
+  _acceptRecovery(ch, since, answer) {
+    if (since && answer.recovered && answer.epoch === since.epoch) return true;
+    this._reposition(ch, answer.epoch, answer.offset);
+    if (since) {
+      this._emit("resync", { channel: ch.name, reason: answer.epoch !== since.epoch ? "epoch_changed" : "gap",
+        epoch: answer.epoch, offset: answer.offset });
+    }
+    return false;
   }
 
   _reposition(ch, epoch, offset) {
@@ -926,16 +932,7 @@ export class RealtimeClient {
   }
 
   _applyPoll(ch, since, body) {
-    if (!since) {
-      this._reposition(ch, body.epoch, body.offset);
-      return;
-    }
-    if (!body.recovered || body.epoch !== since.epoch) {
-      this._reposition(ch, body.epoch, body.offset);
-      this._emit("resync", { channel: ch.name, reason: body.epoch !== since.epoch ? "epoch_changed" : "gap",
-        epoch: body.epoch, offset: body.offset });
-      return;
-    }
+    if (!this._acceptRecovery(ch, since, body)) return;
     for (const message of body.messages || []) this._onEnvelope(message);
     // Recovery is all or nothing up to the head, so the head is the new position (messages
     // addressed to other users are left out and must not be waited for).
