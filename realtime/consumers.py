@@ -196,10 +196,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ delivery (called by the hub)
 
-    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"") -> None:
+    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"", message: dict | None = None) -> None:
         """Send a channel message, or hold it while a welcome or recovery is being sent."""
         if self.held is None:
-            self.outbox.push(text, key)
+            self.outbox.push(text, key, message)
         else:
             self.held.append((channel, offset, text, key))
 

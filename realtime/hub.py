@@ -98,12 +98,16 @@ class Outbox:
         """Bytes waiting for the socket."""
         return self._queued_bytes
 
-    def push(self, text: str, key: bytes = b"") -> None:
-        """Send a text frame now if the socket keeps up, else queue it (bounded, coalescing)."""
+    def push(self, text: str, key: bytes = b"", message: dict | None = None) -> None:
+        """Send a text frame now if the socket keeps up, else queue it (bounded, coalescing).
+
+        ``message`` is the ready ASGI event for ``text``; the hub builds it once per record
+        and shares it between recipients (servers only read it).
+        """
         if self.closed:
             return
         if self._writer is None:
-            coro = self._send({"type": "websocket.send", "text": text})
+            coro = self._send(message or {"type": "websocket.send", "text": text})
             try:
                 first = coro.send(None)
             except StopIteration:
@@ -160,7 +164,7 @@ class Subscriber(Protocol):
     connection_id: str
     user_key: bytes
 
-    def deliver(self, channel: str, offset: int, text: str, key: bytes) -> None: ...
+    def deliver(self, channel: str, offset: int, text: str, key: bytes, message: dict) -> None: ...
     def close_soon(self, code: int, reason: str) -> None: ...
 
 
@@ -309,8 +313,9 @@ class Hub:
             targets = [c for c in subs if audience_allows(audience, c.user_key)]
         else:
             targets = list(subs)
+        message = {"type": "websocket.send", "text": text}
         for conn in targets:
-            conn.deliver(channel, offset, text, key)
+            conn.deliver(channel, offset, text, key, message)
         _DELIVERED_INC(len(targets))
         _FANOUT_OBSERVE(perf_counter() - started)
 

@@ -483,16 +483,21 @@ export class RealtimeClient {
   /** Close the current socket without reacting to its close event. */
   _closeSocket(code, reason) {
     const ws = this._ws;
+    this._forgetSocket();
+    if (ws) {
+      ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(code, reason); } catch { /* already closing */ }
+    }
+  }
+
+  /** Drop every piece of state that belonged to the current socket (timers, pending replies). */
+  _forgetSocket() {
     this._ws = null;
     this._welcomed = false;
     this._stopHeartbeat();
     clearTimeout(this._timers.welcome);
     clearTimeout(this._timers.refresh);
     this._rejectPending("disconnected", "the connection closed");
-    if (ws) {
-      ws.onmessage = ws.onclose = ws.onerror = null;
-      try { ws.close(code, reason); } catch { /* already closing */ }
-    }
   }
 
   /** Give up on a socket that went silent, and react at once (its close may take minutes). */
@@ -505,12 +510,7 @@ export class RealtimeClient {
     const code = event.code;
     const reason = event.reason || "";
     const welcomed = this._welcomed;
-    this._ws = null;
-    this._welcomed = false;
-    this._stopHeartbeat();
-    clearTimeout(this._timers.welcome);
-    clearTimeout(this._timers.refresh);
-    this._rejectPending("disconnected", "the connection closed");
+    this._forgetSocket();
     if (!this._wanted || this.state === State.OFFLINE || this.state === State.UNAUTHORIZED) return;
 
     if (code === CloseCode.UNAUTHORIZED) {
