@@ -20,6 +20,7 @@ class Result:
     connect_s: float = 0.0
     connect_p99_s: float = 0.0
     connect_errors: int = 0
+    connect_cpu_s: float = 0.0
     error_kinds: dict[str, int] = field(default_factory=dict)
     rss_before: int = 0
     rss_idle: int = 0
@@ -88,6 +89,8 @@ def rows(results: list[Result]) -> list[tuple[str, list[str]]]:
         ("connect p99 (handshake to welcome)", [f"{r.connect_p99_s * 1000:.0f} ms" for r in results]),
         ("connect errors (retried)", [str(r.connect_errors) + (f" {r.error_kinds}" if r.error_kinds else "")
                                       for r in results]),
+        ("server CPU per connect", [f"{r.connect_cpu_s / r.connected * 1e6:.0f} us" if r.connected else "-"
+                                    for r in results]),
         ("server RSS per idle connection", [_kb(r.rss_per_connection) for r in results]),
     ]
     if any(r.publishes for r in results):
@@ -128,7 +131,9 @@ def ratio_rows(results: list[Result]) -> list[tuple[str, list[str]]]:
     table = []
     for mine in ours:
         for ref in refs:
-            cells = [_ratio(mine.connect_s, ref.connect_s), _ratio(mine.rss_per_connection, ref.rss_per_connection)]
+            cells = [_ratio(mine.connect_s, ref.connect_s),
+                     _ratio(mine.connect_cpu_s / (mine.connected or 1), ref.connect_cpu_s / (ref.connected or 1)),
+                     _ratio(mine.rss_per_connection, ref.rss_per_connection)]
             if mine.publishes and ref.publishes:
                 cells += [_ratio(mine.cpu_per_delivery_us, ref.cpu_per_delivery_us),
                           _ratio(mine.percentile(0.99), ref.percentile(0.99))]
@@ -149,8 +154,9 @@ def markdown(results: list[Result], title: str, command: str = "") -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ratios = ratio_rows(results)
     if ratios:
-        lines += ["", "| ratio | connect time | RSS per connection | CPU per delivery | p99 latency |",
-                  "|---|---|---|---|---|"]
+        lines += ["",
+                  "| ratio | connect time | CPU per connect | RSS per connection | CPU per delivery | p99 latency |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in ratios]
     notes = [f"{r.server}: {r.note}" for r in results if r.note]
     if notes:

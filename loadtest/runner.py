@@ -244,6 +244,7 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
         result.rss_before = server.rss_bytes()
         progress.phase = f"{spec.label}: connecting"
         profiler = Profiler.maybe(config, server.pid, _file_name(label)) if not scenario.publish else None
+        connect_cpu_before = server.cpu_seconds()
         try:
             replies = pool.call("connect", {
                 "url": server.url, "concurrency": max(1, config.connect_concurrency // len(pool.pipes)),
@@ -253,6 +254,7 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
         finally:
             if profiler is not None:
                 profiler.stop()
+        result.connect_cpu_s = server.cpu_seconds() - connect_cpu_before
         result.connected = sum(r["ok"] for r in replies)
         result.connect_s = max(r["finished"] for r in replies) - min(r["started"] for r in replies)
         durations = sorted(d for r in replies for d in r["durations"])

@@ -1,6 +1,6 @@
 """Writes of notifications: the only code that changes the table, and the only code that publishes.
 
-Every write runs in a transaction and its realtime events are sent after commit through
+Every write is atomic and its realtime events are sent after commit through
 ``realtime.publish`` (never the channel layer): a rolled-back write sends nothing, and a
 write that changed nothing (marking a read notification read) sends nothing either.
 Unread counts are counted *after* commit, so concurrent writers never publish a count that
@@ -10,7 +10,7 @@ their own transaction could not see yet.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from notifications.payloads import iso_utc, notification_payload
 from notifications.selectors import notification_unread_counts
 from notifications.utils import chunked
 from realtime.channels import user_channel
-from realtime.publish import Message, publish_many_on_commit, send_to_user_on_commit
+from realtime.publish import Message, publish_many_on_commit
 
 # Rows per INSERT of notification_create_many: big enough to amortize round trips, small
 # enough to stay under SQLite's parameter limit (9 columns x 1000 rows).
@@ -63,32 +63,43 @@ def _content_validate(*, type: str, title: str, message: str) -> None:
         raise ValidationError(errors)
 
 
-def _unread_counts_publish_on_commit(user_ids: Collection[Any]) -> None:
-    """After commit, send each user their unread count, counted with one grouped query."""
+def _unread_counts(user_ids: Collection[Any]) -> Callable[[], list[Message]]:
+    """What sends each user their unread count after commit (one grouped query).
+
+    Counted after commit, so concurrent writers never publish a count that their own
+    transaction could not see yet.
+    """
     user_ids = list(dict.fromkeys(user_ids))
-    if not user_ids:
-        return
 
-    def publish() -> None:
+    def messages() -> list[Message]:
         counts = notification_unread_counts(user_ids=user_ids)
-        publish_many_on_commit(
+        return [
             Message(user_channel(user_id), "unread_count", {"count": counts.get(user_id, 0)}) for user_id in user_ids
-        )
+        ]
 
-    # robust: a failure to count or publish must not turn a committed write into an error.
-    transaction.on_commit(publish, robust=True)
+    return messages
+
+
+def _publish_on_commit(messages: Iterable[Message], *, unread_counts_of: Collection[Any]) -> None:
+    """After commit: ``messages``, then the unread counts of ``unread_counts_of``, in one pipeline."""
+    publish_many_on_commit(messages, then=_unread_counts(unread_counts_of) if unread_counts_of else None)
 
 
 def notification_create(
     *, user: Any, type: str, title: str, message: str, action: dict[str, Any] | None = None
 ) -> Notification:
-    """Store a notification for one user and deliver it live after commit."""
+    """Store a notification for one user and deliver it live after commit.
+
+    One INSERT is atomic by itself: outside a transaction the row is committed (and the
+    messages sent) at once, inside one they wait for its commit.
+    """
     _content_validate(type=type, title=title, message=message)
     action = notification_action_validate(action)
-    with transaction.atomic():
-        notification = Notification.objects.create(user=user, type=type, title=title, message=message, action=action)
-        send_to_user_on_commit(user.pk, "notification", notification_payload(notification))
-        _unread_counts_publish_on_commit([user.pk])
+    notification = Notification.objects.create(user=user, type=type, title=title, message=message, action=action)
+    _publish_on_commit(
+        [Message(user_channel(user.pk), "notification", notification_payload(notification))],
+        unread_counts_of=[user.pk],
+    )
     return notification
 
 
@@ -140,7 +151,7 @@ def notification_create_many(
             publish_many_on_commit(
                 Message(user_channel(n.user_id), "notification", notification_payload(n)) for n in rows
             )
-        _unread_counts_publish_on_commit(recipient_ids)
+        _publish_on_commit([], unread_counts_of=recipient_ids)
     return len(recipient_ids)
 
 
@@ -157,8 +168,10 @@ def notification_mark_read(*, user: Any, notification_id: uuid.UUID | str) -> No
         )
         notification = Notification.objects.get(pk=notification_id, user=user)
         if changed:
-            send_to_user_on_commit(user.pk, "notification_read", {"ids": [str(notification.id)], "all": False})
-            _unread_counts_publish_on_commit([user.pk])
+            _publish_on_commit(
+                [Message(user_channel(user.pk), "notification_read", {"ids": [str(notification.id)], "all": False})],
+                unread_counts_of=[user.pk],
+            )
     return notification
 
 
@@ -184,8 +197,10 @@ def notification_mark_all_read(*, user: Any, before: datetime | None = None, bat
         if changed < batch_size:
             break
     if updated:
-        send_to_user_on_commit(user.pk, "notification_read", {"ids": [], "all": True, "before": iso_utc(cutoff)})
-        _unread_counts_publish_on_commit([user.pk])
+        _publish_on_commit(
+            [Message(user_channel(user.pk), "notification_read", {"ids": [], "all": True, "before": iso_utc(cutoff)})],
+            unread_counts_of=[user.pk],
+        )
     return updated
 
 
@@ -195,7 +210,7 @@ def notification_delete(*, user: Any, notification_id: uuid.UUID | str) -> None:
         deleted = Notification.objects.filter(pk=notification_id, user=user).delete()[0]
         if not deleted:
             raise Notification.DoesNotExist(f"no notification {notification_id} for this user")
-        _unread_counts_publish_on_commit([user.pk])
+        _publish_on_commit([], unread_counts_of=[user.pk])
 
 
 # ------------------------------------------------------------------ staff operations (admin)
@@ -228,10 +243,11 @@ def _read_state_set(*, notification_ids: Iterable[Any], read: bool) -> int:
             Notification.objects.filter(pk__in=[pk for pk, _ in rows]).update(read_at=read_at)
             for pk, user_id in rows:
                 changed_by_user.setdefault(user_id, []).append(str(pk))
-        if read:
-            for user_id, changed_ids in changed_by_user.items():
-                send_to_user_on_commit(user_id, "notification_read", {"ids": changed_ids, "all": False})
-        _unread_counts_publish_on_commit(changed_by_user)
+        read_events = [
+            Message(user_channel(user_id), "notification_read", {"ids": changed_ids, "all": False})
+            for user_id, changed_ids in changed_by_user.items()
+        ] if read else []
+        _publish_on_commit(read_events, unread_counts_of=changed_by_user)
     return sum(len(changed_ids) for changed_ids in changed_by_user.values())
 
 
@@ -243,5 +259,5 @@ def notification_delete_many(*, notification_ids: Iterable[Any]) -> int:
         for chunk in chunked(notification_ids, CREATE_BATCH_SIZE):
             user_ids.update(Notification.objects.filter(pk__in=chunk).values_list("user_id", flat=True))
             deleted += Notification.objects.filter(pk__in=chunk).delete()[0]
-        _unread_counts_publish_on_commit(user_ids)
+        _publish_on_commit([], unread_counts_of=user_ids)
     return deleted

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from realtime import metrics, streams
 from realtime import redis as rt_redis
@@ -170,17 +170,36 @@ class Message:
     coalesce_key: str = ""
 
 
-def publish_many_on_commit(messages: Iterable[Message], *, batch_size: int = 500) -> None:
+def publish_many_on_commit(
+    messages: Iterable[Message], *, batch_size: int = 500,
+    then: Callable[[], Iterable[Message]] | None = None,
+) -> None:
     """Publish many messages after commit, pipelined (one round trip per ``batch_size``).
 
     For fan-outs such as a notification to thousands of users; validated now, like
-    ``publish_on_commit``.
+    ``publish_on_commit``. ``then``, when given, is called after commit and its messages go
+    out after ``messages`` in the same pipeline: for what must be read after the commit (an
+    unread count). If ``then`` fails, ``messages`` are still sent.
     """
-    prepared = [
-        (m.channel, _prepare(m.channel, m.type, m.payload, m.sender, None, (), m.coalesce_key)) for m in messages
-    ]
-    if prepared:
-        transaction.on_commit(lambda: _send_many(prepared, batch_size))
+    prepared = [_prepare_message(m) for m in messages]
+    if not prepared and then is None:
+        return
+
+    def send() -> None:
+        batch = prepared
+        if then is not None:
+            try:
+                batch = prepared + [_prepare_message(m) for m in then()]
+            except Exception:
+                logger.exception("messages to publish after commit could not be computed; sending the rest")
+        if batch:
+            _send_many(batch, batch_size)
+
+    transaction.on_commit(send)
+
+
+def _prepare_message(m: Message) -> tuple[str, tuple[list[str], list]]:
+    return m.channel, _prepare(m.channel, m.type, m.payload, m.sender, None, (), m.coalesce_key)
 
 
 def _send_many(prepared: list[tuple[str, tuple[list[str], list]]], batch_size: int) -> None:
@@ -188,18 +207,40 @@ def _send_many(prepared: list[tuple[str, tuple[list[str], list]]], batch_size: i
     if not cb.allow():
         logger.warning("publish of %d messages skipped (circuit open)", len(prepared))
         return
-    script = rt_redis.sync_script(streams.PUBLISH_LUA)
+    start = 0
     try:
         for start in range(0, len(prepared), batch_size):
-            pipe = rt_redis.sync_client().pipeline(transaction=False)
-            for _, (keys, args) in prepared[start:start + batch_size]:
-                script(keys=keys, args=args, client=pipe)
-            pipe.execute()
+            _publish_pipelined([keys_args for _, keys_args in prepared[start:start + batch_size]])
     except RedisError as exc:
         cb.record_failure()
         logger.error("publish of %d messages failed after %d: %s", len(prepared), start, exc)
         return
     cb.record_success()
+
+
+def _publish_pipelined(items: list[tuple[list[str], list]]) -> None:
+    """Run PUBLISH_LUA for each item in one pipeline, with EVALSHA.
+
+    A Script object in a pipeline makes redis-py ask SCRIPT EXISTS first: an extra round trip
+    on every batch. When Redis has lost the script (restart, SCRIPT FLUSH), only the
+    publishes that failed with NOSCRIPT are repeated after loading it, so none is sent twice.
+    """
+    client = rt_redis.sync_client()
+    script = rt_redis.sync_script(streams.PUBLISH_LUA)
+    pipe = client.pipeline(transaction=False)
+    for keys, args in items:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    results = pipe.execute(raise_on_error=False)
+    missing = [item for item, result in zip(items, results, strict=True) if isinstance(result, NoScriptError)]
+    errors = [result for result in results if isinstance(result, Exception) and not isinstance(result, NoScriptError)]
+    if errors:
+        raise errors[0]
+    if missing:
+        client.script_load(script.script)
+        pipe = client.pipeline(transaction=False)
+        for keys, args in missing:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute()
 
 
 def send_to_user_on_commit(user_id: Any, message_type: str, payload: Any, *, sender: str = "system") -> None:

@@ -30,6 +30,41 @@ def test_publish_many_is_pipelined_in_batches_with_per_channel_offsets():
     assert [orjson_n(r) for r in history("user:2")][:3] == [2, 5, 8]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_publish_many_after_redis_lost_its_scripts_sends_each_message_once():
+    rt_redis.sync_client().script_flush()  # as after a Redis restart
+
+    publish_many_on_commit([Message("user:8", "system_event", {"n": n}) for n in range(3)])
+
+    assert [(r.offset, orjson_n(r)) for r in history("user:8")] == [(1, 0), (2, 1), (3, 2)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_messages_computed_after_commit_follow_the_batch_in_order():
+    seen_in_transaction = []
+
+    def then():
+        seen_in_transaction.append(transaction.get_connection().in_atomic_block)
+        return [Message("user:9", "system_event", {"n": 2})]
+
+    with transaction.atomic():
+        publish_many_on_commit([Message("user:9", "system_event", {"n": 1})], then=then)
+        assert seen_in_transaction == []
+
+    assert seen_in_transaction == [False]
+    assert [orjson_n(r) for r in history("user:9")] == [1, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_then_still_sends_the_batch():
+    def then():
+        raise RuntimeError("the count query failed")
+
+    publish_many_on_commit([Message("user:10", "system_event", {"n": 1})], then=then)
+
+    assert [orjson_n(r) for r in history("user:10")] == [1]
+
+
 def orjson_n(record: streams.Record) -> int:
     import orjson
 
