@@ -6,10 +6,8 @@ Authentication failures are reported to the consumer, which accepts and then clo
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import secrets
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import import_module
@@ -31,6 +29,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from realtime import redis as rt_redis
+from realtime.batching import PerLoop
 from realtime.conf import setting
 
 SUBPROTOCOL = "renum.v1"
@@ -126,48 +125,13 @@ def decode_access_token(token: str) -> tuple[str, datetime]:
     return str(user_id), datetime.fromtimestamp(access["exp"], tz=UTC)
 
 
-class _UserLoader:
-    """Looks up active users for the sockets connecting at the same moment in one query.
-
-    A connect storm would otherwise queue one query (and one hop to the database thread) per
-    socket; here every lookup that arrives while a query runs joins the next one.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: dict[str, list[asyncio.Future]] = {}
-        self._flushing = False
-
-    async def get(self, user_id: str) -> Any:
-        """The active user with this id, or None."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(user_id, []).append(future)
-        if not self._flushing:
-            self._flushing = True
-            asyncio.ensure_future(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, {}
-                try:
-                    users = await _active_users(list(batch))
-                except Exception as exc:  # every waiter learns of it; none hangs
-                    for futures in batch.values():
-                        for future in futures:
-                            if not future.done():
-                                future.set_exception(exc)
-                    continue
-                for user_id, futures in batch.items():
-                    for future in futures:
-                        if not future.done():
-                            future.set_result(users.get(user_id))
-        finally:
-            self._flushing = False
-
-
 @database_sync_to_async
-def _active_users(user_ids: list[str]) -> dict[str, Any]:
+def _active_users(user_ids: list[str]) -> list[Any]:
+    """The active user of each id (None for unknown, inactive or malformed ids), in one query.
+
+    Sockets connecting at the same moment share the query (``_user_loader``): a connect storm
+    would otherwise queue one query, and one hop to the database thread, per socket.
+    """
     valid = []
     pk_field = get_user_model()._meta.pk
     for user_id in user_ids:
@@ -180,18 +144,15 @@ def _active_users(user_ids: list[str]) -> dict[str, Any]:
     # Only what a socket session uses (permissions, the registry), not the whole row.
     fields = {"pk", model.USERNAME_FIELD, "is_active", "is_staff", "is_superuser"}
     users = model.objects.filter(pk__in=valid, is_active=True).only(*(f for f in fields if f != "pk"))
-    return {str(u.pk): u for u in users}
+    by_id = {str(u.pk): u for u in users}
+    return [by_id.get(user_id) for user_id in user_ids]
 
 
-_loaders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_user_loader: PerLoop[str, Any] = PerLoop(_active_users)
 
 
 async def _active_user(user_id: str) -> Any:
-    loop = asyncio.get_running_loop()
-    loader = _loaders.get(loop)
-    if loader is None:
-        loader = _loaders[loop] = _UserLoader()
-    return await loader.get(user_id)
+    return await _user_loader.submit(user_id)
 
 
 async def user_from_token(token: str) -> tuple[Any, datetime]:

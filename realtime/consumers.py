@@ -1,14 +1,16 @@
 """The socket session: authenticate, subscribe, recover, answer commands. No domain logic.
 
-One ``RealtimeConsumer`` per socket. Data messages do not pass through the consumer's
-channel-layer queue: the process's hub calls ``deliver`` with an already serialized frame.
+One ``RealtimeConsumer`` per socket. Data messages do not pass through the channel layer:
+the process's hub calls ``deliver`` with an already serialized frame.
 The channel layer carries only per-user control messages (server-side subscribe,
-unsubscribe, disconnect), through the group ``rt.user.<id>``.
+unsubscribe, disconnect), through the group ``rt.user.<id>`` of the process channels where
+the user is connected (``realtime.control``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -20,8 +22,6 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 from django.contrib.auth import get_user_model
 from redis.exceptions import RedisError
 
@@ -32,7 +32,7 @@ from realtime.commands import run_command
 from realtime.conf import setting
 from realtime.hub import HOUSEKEEPING_JOBS, Hub, Outbox, audience_allows, get_hub
 from realtime.limits import TokenBucket
-from realtime.publish import apublish, control_group
+from realtime.publish import apublish
 from realtime.schemas import (
     AuthRefresh,
     Command,
@@ -51,6 +51,16 @@ from realtime.schemas import (
 logger = logging.getLogger("realtime.consumers")
 
 
+_CONNECTION_ID_PREFIX = uuid.uuid4().hex[:16]
+_connection_numbers = itertools.count(1)
+
+
+def _new_connection_id() -> str:
+    """A connection id unique across processes: a random per-process prefix and a counter
+    (``uuid4`` per socket costs a system call on every connect)."""
+    return f"{_CONNECTION_ID_PREFIX}{next(_connection_numbers):016x}"
+
+
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
@@ -66,29 +76,38 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # ------------------------------------------------------------------ dispatch
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """Channels' consumer loop, with a control-message receive that survives Redis outages.
+        """Handle the socket's ASGI messages one at a time, without a channel-layer channel of its own.
 
-        Channels lets a channel-layer error end the consumer (and drop the socket); here a
-        Redis blip only delays control messages while data keeps flowing through the hub.
+        Channels' loop opens a channel per consumer and waits on it and on the socket with two
+        tasks. Control messages reach this process's control plane instead (``realtime.control``),
+        which hands them to ``control``; ``_turn`` keeps them from interleaving with the
+        socket's own messages, as Channels' single loop would.
         """
         self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
+        self.channel_layer = None
+        self.channel_name = ""
+        self._turn = asyncio.Lock()
         try:
-            await await_many_dispatch([receive, self._receive_control], self.dispatch)
+            while True:
+                message = await receive()
+                async with self._turn:
+                    await self.dispatch(message)
         except StopConsumer:
             pass
 
-    async def _receive_control(self) -> dict:
-        delay = 0.1
-        while True:
+    def control(self, message: dict) -> None:
+        """Handle a control message from the process's control plane, in turn with socket messages."""
+        asyncio.ensure_future(self._handle_control(message))
+
+    async def _handle_control(self, message: dict) -> None:
+        async with self._turn:
+            if self.identity is None:  # closed meanwhile
+                return
             try:
-                return await self.channel_layer.receive(self.channel_name)
-            except (RedisError, OSError) as exc:
-                logger.warning("control channel unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await self.dispatch(message)
+            except Exception:
+                logger.exception("control message %s failed", message.get("type"))
 
     async def dispatch(self, message: dict) -> None:
         """Route an ASGI or channel-layer message to its handler.
@@ -106,7 +125,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message: dict) -> None:
         """Check origin and credentials, then greet with ``welcome``."""
-        self.connection_id = uuid.uuid4().hex
+        self.connection_id = _new_connection_id()
         self.held: list[tuple[str, int, str, bytes]] | None = []
         self.subscribed: set[str] = set()
         self.closing = False
@@ -175,7 +194,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._release({c: p.offset for c, p in positions.items()})
         # Only control messages (server-side subscribe, disconnect) need the group: joined
         # after the welcome, so it does not delay it.
-        await self.channel_layer.group_add(control_group(identity.user_id), self.channel_name)
+        if self.hub.control is not None:
+            await self.hub.control.join(identity.user_id, self)
 
     def _registry_entry(self) -> dict[str, Any]:
         client = self.scope.get("client") or ("", 0)
@@ -191,7 +211,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             "connected_at": self.connected_at,
             "last_activity": time.time() - (time.monotonic() - self.last_seen),
             "channels": sorted(getattr(self, "subscribed", ())),
-            "channel_name": self.channel_name,
+            # Where control messages for this socket go: its process's channel (realtime.control).
+            "channel_name": self.hub.control.channel_name if self.hub.control is not None else "",
         }
 
     # ------------------------------------------------------------------ delivery (called by the hub)
@@ -384,7 +405,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             metrics.CONNECTIONS.dec()
             await self.hub.unregister(self)
             try:
-                await self.channel_layer.group_discard(control_group(identity.user_id), self.channel_name)
+                if self.hub.control is not None:
+                    await self.hub.control.leave(identity.user_id, self)
                 await registry.remove(self.connection_id, identity.user_id)
             except RedisError as exc:  # the registry entry expires by itself
                 logger.warning("cleanup after disconnect failed: %s", exc)
@@ -414,12 +436,10 @@ async def _refresh_registry(hub: Hub) -> None:
     if now - hub.stamps.get("registry", 0.0) >= min(setting("REGISTRY_REFRESH_S"), setting("REGISTRY_TTL_S") / 3):
         hub.stamps["registry"] = now
         await registry.refresh([c._registry_entry() for c in list(hub.connections.values()) if c.identity])
-    if now - hub.stamps.setdefault("groups", now) >= get_channel_layer().group_expiry / 3:
+    if hub.control is not None and now - hub.stamps.setdefault("groups", now) >= hub.control.layer.group_expiry / 3:
         # Keeps control-group memberships younger than the layer's group_expiry.
         hub.stamps["groups"] = now
-        for conn in list(hub.connections.values()):
-            if conn.identity is not None:
-                await conn.channel_layer.group_add(control_group(conn.identity.user_id), conn.channel_name)
+        await hub.control.refresh()
 
 
 @database_sync_to_async

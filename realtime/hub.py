@@ -22,11 +22,13 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, Protocol
 
+from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from realtime import metrics, streams
 from realtime import redis as rt_redis
 from realtime.conf import setting
+from realtime.control import ControlPlane
 
 logger = logging.getLogger("realtime.hub")
 # Bound once: a metric call on the hot path is one method call, not a label lookup.
@@ -193,6 +195,7 @@ class Hub:
         self._prefix = streams.pubsub_prefix()
         self._prefix_len = len(self._prefix)
         self.stamps: dict[str, float] = {}
+        self.control: ControlPlane | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -212,6 +215,11 @@ class Hub:
         self._reader = loop.create_task(self._read_forever(), context=contextvars.Context())
         self._reader.add_done_callback(_log_if_crashed)
         self._housekeeping = loop.create_task(self._run_housekeeping(), context=contextvars.Context())
+        layer = get_channel_layer()
+        if layer is not None:
+            control = ControlPlane(layer, self.connections)
+            await control.start()
+            self.control = control
 
     # -------------------------------------------------------------- membership
 

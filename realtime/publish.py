@@ -27,6 +27,7 @@ from realtime import metrics, streams
 from realtime import redis as rt_redis
 from realtime.channels import BROADCAST, user_channel
 from realtime.conf import setting
+from realtime.control import control_group
 from realtime.schemas import envelope_parts, validate_channel_name, validate_payload
 
 logger = logging.getLogger("realtime.publish")
@@ -281,14 +282,10 @@ def _control(user_id: Any, message: dict) -> None:
     from channels.layers import get_channel_layer
 
     try:
-        async_to_sync(get_channel_layer().group_send)(control_group(user_id), message)
+        # The group holds one channel per server process; ``user_id`` picks the sockets there.
+        async_to_sync(get_channel_layer().group_send)(control_group(user_id), {**message, "user_id": str(user_id)})
     except RedisError as exc:
         logger.error("control message to user %s failed: %s", user_id, exc)
-
-
-def control_group(user_id: Any) -> str:
-    """Channel-layer group that holds every live connection of a user."""
-    return f"rt.user.{user_id}"
 
 
 def subscribe_user_on_commit(user_id: Any, channel: str) -> None:

@@ -19,6 +19,7 @@ from redis.exceptions import NoScriptError
 
 from realtime import redis as rt_redis
 from realtime import streams
+from realtime.batching import PerLoop
 from realtime.conf import setting
 
 PROCESS_ID = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -45,33 +46,54 @@ def user_key(user_id: str) -> str:
 
 async def add(entry: dict[str, Any], *, read_channels: tuple[str, ...] = ()) -> tuple[int, list]:
     """Record a new connection; returns how many live connections its user now has, and the
-    positions of ``read_channels`` (read in the same round trip, for the welcome)."""
+    positions of ``read_channels`` (read in the same round trip, for the welcome).
+
+    Connections added at the same moment share one pipeline (``realtime.batching``).
+    """
+    return await _adds.submit((entry, read_channels))
+
+
+async def _add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]]) -> list[tuple[int, list]]:
     read = rt_redis.async_script(streams.READ_LUA)
+    # Each channel is read once per batch: in a storm every socket asks for ``broadcast``.
+    channels = list(dict.fromkeys(channel for _, read_channels in items for channel in read_channels))
     try:
-        results = await _add_pipeline(entry, read_channels, read.sha).execute()
+        results = await _add_pipeline(items, channels, read.sha).execute()
     except NoScriptError:  # Redis restarted (or flushed its scripts): load it and go again
         await read.registered_client.script_load(read.script)
-        results = await _add_pipeline(entry, read_channels, read.sha).execute()
-    count_index = len(results) - len(read_channels) - 1
-    return int(results[count_index]), [streams.parse_read(r) for r in results[count_index + 1:]]
+        results = await _add_pipeline(items, channels, read.sha).execute()
+    positions = dict(zip(channels, (streams.parse_read(r) for r in results[len(results) - len(channels):]),
+                         strict=True))
+    counts = results[_HEAD_COMMANDS + _ENTRY_COMMANDS - 1:_HEAD_COMMANDS + _ENTRY_COMMANDS * len(items):_ENTRY_COMMANDS]
+    return [(int(count), [positions[c] for c in read_channels])
+            for count, (_, read_channels) in zip(counts, items, strict=True)]
 
 
-def _add_pipeline(entry: dict[str, Any], read_channels: tuple[str, ...], read_sha: str) -> Any:
+_HEAD_COMMANDS = 3  # commands before the per-entry ones in _add_pipeline
+_ENTRY_COMMANDS = 3  # commands per entry; the last one counts the user's connections
+
+
+def _add_pipeline(items: list[tuple[dict[str, Any], tuple[str, ...]]], channels: list[str], read_sha: str) -> Any:
     ttl = setting("REGISTRY_TTL_S")
-    expires = time.time() + ttl
+    now = time.time()
+    expires = now + ttl
     pipe = rt_redis.async_client().pipeline(transaction=False)
-    pipe.hset(proc_key(), entry["connection_id"], orjson.dumps(entry))
+    pipe.hset(proc_key(), mapping={entry["connection_id"]: orjson.dumps(entry) for entry, _ in items})
     pipe.expire(proc_key(), ttl)
     pipe.zadd(procs_key(), {PROCESS_ID: expires})
-    pipe.zadd(user_key(entry["user_id"]), {entry["connection_id"]: expires})
-    pipe.expire(user_key(entry["user_id"]), ttl)
-    pipe.zcount(user_key(entry["user_id"]), time.time(), "+inf")
-    for channel in read_channels:
+    for entry, _ in items:
+        pipe.zadd(user_key(entry["user_id"]), {entry["connection_id"]: expires})
+        pipe.expire(user_key(entry["user_id"]), ttl)
+        pipe.zcount(user_key(entry["user_id"]), now, "+inf")
+    for channel in channels:
         # EVALSHA straight into the pipeline: a Script object would make the pipeline ask
         # SCRIPT EXISTS first, an extra round trip on every connect.
         keys, args = streams.read_args(channel, -1)
         pipe.evalsha(read_sha, len(keys), *keys, *args)
     return pipe
+
+
+_adds: PerLoop[tuple[dict[str, Any], tuple[str, ...]], tuple[int, list]] = PerLoop(_add_many, max_batch=500)
 
 
 async def remove(connection_id: str, user_id: str) -> None:

@@ -115,9 +115,10 @@ CACHES = {
 
 CHANNEL_LAYERS = {
     "default": {
-        # Only per-connection control messages (disconnect, server-side subscribe) travel
-        # through the channel layer; data fan-out goes through realtime.hub.
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # Only control messages (disconnect, server-side subscribe) travel through the channel
+        # layer, one channel per server process (realtime.control); data fan-out goes through
+        # realtime.hub. The backend is channels_redis's, plus group changes in pipelines.
+        "BACKEND": "realtime.layers.RealtimeRedisChannelLayer",
         "CONFIG": {
             # redis-py's default 5 s read timeout equals channels_redis's 5 s BZPOPMIN wait: an idle
             # receive would time out and end the consumer. Reads may take longer than the wait.
@@ -126,6 +127,8 @@ CHANNEL_LAYERS = {
                        "max_connections": 2000}],
             "prefix": "renum:layer",
             "capacity": 1000,
+            # A process's control channel carries the messages of all its users' sockets.
+            "channel_capacity": {"rtcontrol.*": 100000},
             # Memberships are refreshed by every live connection, so this only bounds ghosts.
             "group_expiry": 3600,
             "expiry": 60,

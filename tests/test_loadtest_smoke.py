@@ -40,7 +40,8 @@ def test_broadcast_to_200_clients_loses_nothing_and_reports_every_row(tmp_path):
     names = [name for name, _ in rows([result])]
     assert names == [
         "clients connected", "connect time, all welcomed", "connect p99 (handshake to welcome)",
-        "connect errors (retried)", "server RSS per idle connection", "published (achieved rate)",
+        "connect errors (retried)", "server CPU per connect", "server RSS per idle connection",
+        "published (achieved rate)",
         "publisher CPU busy (1 process)", "delivered / expected", "lost", "latency p50 / p90 / p99 / max (ms)",
         "deliveries/s", "server CPU per delivery", "server CPU busy in window", "connections dropped",
         "load average before",

@@ -18,7 +18,7 @@ from executions.services import (
     team_membership_remove,
 )
 from realtime.channels import call_check, policy_for
-from realtime.publish import control_group
+from realtime.control import control_group
 
 pytestmark = pytest.mark.django_db
 
@@ -134,11 +134,12 @@ async def test_joining_and_leaving_a_team_moves_live_connections(make_user):
     await sync_to_async(team_membership_remove)(team=team, user=joiner)
     left = [await layer.receive(connection), await layer.receive(connection)]
 
-    assert joined == {"type": "rt.subscribe", "channel": f"team:{team.id}"}
+    user_id = str(joiner.pk)
+    assert joined == {"type": "rt.subscribe", "channel": f"team:{team.id}", "user_id": user_id}
     # Active executions' channels are left too; the ended one will never publish again.
     assert left == [
-        {"type": "rt.unsubscribe", "channel": f"team:{team.id}"},
-        {"type": "rt.unsubscribe", "channel": f"execution:{running.id}"},
+        {"type": "rt.unsubscribe", "channel": f"team:{team.id}", "user_id": user_id},
+        {"type": "rt.unsubscribe", "channel": f"execution:{running.id}", "user_id": user_id},
     ]
     assert f"execution:{ended.id}" not in str(left)
 

@@ -263,6 +263,36 @@ async def test_server_side_subscribe_reaches_live_connections(connect, user, res
     assert (await sock.recv())["payload"] == {"vip": True}
 
 
+async def test_control_group_holds_the_process_while_any_socket_of_the_user_is_connected(
+        connect, user, restore_registries):
+    from channels.layers import get_channel_layer
+
+    from realtime.control import control_group
+
+    register_channel("room:", can_subscribe=lambda user, ch: False)
+    layer = get_channel_layer()
+    group_key = layer._group_key(control_group(user.pk))
+    _, first, _ = await connect(user)
+    _, second, _ = await connect(user)
+    members_with_two = await layer.connection(0).zrange(group_key, 0, -1)
+
+    await sync_to_async(subscribe_user_on_commit)(user.pk, "room:a")
+    both = [(await first.recv())["payload"]["channel"], (await second.recv())["payload"]["channel"]]
+    await first.close()
+    await sync_to_async(subscribe_user_on_commit)(user.pk, "room:b")
+    remaining = (await second.recv())["payload"]["channel"]
+    members_with_one = await layer.connection(0).zrange(group_key, 0, -1)
+    await second.close()
+    members_with_none = await layer.connection(0).zrange(group_key, 0, -1)
+
+    assert len(members_with_two) == 1  # one channel per process, not per socket
+    assert members_with_two[0].decode().startswith("rtcontrol.")
+    assert both == ["room:a", "room:a"]
+    assert remaining == "room:b"
+    assert members_with_one == members_with_two
+    assert members_with_none == []
+
+
 async def test_resubscribe_with_since_replays_missed_messages(connect, user):
     _, sock, _ = await connect(user)
     position = sock.welcome["payload"]["channels"]["broadcast"]
