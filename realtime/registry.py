@@ -53,43 +53,59 @@ async def add(entry: dict[str, Any], *, read_channels: tuple[str, ...] = ()) -> 
     return await _adds.submit((entry, read_channels))
 
 
+# Adds a batch of connections: KEYS = process hash, process set, then each entry's user set;
+# ARGV = ttl, now, process id, then (connection id, JSON) per entry. Returns each user's live
+# connection count, counted right after adding that entry. One command per batch instead of
+# four per connection: the keys of many users in one script need a single Redis node (or
+# Redis Cluster hash tags), as documented in docs/operations.md.
+REGISTER_LUA = """
+local ttl = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local expires = now + ttl
+local counts = {}
+for j = 0, #KEYS - 3 do
+  local connection_id, user_key = ARGV[4 + 2 * j], KEYS[3 + j]
+  redis.call('HSET', KEYS[1], connection_id, ARGV[5 + 2 * j])
+  redis.call('ZADD', user_key, expires, connection_id)
+  redis.call('EXPIRE', user_key, ttl)
+  counts[j + 1] = redis.call('ZCOUNT', user_key, now, '+inf')
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], expires, ARGV[3])
+return counts
+"""
+
+
 async def _add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]]) -> list[tuple[int, list]]:
+    register = rt_redis.async_script(REGISTER_LUA)
     read = rt_redis.async_script(streams.READ_LUA)
     # Each channel is read once per batch: in a storm every socket asks for ``broadcast``.
     channels = list(dict.fromkeys(channel for _, read_channels in items for channel in read_channels))
     try:
-        results = await _add_pipeline(items, channels, read.sha).execute()
-    except NoScriptError:  # Redis restarted (or flushed its scripts): load it and go again
+        counts, *reads = await _add_pipeline(items, channels, register.sha, read.sha).execute()
+    except NoScriptError:  # Redis restarted (or flushed its scripts): load them and go again
+        await register.registered_client.script_load(register.script)
         await read.registered_client.script_load(read.script)
-        results = await _add_pipeline(items, channels, read.sha).execute()
-    positions = dict(zip(channels, (streams.parse_read(r) for r in results[len(results) - len(channels):]),
-                         strict=True))
-    counts = results[_HEAD_COMMANDS + _ENTRY_COMMANDS - 1:_HEAD_COMMANDS + _ENTRY_COMMANDS * len(items):_ENTRY_COMMANDS]
+        counts, *reads = await _add_pipeline(items, channels, register.sha, read.sha).execute()
+    positions = dict(zip(channels, (streams.parse_read(r) for r in reads), strict=True))
     return [(int(count), [positions[c] for c in read_channels])
             for count, (_, read_channels) in zip(counts, items, strict=True)]
 
 
-_HEAD_COMMANDS = 3  # commands before the per-entry ones in _add_pipeline
-_ENTRY_COMMANDS = 3  # commands per entry; the last one counts the user's connections
-
-
-def _add_pipeline(items: list[tuple[dict[str, Any], tuple[str, ...]]], channels: list[str], read_sha: str) -> Any:
-    ttl = setting("REGISTRY_TTL_S")
-    now = time.time()
-    expires = now + ttl
-    pipe = rt_redis.async_client().pipeline(transaction=False)
-    pipe.hset(proc_key(), mapping={entry["connection_id"]: orjson.dumps(entry) for entry, _ in items})
-    pipe.expire(proc_key(), ttl)
-    pipe.zadd(procs_key(), {PROCESS_ID: expires})
+def _add_pipeline(items: list[tuple[dict[str, Any], tuple[str, ...]]], channels: list[str],
+                  register_sha: str, read_sha: str) -> Any:
+    keys = [proc_key(), procs_key()]
+    args: list[Any] = [setting("REGISTRY_TTL_S"), repr(time.time()), PROCESS_ID]
     for entry, _ in items:
-        pipe.zadd(user_key(entry["user_id"]), {entry["connection_id"]: expires})
-        pipe.expire(user_key(entry["user_id"]), ttl)
-        pipe.zcount(user_key(entry["user_id"]), now, "+inf")
+        keys.append(user_key(entry["user_id"]))
+        args += (entry["connection_id"], orjson.dumps(entry))
+    pipe = rt_redis.async_client().pipeline(transaction=False)
+    # EVALSHA straight into the pipeline: a Script object would make the pipeline ask
+    # SCRIPT EXISTS first, an extra round trip on every batch.
+    pipe.evalsha(register_sha, len(keys), *keys, *args)
     for channel in channels:
-        # EVALSHA straight into the pipeline: a Script object would make the pipeline ask
-        # SCRIPT EXISTS first, an extra round trip on every connect.
-        keys, args = streams.read_args(channel, -1)
-        pipe.evalsha(read_sha, len(keys), *keys, *args)
+        read_keys, read_args = streams.read_args(channel, -1)
+        pipe.evalsha(read_sha, len(read_keys), *read_keys, *read_args)
     return pipe
 
 

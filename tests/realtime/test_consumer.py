@@ -440,3 +440,34 @@ async def test_connects_after_redis_forgot_its_scripts(connect, user):
     connected, sock, _ = await connect(user)
 
     assert connected and sock.welcome["payload"]["channels"]["broadcast"]["offset"] == 0
+
+
+async def test_sockets_connecting_together_are_counted_one_by_one_against_the_per_user_limit(
+        connect, user, settings):
+    import asyncio
+
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "MAX_CONNECTIONS_PER_USER": 3}
+
+    # the four registry entries land in one batch; each is counted as if it came alone
+    results = await asyncio.gather(*(connect(user, expect_welcome=False) for _ in range(4)))
+    first_frames = [await sock.communicator.receive_output(5) for _, sock, _ in results]
+
+    welcomed = [f for f in first_frames if f["type"] == "websocket.send" and '"welcome"' in f["text"]]
+    refused = [f for f in first_frames if f["type"] == "websocket.close"]
+    assert len(welcomed) == 3
+    assert refused == [{"type": "websocket.close", "code": 4003, "reason": "too many connections for this user"}]
+
+
+async def test_users_looked_up_at_connect_are_whole_enough_for_policies(make_user):
+    from realtime.auth import _active_users
+
+    staff = await sync_to_async(make_user)(username="boss", is_staff=True)
+    plain = await sync_to_async(make_user)(username="plain")
+    gone = await sync_to_async(make_user)(username="gone", is_active=False)
+
+    found = await _active_users([str(plain.pk), "not-a-number", str(staff.pk), str(gone.pk), "999999", str(plain.pk)])
+
+    assert [u.username if u else None for u in found] == ["plain", None, "boss", None, None, "plain"]
+    assert (found[2].is_staff, found[2].is_superuser, found[0].is_staff) == (True, False, False)
+    assert all(isinstance(u.is_staff, bool) and u.is_active is True for u in found if u)
+    assert found[0].pk == plain.pk
