@@ -258,7 +258,10 @@ class Hub:
             if new:
                 self._queue_subscribe(new)
             if pending:
-                await asyncio.wait_for(asyncio.gather(*(asyncio.shield(c) for c in pending)), timeout=10)
+                # shield: a socket giving up must not cancel a confirmation others wait for.
+                async with asyncio.timeout(10):
+                    for confirmation in pending:
+                        await asyncio.shield(confirmation)
         except BaseException:
             for channel in channels:
                 subs = self.channels.get(channel, {})

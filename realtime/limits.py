@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 from redis.exceptions import RedisError
 
 from realtime import redis as rt_redis
+from realtime.batching import PerLoop
 from realtime.conf import setting
 
 logger = logging.getLogger("realtime.limits")
@@ -42,19 +44,16 @@ class TokenBucket:
 async def connect_attempt(ip: str) -> int:
     """Count a connect attempt from an IP; the seconds to wait when over the per-minute limit, else 0.
 
-    Counted in Redis per minute window, so the limit holds across every server process.
-    Fails open: with Redis unreachable, connects are not refused for this reason.
+    Counted in Redis per minute window, so the limit holds across every server process; the
+    attempts of a connect storm are counted together (``_count_attempts``). Fails open: with
+    Redis unreachable, connects are not refused for this reason.
     """
     limit = setting("CONNECTS_PER_IP_PER_MINUTE")
     if not limit or not ip or ip in setting("CONNECT_LIMIT_EXEMPT_IPS"):
         return 0
     window = int(time.time() // 60)
-    key = f"{setting('KEY_PREFIX')}:connrate:{ip}:{window}"
     try:
-        pipe = rt_redis.async_client().pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count, _ = await pipe.execute()
+        count = await _attempts.submit(f"{setting('KEY_PREFIX')}:connrate:{ip}:{window}")
     except RedisError as exc:
         logger.warning("connect rate limit unavailable: %s", exc)
         return 0
@@ -65,3 +64,22 @@ async def connect_attempt(ip: str) -> int:
             await security.record("connect_flood", ip=ip, detail=f"more than {limit} connects in a minute")
         return 60 - int(time.time() % 60)
     return 0
+
+
+async def _count_attempts(keys: list[str]) -> list[int]:
+    """INCRBY each distinct key once; each attempt gets its own number within the key's count."""
+    per_key = Counter(keys)
+    pipe = rt_redis.async_client().pipeline(transaction=False)
+    for key, attempts in per_key.items():
+        pipe.incrby(key, attempts)
+        pipe.expire(key, 120)
+    results = await pipe.execute()
+    first = {key: results[2 * i] - per_key[key] for i, key in enumerate(per_key)}
+    numbers = []
+    for key in keys:
+        first[key] += 1
+        numbers.append(first[key])
+    return numbers
+
+
+_attempts: PerLoop[str, int] = PerLoop(_count_attempts)

@@ -303,3 +303,28 @@ async def test_arbitrary_frames_through_a_consumer_get_an_answer_and_the_socket_
             assert answer.get("reply_to") == sent_id
     finally:
         await communicator.disconnect()
+
+
+# ------------------------------------------------------------------ JWT segments
+
+
+@given(st.binary(max_size=12) | st.text(alphabet=string.ascii_letters + string.digits + "-_=+/!. ", max_size=12).map(
+    str.encode))
+@example(b"")
+@example(b"QQ==")
+@example(b"QQ=")
+@example(b"Q===")
+@example(b"!!!!")
+def test_fast_jwt_segment_check_agrees_with_pyjwt(segment):
+    from jwt.api_jws import PyJWS
+    from jwt.exceptions import DecodeError
+
+    from realtime.auth import _PyJWS
+
+    def outcome(decode):
+        try:
+            return decode(segment, "payload")
+        except DecodeError as exc:
+            return ("error", str(exc))
+
+    assert outcome(_PyJWS._decode_base64url_segment) == outcome(PyJWS._decode_base64url_segment)
