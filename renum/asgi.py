@@ -13,6 +13,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from realtime.auth import SessionAuthMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.runtime import tune_gc  # noqa: E402
 
 http_app = django_asgi_app
 if settings.DEBUG or os.environ.get("SERVE_STATIC", "").strip().lower() in {"1", "true", "yes", "on"}:
@@ -28,3 +29,7 @@ application = ProtocolTypeRouter(
         "websocket": SessionAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# A server holds thousands of sockets: the garbage collector's defaults make each new one
+# cost more than the last (see realtime/runtime.py; REALTIME_GC_THRESHOLDS=off restores them).
+tune_gc(os.environ.get("REALTIME_GC_THRESHOLDS"))
