@@ -125,7 +125,8 @@ CHANNEL_LAYERS = {
             # redis-py's pool raises (not waits) past max_connections: room for connect storms.
             "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2,
                        "max_connections": 2000}],
-            "prefix": "renum:layer",
+            # Under the realtime prefix: deployments (and test runs) sharing a Redis stay apart.
+            "prefix": os.environ.get("REALTIME_KEY_PREFIX", "renum:rt") + ":layer",
             "capacity": 1000,
             # A process's control channel carries the messages of all its users' sockets.
             "channel_capacity": {"rtcontrol.*": 100000},
