@@ -82,18 +82,18 @@ class ControlPlane:
         # The state at write time wins: a user who left and came back (or the reverse) while
         # an earlier write was in flight gets the membership they have now.
         wanted = dict.fromkeys(user_ids)
-        adds = [(control_group(u), self.channel_name) for u in wanted if u in self.users]
-        discards = [(control_group(u), self.channel_name) for u in wanted if u not in self.users]
+        adds = [control_group(u) for u in wanted if u in self.users]
+        discards = [control_group(u) for u in wanted if u not in self.users]
         if adds:
-            await _group_add_many(self.layer, adds)
+            await _group_add_many(self.layer, adds, self.channel_name)
         if discards:
-            await _group_discard_many(self.layer, discards)
+            await _group_discard_many(self.layer, discards, self.channel_name)
         return [None] * len(user_ids)
 
     async def refresh(self) -> None:
         """Re-add every local user's membership, so none outlives the layer's group_expiry."""
         if self.users:
-            await _group_add_many(self.layer, [(control_group(u), self.channel_name) for u in list(self.users)])
+            await _group_add_many(self.layer, [control_group(u) for u in list(self.users)], self.channel_name)
 
     # -------------------------------------------------------------- delivery
 
@@ -126,15 +126,15 @@ class ControlPlane:
                 logger.exception("control message %r could not be routed", message.get("type"))
 
 
-async def _group_add_many(layer: Any, memberships: list[tuple[str, str]]) -> None:
+async def _group_add_many(layer: Any, groups: list[str], channel: str) -> None:
     if hasattr(layer, "group_add_many"):
-        await layer.group_add_many(memberships)
-    else:  # another layer backend: one call per membership
-        await asyncio.gather(*(layer.group_add(group, channel) for group, channel in memberships))
+        await layer.group_add_many(groups, channel)
+    else:  # another layer backend: one call per group
+        await asyncio.gather(*(layer.group_add(group, channel) for group in groups))
 
 
-async def _group_discard_many(layer: Any, memberships: list[tuple[str, str]]) -> None:
+async def _group_discard_many(layer: Any, groups: list[str], channel: str) -> None:
     if hasattr(layer, "group_discard_many"):
-        await layer.group_discard_many(memberships)
+        await layer.group_discard_many(groups, channel)
     else:
-        await asyncio.gather(*(layer.group_discard(group, channel) for group, channel in memberships))
+        await asyncio.gather(*(layer.group_discard(group, channel) for group in groups))

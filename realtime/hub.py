@@ -257,11 +257,10 @@ class Hub:
         try:
             if new:
                 self._queue_subscribe(new)
-            if pending:
-                # shield: a socket giving up must not cancel a confirmation others wait for.
-                async with asyncio.timeout(10):
-                    for confirmation in pending:
-                        await asyncio.shield(confirmation)
+            # shield: a socket giving up must not cancel a confirmation others wait for. The
+            # wait is bounded by the batch's own timer (``_flush_subscribes``).
+            for confirmation in pending:
+                await asyncio.shield(confirmation)
         except BaseException:
             for channel in channels:
                 subs = self.channels.get(channel, {})
@@ -282,6 +281,8 @@ class Hub:
 
     async def _flush_subscribes(self) -> None:
         channels, self._subscribe_queue = self._subscribe_queue, []
+        waiting = [(channel, self._confirmations.get(channel)) for channel in channels]
+        asyncio.get_running_loop().call_later(SUBSCRIBE_TIMEOUT_S, _expire_confirmations, waiting)
         try:
             await self._pubsub.subscribe(*(self._prefix + channel for channel in channels))
         except Exception as exc:  # the joins waiting on these confirmations fail with it
@@ -416,10 +417,20 @@ class Hub:
                     logger.exception("housekeeping job %s failed", getattr(job, "__name__", job))
 
 
+def _expire_confirmations(waiting: list[tuple[str, asyncio.Future | None]]) -> None:
+    """Fail the joins still waiting for a SUBSCRIBE sent ``SUBSCRIBE_TIMEOUT_S`` ago."""
+    for channel, confirmation in waiting:
+        if confirmation is not None and not confirmation.done():
+            confirmation.set_exception(TimeoutError(f"Redis did not confirm the subscription to {channel}"))
+
+
 def _log_if_crashed(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.critical("the hub's Redis reader stopped: %r; this process no longer delivers", task.exception())
 
+
+# Seconds a join waits for Redis to confirm a new subscription.
+SUBSCRIBE_TIMEOUT_S = 10
 
 # Periodic jobs run by every hub (idle sweeps, registry refresh), registered by the consumers.
 HOUSEKEEPING_JOBS: list[Callable[[Hub], Awaitable[None]]] = []

@@ -1,10 +1,11 @@
-"""The channel layer: channels_redis, with group changes for many channels in one pipeline.
+"""The channel layer: channels_redis, with one channel joining or leaving many groups at once.
 
 ``group_add`` of channels_redis costs two round trips (ZADD, then EXPIRE) and
 ``group_discard`` one. The control plane (``realtime.control``) changes the memberships of
-many users at once in a connect storm, a mass disconnect or a periodic refresh; here those
-go to each shard as one pipeline. Group keys, scores and expiry are exactly those of
-``group_add``/``group_discard``, so ``group_send`` and every other layer call see no difference.
+its process channel in many users' groups at once in a connect storm, a mass disconnect or
+a periodic refresh; here those go to each shard as one script call. Group keys, scores and
+expiry are exactly those of ``group_add``/``group_discard``, so ``group_send`` and every
+other layer call see no difference.
 """
 
 from __future__ import annotations
@@ -14,29 +15,41 @@ from collections.abc import Iterable
 
 from channels_redis.core import RedisChannelLayer
 
+# One command for a batch of memberships: KEYS are group keys, ARGV[1] the channel, ARGV[2]
+# the score (now), ARGV[3] the group expiry; exactly group_add's ZADD and EXPIRE per key.
+_GROUP_ADD_LUA = """
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return #KEYS
+"""
+_GROUP_DISCARD_LUA = """
+for i = 1, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+end
+return #KEYS
+"""
+
 
 class RealtimeRedisChannelLayer(RedisChannelLayer):
     """channels_redis's ``RedisChannelLayer`` plus ``group_add_many``/``group_discard_many``."""
 
-    async def group_add_many(self, memberships: Iterable[tuple[str, str]]) -> None:
-        """``group_add(group, channel)`` for every pair, one pipeline per shard."""
-        now = time.time()
-        await self._pipelined(memberships, lambda pipe, key, channel: (
-            pipe.zadd(key, {channel: now}), pipe.expire(key, self.group_expiry)))
+    async def group_add_many(self, groups: Iterable[str], channel: str) -> None:
+        """``group_add(group, channel)`` for every group: one script call per shard."""
+        await self._run(_GROUP_ADD_LUA, groups, channel, repr(time.time()), self.group_expiry)
 
-    async def group_discard_many(self, memberships: Iterable[tuple[str, str]]) -> None:
-        """``group_discard(group, channel)`` for every pair, one pipeline per shard."""
-        await self._pipelined(memberships, lambda pipe, key, channel: pipe.zrem(key, channel))
+    async def group_discard_many(self, groups: Iterable[str], channel: str) -> None:
+        """``group_discard(group, channel)`` for every group: one script call per shard."""
+        await self._run(_GROUP_DISCARD_LUA, groups, channel)
 
-    async def _pipelined(self, memberships: Iterable[tuple[str, str]], command) -> None:  # noqa: ANN001
-        pipes: dict[int, object] = {}
-        for group, channel in memberships:
+    async def _run(self, script: str, groups: Iterable[str], channel: str, *args: object) -> None:
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        by_shard: dict[int, list[bytes]] = {}
+        for group in groups:
             assert self.require_valid_group_name(group), "Group name not valid"
-            assert self.require_valid_channel_name(channel), "Channel name not valid"
-            index = self.consistent_hash(group)
-            pipe = pipes.get(index)
-            if pipe is None:
-                pipe = pipes[index] = self.connection(index).pipeline(transaction=False)
-            command(pipe, self._group_key(group), channel)
-        for pipe in pipes.values():
-            await pipe.execute()
+            by_shard.setdefault(self.consistent_hash(group), []).append(self._group_key(group))
+        for index, keys in by_shard.items():
+            # eval, not evalsha: a Redis that restarted has no scripts, and these run once per
+            # batch (Redis caches the compiled script either way).
+            await self.connection(index).eval(script, len(keys), *keys, channel, *args)
