@@ -24,9 +24,13 @@ UVICORN_WS = ("websockets-sansio", "wsproto", "websockets")
 BACKLOG = 4096
 
 
+DEFAULT_GC = "defaultgc"
+
+
 @dataclass(frozen=True)
 class ServerSpec:
-    """Which server and how it is served: ``ours``, ``ours:daphne``, ``ours:wsproto``, ``bare``, ``textbook``."""
+    """Which server and how it is served: ``ours``, ``ours:daphne``, ``ours:wsproto``, ``bare``,
+    ``bare:defaultgc`` (CPython's collector defaults instead of the tuning ours has), ``textbook``."""
 
     kind: str  # ours | bare | textbook
     runner: str  # uvicorn | daphne | websockets
@@ -36,7 +40,7 @@ class ServerSpec:
     def label(self) -> str:
         """Short name used as a column header."""
         if self.kind == "bare":
-            return "bare"
+            return "bare (CPython GC defaults)" if self.ws == DEFAULT_GC else "bare"
         detail = self.runner if self.runner == "daphne" else f"{self.runner} {self.ws}"
         return f"{self.kind} ({detail})"
 
@@ -45,7 +49,9 @@ class ServerSpec:
         """Parse a ``--servers`` item; ``ours`` alone follows ``--server-cmd`` and ``--ws``."""
         kind, _, variant = name.strip().partition(":")
         if kind == "bare":
-            return cls("bare", "websockets")
+            if variant not in ("", DEFAULT_GC):
+                raise ValueError(f"unknown variant {variant!r} of bare: only {DEFAULT_GC}")
+            return cls("bare", "websockets", variant)
         if kind not in ("ours", "textbook"):
             raise ValueError(f"unknown server {name!r}: use ours[:daphne|:<uvicorn ws>], bare or textbook")
         variant = variant or (server_cmd if server_cmd == "daphne" else ws)
@@ -176,5 +182,7 @@ def server_env(spec: ServerSpec, base: dict[str, str], *, database_url: str, red
         "REALTIME_KEY_PREFIX": f"{layer_prefix}:rt" if layer_prefix else base.get("REALTIME_KEY_PREFIX", "renum:rt"),
         "DJANGO_SETTINGS_MODULE": "loadtest.textbook_settings" if spec.kind == "textbook" else ours_settings,
     })
+    if spec.kind == "bare" and spec.ws == DEFAULT_GC:
+        env["REALTIME_GC_THRESHOLDS"] = "off"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH", "")) if p)
     return env

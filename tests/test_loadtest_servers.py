@@ -1,0 +1,29 @@
+"""How the load tool names and configures the servers it measures (no processes started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.servers import ServerSpec, server_env
+
+
+@pytest.mark.parametrize(("name", "label", "gc"), [
+    ("bare", "bare", None),
+    ("bare:defaultgc", "bare (CPython GC defaults)", "off"),
+    ("ours", "ours (uvicorn websockets-sansio)", None),
+    ("ours:daphne", "ours (daphne)", None),
+])
+def test_each_server_gets_its_label_and_collector_settings(name, label, gc):
+    spec = ServerSpec.parse(name)
+    env = server_env(spec, {}, database_url="postgres://x", redis_url="redis://x", secret_key="s", layer_prefix="p")
+
+    assert spec.label == label
+    assert env.get("REALTIME_GC_THRESHOLDS") == gc
+    # every server is measured with the limits on, set high enough for one client IP
+    assert int(env["REALTIME_CONNECTS_PER_IP_PER_MINUTE"]) > 0
+
+
+@pytest.mark.parametrize("name", ["bare:fast", "ours:gunicorn", "nginx"])
+def test_unknown_servers_are_refused_with_the_choices(name):
+    with pytest.raises(ValueError, match="unknown"):
+        ServerSpec.parse(name)
