@@ -124,8 +124,8 @@ def connection_disconnect(*, process: str, connection_id: str, code: int = DEFAU
                           reason: str = DEFAULT_CLOSE_REASON, actor: str = "") -> bool:
     """Close one socket, on whichever process holds it; False when it is no longer live.
 
-    The registry entry names the socket's channel-layer channel, so the control message goes
-    to that one consumer, not to the user's group.
+    The registry entry names the channel-layer channel of the socket's process; the message
+    names the connection, so that process hands it to that one socket, not to the user's others.
     """
     raw = rt_redis.sync_client().hget(registry.proc_key(process), connection_id)
     if raw is None:
