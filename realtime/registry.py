@@ -15,7 +15,6 @@ import uuid
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError
 
 from realtime import redis as rt_redis
 from realtime import streams
@@ -53,60 +52,56 @@ async def add(entry: dict[str, Any], *, read_channels: tuple[str, ...] = ()) -> 
     return await _adds.submit((entry, read_channels))
 
 
-# Adds a batch of connections: KEYS = process hash, process set, then each entry's user set;
-# ARGV = ttl, now, process id, then (connection id, JSON) per entry. Returns each user's live
-# connection count, counted right after adding that entry. One command per batch instead of
-# four per connection: the keys of many users in one script need a single Redis node (or
-# Redis Cluster hash tags), as documented in docs/operations.md.
-REGISTER_LUA = """
+# Adds a batch of connections and reads the positions of the channels their welcomes name.
+# KEYS = process hash, process set, each entry's user set, then (meta, history) per channel;
+# ARGV = ttl, now, process id, entries, META_TTL_S, (connection id, JSON) per entry, then a
+# new epoch per channel. Returns {each user's live connection count, counted right after
+# adding that entry; {epoch, offset} per channel}. One command per batch instead of four per
+# connection and one per channel: the keys of many users in one script need a single Redis
+# node (or Redis Cluster hash tags), as documented in docs/operations.md.
+REGISTER_LUA = streams.POSITION_LUA + """
 local ttl = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
+local entries = tonumber(ARGV[4])
 local expires = now + ttl
 local counts = {}
-for j = 0, #KEYS - 3 do
-  local connection_id, user_key = ARGV[4 + 2 * j], KEYS[3 + j]
+for j = 1, entries do
+  local connection_id, user_key = ARGV[4 + 2 * j], KEYS[2 + j]
   redis.call('HSET', KEYS[1], connection_id, ARGV[5 + 2 * j])
   redis.call('ZADD', user_key, expires, connection_id)
   redis.call('EXPIRE', user_key, ttl)
-  counts[j + 1] = redis.call('ZCOUNT', user_key, now, '+inf')
+  counts[j] = redis.call('ZCOUNT', user_key, now, '+inf')
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], expires, ARGV[3])
-return counts
+local positions = {}
+for c = 1, (#KEYS - 2 - entries) / 2 do
+  local meta = 3 + entries + 2 * (c - 1)
+  local epoch, offset = position(KEYS[meta], KEYS[meta + 1], ARGV[5 + 2 * entries + c], ARGV[5])
+  positions[c] = {epoch, offset}
+end
+return {counts, positions}
 """
 
 
 async def _add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]]) -> list[tuple[int, list]]:
     register = rt_redis.async_script(REGISTER_LUA)
-    read = rt_redis.async_script(streams.READ_LUA)
     # Each channel is read once per batch: in a storm every socket asks for ``broadcast``.
     channels = list(dict.fromkeys(channel for _, read_channels in items for channel in read_channels))
-    try:
-        counts, *reads = await _add_pipeline(items, channels, register.sha, read.sha).execute()
-    except NoScriptError:  # Redis restarted (or flushed its scripts): load them and go again
-        await register.registered_client.script_load(register.script)
-        await read.registered_client.script_load(read.script)
-        counts, *reads = await _add_pipeline(items, channels, register.sha, read.sha).execute()
-    positions = dict(zip(channels, (streams.parse_read(r) for r in reads), strict=True))
-    return [(int(count), [positions[c] for c in read_channels])
-            for count, (_, read_channels) in zip(counts, items, strict=True)]
-
-
-def _add_pipeline(items: list[tuple[dict[str, Any], tuple[str, ...]]], channels: list[str],
-                  register_sha: str, read_sha: str) -> Any:
     keys = [proc_key(), procs_key()]
-    args: list[Any] = [setting("REGISTRY_TTL_S"), repr(time.time()), PROCESS_ID]
+    args: list[Any] = [setting("REGISTRY_TTL_S"), repr(time.time()), PROCESS_ID, len(items), setting("META_TTL_S")]
     for entry, _ in items:
         keys.append(user_key(entry["user_id"]))
         args += (entry["connection_id"], orjson.dumps(entry))
-    pipe = rt_redis.async_client().pipeline(transaction=False)
-    # EVALSHA straight into the pipeline: a Script object would make the pipeline ask
-    # SCRIPT EXISTS first, an extra round trip on every batch.
-    pipe.evalsha(register_sha, len(keys), *keys, *args)
     for channel in channels:
-        read_keys, read_args = streams.read_args(channel, -1)
-        pipe.evalsha(read_sha, len(read_keys), *read_keys, *read_args)
-    return pipe
+        keys += (streams.meta_key(channel), streams.history_key(channel))
+        args.append(streams.new_epoch())
+    # A Script call: EVALSHA, loading the script when Redis lost it (a restart).
+    counts, positions = await register(keys=keys, args=args)
+    read = {channel: streams.ReadResult(epoch.decode(), int(offset), [])
+            for channel, (epoch, offset) in zip(channels, positions, strict=True)}
+    return [(int(count), [read[c] for c in read_channels])
+            for count, (_, read_channels) in zip(counts, items, strict=True)]
 
 
 _adds: PerLoop[tuple[dict[str, Any], tuple[str, ...]], tuple[int, list]] = PerLoop(_add_many, max_batch=500)

@@ -40,17 +40,25 @@ redis.call('PUBLISH', ARGV[8], record)
 return {offset, epoch}
 """
 
+# A channel's epoch and offset (meta hash, history stream), creating the epoch of a channel
+# never seen (or whose meta hash was lost): shared by READ_LUA and the registry's script.
+POSITION_LUA = """
+local function position(meta, history, new_epoch, meta_ttl)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = new_epoch
+    redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+    redis.call('EXPIRE', meta, meta_ttl)
+    redis.call('DEL', history)
+  end
+  return epoch, tonumber(redis.call('HGET', meta, 'offset') or '0')
+end
+"""
+
 # Returns {epoch, offset, records after `since`}; creates the epoch of a channel never seen.
 # With since < 0 only the position is read.
-READ_LUA = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('DEL', KEYS[2])
-end
-local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+READ_LUA = POSITION_LUA + """
+local epoch, offset = position(KEYS[1], KEYS[2], ARGV[2], ARGV[3])
 local since = tonumber(ARGV[1])
 local records = {}
 if since >= 0 and since < offset then

@@ -471,3 +471,21 @@ async def test_users_looked_up_at_connect_are_whole_enough_for_policies(make_use
     assert (found[2].is_staff, found[2].is_superuser, found[0].is_staff) == (True, False, False)
     assert all(isinstance(u.is_staff, bool) and u.is_active is True for u in found if u)
     assert found[0].pk == plain.pk
+
+
+async def test_sockets_welcomed_together_see_the_same_positions(connect, user):
+    import asyncio
+
+    await publish("broadcast", "system_event", {"n": 1})
+
+    results = await asyncio.gather(*(connect(user) for _ in range(3)))
+    await publish(f"user:{user.pk}", "system_event", {"n": 2})
+    _, late, _ = await connect(user)
+
+    positions = [sock.welcome["payload"]["channels"] for _, sock, _ in results]
+    assert positions[0] == positions[1] == positions[2]
+    assert positions[0]["broadcast"]["offset"] == 1
+    assert positions[0][f"user:{user.pk}"]["offset"] == 0
+    # the user's channel got its epoch with the first welcome; later ones keep it
+    assert late.welcome["payload"]["channels"][f"user:{user.pk}"] == {
+        "epoch": positions[0][f"user:{user.pk}"]["epoch"], "offset": 1}
