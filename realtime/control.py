@@ -110,13 +110,20 @@ class ControlPlane:
 
     async def _receive_forever(self) -> None:
         delay = 0.1
+        rejoin = False
         while True:
             try:
+                if rejoin:
+                    # After an outage the group keys may be gone (a Redis restarted without
+                    # persistence): write this process's memberships again before waiting.
+                    await self.refresh()
+                    rejoin = False
                 message = await self.layer.receive(self.channel_name)
                 delay = 0.1
             except (RedisError, OSError) as exc:  # a Redis blip delays control messages, no more
                 metrics.REDIS_ERRORS.labels("control").inc()
                 logger.warning("control channel unavailable (%s); retrying in %.1fs", exc, delay)
+                rejoin = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

@@ -17,6 +17,7 @@ import time
 
 import orjson
 import pytest
+import redis.exceptions
 import websockets
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
@@ -372,3 +373,52 @@ def test_sigterm_closes_sockets_with_1012_for_an_immediate_reconnect(live_server
 
     assert asyncio.run(scenario()) == 1012
     server.stop()
+
+
+class ControlledSocket:
+    """What the control plane hands messages to (the consumer's side of it)."""
+
+    def __init__(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+        self.received: list[dict] = []
+
+    def control(self, message: dict) -> None:
+        self.received.append(message)
+
+
+async def test_control_memberships_are_written_again_after_redis_comes_back_empty(private_redis):
+    from realtime.control import ControlPlane, control_group
+    from realtime.layers import RealtimeRedisChannelLayer
+
+    layer = RealtimeRedisChannelLayer(hosts=[{"address": private_redis["url"], "socket_timeout": 15}],
+                                      prefix="test-control")
+    plane = ControlPlane(layer, {})
+    await plane.start()
+    socket_ = ControlledSocket("c1")
+    await plane.join("7", socket_)
+    await layer.group_send(control_group("7"), {"type": "rt.subscribe", "channel": "team:1", "user_id": "7"})
+    await wait_until(lambda: len(socket_.received) == 1, 5, "the message before the restart")
+
+    private_redis["stop"]()
+    await asyncio.sleep(0.5)  # the receive loop notices the outage
+    private_redis["start"]()  # empty: the group key is gone
+    members = []
+
+    async def rejoined():
+        try:  # the test's own pooled connections died with the server too
+            members[:] = await layer.connection(0).zrange(layer._group_key(control_group("7")), 0, -1)
+        except redis.exceptions.ConnectionError:
+            return False
+        return bool(members)
+
+    deadline = time.monotonic() + 10
+    while not await rejoined():
+        assert time.monotonic() < deadline, "the process never rejoined its groups"
+        await asyncio.sleep(0.1)
+    await layer.group_send(control_group("7"), {"type": "rt.subscribe", "channel": "team:2", "user_id": "7"})
+    await wait_until(lambda: len(socket_.received) == 2, 10, "the message after the restart")
+
+    assert members == [plane.channel_name.encode()]
+    assert [m["channel"] for m in socket_.received] == ["team:1", "team:2"]
+    plane._receiver.cancel()
+    await layer.flush()
