@@ -51,6 +51,11 @@ class Result:
         return (self.rss_idle - self.rss_before) / self.connected if self.connected else 0.0
 
     @property
+    def cpu_per_connect_us(self) -> float:
+        """Server CPU time from the first handshake to the last welcome per client connected, in us."""
+        return self.connect_cpu_s / self.connected * 1e6 if self.connected else 0.0
+
+    @property
     def cpu_per_delivery_us(self) -> float:
         """Server CPU time over the measured window per delivery, in microseconds."""
         return self.cpu_s / self.delivered * 1e6 if self.delivered else 0.0
@@ -89,8 +94,7 @@ def rows(results: list[Result]) -> list[tuple[str, list[str]]]:
         ("connect p99 (handshake to welcome)", [f"{r.connect_p99_s * 1000:.0f} ms" for r in results]),
         ("connect errors (retried)", [str(r.connect_errors) + (f" {r.error_kinds}" if r.error_kinds else "")
                                       for r in results]),
-        ("server CPU per connect", [f"{r.connect_cpu_s / r.connected * 1e6:.0f} us" if r.connected else "-"
-                                    for r in results]),
+        ("server CPU per connect", [f"{r.cpu_per_connect_us:.0f} us" if r.connected else "-" for r in results]),
         ("server RSS per idle connection", [_kb(r.rss_per_connection) for r in results]),
     ]
     if any(r.publishes for r in results):
@@ -132,7 +136,7 @@ def ratio_rows(results: list[Result]) -> list[tuple[str, list[str]]]:
     for mine in ours:
         for ref in refs:
             cells = [_ratio(mine.connect_s, ref.connect_s),
-                     _ratio(mine.connect_cpu_s / (mine.connected or 1), ref.connect_cpu_s / (ref.connected or 1)),
+                     _ratio(mine.cpu_per_connect_us, ref.cpu_per_connect_us),
                      _ratio(mine.rss_per_connection, ref.rss_per_connection)]
             if mine.publishes and ref.publishes:
                 cells += [_ratio(mine.cpu_per_delivery_us, ref.cpu_per_delivery_us),

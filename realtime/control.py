@@ -134,14 +134,16 @@ class ControlPlane:
 
 
 async def _group_add_many(layer: Any, groups: list[str], channel: str) -> None:
-    if hasattr(layer, "group_add_many"):
-        await layer.group_add_many(groups, channel)
-    else:  # another layer backend: one call per group
-        await asyncio.gather(*(layer.group_add(group, channel) for group in groups))
+    await _change_groups(layer, "group_add", groups, channel)
 
 
 async def _group_discard_many(layer: Any, groups: list[str], channel: str) -> None:
-    if hasattr(layer, "group_discard_many"):
-        await layer.group_discard_many(groups, channel)
-    else:
-        await asyncio.gather(*(layer.group_discard(group, channel) for group in groups))
+    await _change_groups(layer, "group_discard", groups, channel)
+
+
+async def _change_groups(layer: Any, method: str, groups: list[str], channel: str) -> None:
+    many = getattr(layer, f"{method}_many", None)
+    if many is not None:
+        await many(groups, channel)
+    else:  # another layer backend: one call per group
+        await asyncio.gather(*(getattr(layer, method)(group, channel) for group in groups))

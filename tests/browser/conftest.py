@@ -46,18 +46,9 @@ def _require_browser() -> None:
 
 
 @pytest.fixture
-def servers(transactional_db) -> Iterator[Callable[..., LiveServer]]:
-    """``servers(port=None, **env)`` starts a uvicorn process; every one is stopped after the test."""
-    started: list[LiveServer] = []
-
-    def start(port: int | None = None, **env: str) -> LiveServer:
-        server = LiveServer(port=port, **{**SERVER_ENV, **env}).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+def servers(live_server_factory) -> Callable[..., LiveServer]:
+    """``servers(port=None, **env)``: ``live_server_factory`` with the demo's fast execution steps."""
+    return lambda port=None, **env: live_server_factory(port, **{**SERVER_ENV, **env})
 
 
 @pytest.fixture
