@@ -19,11 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import orjson
 from channels.auth import get_user as channels_get_user
-from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
-from django.db import connections, router
 from django.http.cookie import parse_cookie
 from django.http.request import validate_host
 from jwt.algorithms import HMACAlgorithm
@@ -36,7 +32,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from rest_framework_simplejwt.utils import aware_utcnow
 
 from realtime import redis as rt_redis
-from realtime.batching import PerLoop
+from realtime import users
 from realtime.conf import setting
 
 SUBPROTOCOL = "renum.v1"
@@ -168,62 +164,10 @@ def decode_access_token(token: str) -> tuple[str, datetime]:
     return str(user_id), datetime.fromtimestamp(access["exp"], tz=UTC)
 
 
-@database_sync_to_async
-def _active_users(user_ids: list[str]) -> list[Any]:
-    """The active user of each id (None for unknown, inactive or malformed ids), in one query.
-
-    Sockets connecting at the same moment share the query (``_user_loader``): a connect storm
-    would otherwise queue one query, and one hop to the database thread, per socket. Plain
-    SQL, with rows turned into users as the ORM does (``from_db``): compiling the ORM's query
-    costs more than the query itself in small batches.
-    """
-    model = get_user_model()
-    pk_field = model._meta.pk
-    wanted = {}
-    for user_id in user_ids:
-        try:
-            wanted[user_id] = pk_field.to_python(user_id)
-        except ValidationError:
-            continue
-    if not wanted:
-        return [None] * len(user_ids)
-    # Only what a socket session uses (permissions, the registry), not the whole row.
-    # In the model's field order: ``from_db`` reads the values in that order.
-    wanted_fields = {model._meta.get_field(name) for name in
-                     (pk_field.name, model.USERNAME_FIELD, "is_active", "is_staff", "is_superuser")}
-    fields = [f for f in model._meta.concrete_fields if f in wanted_fields]
-    db = router.db_for_read(model)
-    connection = connections[db]
-    quote = connection.ops.quote_name
-    values = list(dict.fromkeys(wanted.values()))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {', '.join(quote(f.column) for f in fields)} FROM {quote(model._meta.db_table)}"
-            f" WHERE {quote(model._meta.get_field('is_active').column)}"
-            f" AND {quote(pk_field.column)} IN ({', '.join(['%s'] * len(values))})",
-            [pk_field.get_db_prep_value(v, connection) for v in values],
-        )
-        rows = cursor.fetchall()
-    attnames = [f.attname for f in fields]
-    by_id = {}
-    for row in rows:
-        # to_python: what the backend's converters would do (SQLite gives booleans as 0/1).
-        user = model.from_db(db, attnames, [f.to_python(v) for f, v in zip(fields, row, strict=True)])
-        by_id[str(user.pk)] = user
-    return [by_id.get(str(wanted[user_id])) if user_id in wanted else None for user_id in user_ids]
-
-
-_user_loader: PerLoop[str, Any] = PerLoop(_active_users)
-
-
-async def _active_user(user_id: str) -> Any:
-    return await _user_loader.submit(user_id)
-
-
 async def user_from_token(token: str) -> tuple[Any, datetime]:
     """The active user of an access token and its expiry, or AuthFailure."""
     user_id, expires_at = decode_access_token(token)
-    user = await _active_user(user_id)
+    user = await users.active_user(user_id)
     if user is None:
         raise AuthFailure("unknown or inactive user")
     return user, expires_at
@@ -246,7 +190,7 @@ async def _redeem_ticket(ticket: str) -> Any:
     user_id = await rt_redis.async_client().getdel(ticket_key(ticket))
     if user_id is None:
         raise AuthFailure("invalid, expired or already used ticket")
-    user = await _active_user(user_id.decode())
+    user = await users.active_user(user_id.decode())
     if user is None:
         raise AuthFailure("unknown or inactive user")
     return user

@@ -19,13 +19,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.contrib.auth import get_user_model
 from redis.exceptions import RedisError
 
-from realtime import auth, limits, logs, metrics, registry, security, streams
+from realtime import auth, limits, logs, metrics, registry, security, streams, users
 from realtime import redis as rt_redis
 from realtime.channels import BROADCAST, call_check, policy_for, user_channel
 from realtime.commands import run_command
@@ -442,12 +440,6 @@ async def _refresh_registry(hub: Hub) -> None:
         await hub.control.refresh()
 
 
-@database_sync_to_async
-def _inactive_user_ids(user_ids: set[str]) -> set[str]:
-    active = get_user_model().objects.filter(pk__in=user_ids, is_active=True).values_list("pk", flat=True)
-    return user_ids - {str(pk) for pk in active}
-
-
 async def _close_deactivated(hub: Hub) -> None:
     """Close the sockets of users deactivated or deleted since they connected (4001).
 
@@ -460,7 +452,11 @@ async def _close_deactivated(hub: Hub) -> None:
     connected = {c.identity.user_id for c in list(hub.connections.values()) if c.identity is not None}
     if not connected:
         return
-    gone = await _inactive_user_ids(connected)
+    gone = set()
+    ids = sorted(connected)
+    for start in range(0, len(ids), 5000):  # within every backend's limit on query parameters
+        chunk = ids[start:start + 5000]
+        gone.update(u for u, user in zip(chunk, await users.active_users(chunk), strict=True) if user is None)
     for conn in list(hub.connections.values()):
         if conn.identity is not None and conn.identity.user_id in gone:
             conn.close_soon(4001, "account deactivated")

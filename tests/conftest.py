@@ -31,6 +31,15 @@ def _clean_realtime_redis(settings):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _close_user_lookup_connections():
+    """Each test's event loop opens its own user-lookup connection on PostgreSQL; close it after."""
+    yield
+    from realtime import users
+
+    users.close_all()
+
+
 @pytest.fixture
 def make_user(db):
     """Create a user: ``make_user(username=None, **fields)``."""

@@ -459,7 +459,7 @@ async def test_sockets_connecting_together_are_counted_one_by_one_against_the_pe
 
 
 async def test_users_looked_up_at_connect_are_whole_enough_for_policies(make_user):
-    from realtime.auth import _active_users
+    from realtime.users import active_users as _active_users
 
     staff = await sync_to_async(make_user)(username="boss", is_staff=True)
     plain = await sync_to_async(make_user)(username="plain")

@@ -1,0 +1,81 @@
+"""The connect-time user lookup: on PostgreSQL it runs on the event loop's own connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+from realtime import users
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+on_postgresql = pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="PostgreSQL only")
+
+
+@on_postgresql
+async def test_lookups_run_on_the_loop_connection_not_the_database_thread(make_user, monkeypatch):
+    alice = await sync_to_async(make_user)(username="alice")
+
+    async def no_thread(*args, **kwargs):
+        raise AssertionError("the database thread was used")
+
+    monkeypatch.setattr(users, "_fetch_in_thread", no_thread)
+    found = await asyncio.gather(*(users.active_user(str(alice.pk)) for _ in range(3)))
+
+    assert [u.username for u in found] == ["alice"] * 3
+    held = users._loop_connections[asyncio.get_running_loop()]["default"]
+    assert held.connection is not None and not held.connection.closed
+
+
+@on_postgresql
+async def test_a_dropped_lookup_connection_is_reopened(make_user):
+    alice = await sync_to_async(make_user)(username="alice")
+    assert (await users.active_users([str(alice.pk)]))[0].username == "alice"
+    held = users._loop_connections[asyncio.get_running_loop()]["default"]
+    first = held.connection
+    backend_pid = first.info.backend_pid
+
+    def terminate():
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+            return cursor.fetchone()[0]
+
+    assert await sync_to_async(terminate)() is True
+
+    found = await users.active_users([str(alice.pk), "0"])
+
+    assert [u.username if u else None for u in found] == ["alice", None]
+    assert first.closed and held.connection is not first and held.connection.info.backend_pid != backend_pid
+
+
+@on_postgresql
+async def test_close_all_closes_every_loops_connection(make_user):
+    alice = await sync_to_async(make_user)(username="alice")
+    await users.active_users([str(alice.pk)])
+    held = users._loop_connections[asyncio.get_running_loop()]["default"].connection
+
+    users.close_all()
+
+    assert held.closed and not users._loop_connections
+
+
+async def test_deactivated_users_sockets_are_closed_by_the_periodic_check(connect, make_user, settings):
+    from realtime.consumers import _close_deactivated
+    from realtime.hub import get_hub
+
+    stays = await sync_to_async(make_user)(username="stays")
+    leaves = await sync_to_async(make_user)(username="leaves")
+    _, kept, _ = await connect(stays)
+    _, dropped, _ = await connect(leaves)
+    await sync_to_async(type(leaves).objects.filter(pk=leaves.pk).update)(is_active=False)
+    hub = await get_hub()
+    hub.stamps["users"] = 0.0  # due now
+
+    await _close_deactivated(hub)
+
+    closed = await dropped.communicator.receive_output(5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4001)
+    assert await kept.communicator.receive_nothing(0.2)
