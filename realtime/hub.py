@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -203,9 +204,12 @@ class Hub:
 
     async def start(self) -> None:
         """Open the pub/sub connection and start the reader (idempotent)."""
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start())
-        await asyncio.shield(self._starting)
+        starting = self._starting
+        if starting is None:
+            starting = self._starting = asyncio.ensure_future(self._start())
+        elif starting.done() and not starting.cancelled() and starting.exception() is None:
+            return
+        await asyncio.shield(starting)
 
     async def _start(self) -> None:
         self._client = rt_redis.new_async_connection_client()
@@ -216,6 +220,10 @@ class Hub:
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read_forever(), context=contextvars.Context())
         self._reader.add_done_callback(_log_if_crashed)
+        # Periodic jobs count from now: a registry refresh or a user recheck moments after
+        # start would redo what the first connects just did, in the middle of a connect storm.
+        now = time.monotonic()
+        self.stamps.update(registry=now, users=now)
         self._housekeeping = loop.create_task(self._run_housekeeping(), context=contextvars.Context())
         layer = get_channel_layer()
         if layer is not None:
