@@ -7,12 +7,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "renum.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from realtime.auth import SessionAuthMiddleware  # noqa: E402
-from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.routing import ExactPathURLRouter, websocket_urlpatterns  # noqa: E402
 from realtime.runtime import tune_gc  # noqa: E402
 
 http_app = django_asgi_app
@@ -26,7 +26,7 @@ application = ProtocolTypeRouter(
         "http": http_app,
         # The session middleware lets same-origin pages (the admin's live pages) connect with
         # their cookie; token and ticket authentication happen in the consumer.
-        "websocket": SessionAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        "websocket": SessionAuthMiddleware(ExactPathURLRouter(websocket_urlpatterns)),
     }
 )
 
