@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     # Seconds between client pings; a connection silent for IDLE_FACTOR x this is closed.
@@ -53,12 +55,32 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+_values: dict[str, Any] = {}
+
+
 def setting(name: str) -> Any:
-    """Return ``settings.RENUM_REALTIME[name]``, or its default when the project does not set it."""
+    """Return ``settings.RENUM_REALTIME[name]``, or its default when the project does not set it.
+
+    Remembered until RENUM_REALTIME changes (tests, ``override_settings``): a connect reads a
+    dozen settings, and reading Django's settings object costs more than a dict lookup.
+    """
+    try:
+        return _values[name]
+    except KeyError:
+        pass
     overrides = getattr(settings, "RENUM_REALTIME", {})
     if name in overrides:
-        return overrides[name]
-    try:
-        return DEFAULTS[name]
-    except KeyError:
-        raise KeyError(f"unknown RENUM_REALTIME setting {name!r}") from None
+        value = overrides[name]
+    else:
+        try:
+            value = DEFAULTS[name]
+        except KeyError:
+            raise KeyError(f"unknown RENUM_REALTIME setting {name!r}") from None
+    _values[name] = value
+    return value
+
+
+@receiver(setting_changed)
+def _forget_values(*, setting: str, **kwargs: Any) -> None:
+    if setting == "RENUM_REALTIME":
+        _values.clear()
