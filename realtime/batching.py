@@ -22,8 +22,18 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class Failed:
+    """A result of ``run`` meaning that this item failed (the others of the batch did not)."""
+
+    __slots__ = ("exception",)
+
+    def __init__(self, exception: BaseException) -> None:
+        self.exception = exception
+
+
 class Batcher(Generic[T, R]):
-    """Runs ``run(items)`` for the items submitted together; ``run`` returns one result per item.
+    """Runs ``run(items)`` for the items submitted together; ``run`` returns one result per item
+    (a ``Failed`` for an item whose caller is to get an exception).
 
     Belongs to one event loop (its futures do); ``per_loop`` keeps one per loop.
     """
@@ -68,7 +78,11 @@ class Batcher(Generic[T, R]):
                         raise
                     continue
                 for future, result in zip(futures, results, strict=True):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(result, Failed):
+                        future.set_exception(result.exception)
+                    else:
                         future.set_result(result)
         finally:
             self._flushing = False

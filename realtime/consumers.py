@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,9 +26,11 @@ from redis.exceptions import RedisError
 
 from realtime import auth, limits, logs, metrics, registry, security, streams, users
 from realtime import redis as rt_redis
+from realtime.batching import Failed, PerLoop
 from realtime.channels import BROADCAST, call_check, policy_for, user_channel
 from realtime.commands import run_command
 from realtime.conf import setting
+from realtime.control import ControlPlane
 from realtime.hub import HOUSEKEEPING_JOBS, Hub, Outbox, audience_allows, get_hub
 from realtime.limits import TokenBucket
 from realtime.publish import apublish
@@ -167,15 +170,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         own = (user_channel(identity.user_id), BROADCAST)
         self.subscribed.update(own)  # listed in the registry entry from the start
         self.hub.register(self)  # deliveries are held until the welcome is out
-        await self.hub.join_many(self, own)
-        count, reads = await registry.add(self._registry_entry(), read_channels=own)
+        control = self.hub.control
+        start = _Start(self._registry_entry(), own, self.hub.join_soon(self, own),
+                       control if control is not None and control.join_soon(identity.user_id, self) else None)
+        try:
+            count, reads = await _starts.submit(start)
+        except BaseException:
+            self.identity = None
+            await self._end_session(identity)
+            raise
         if count > setting("MAX_CONNECTIONS_PER_USER"):
-            await self.hub.unregister(self)
-            await registry.remove(self.connection_id, identity.user_id)
+            self.identity = None
+            await self._end_session(identity)
             metrics.CONNECTS.labels("too_many").inc()
             await security.record("too_many_connections", ip=self.ip, user_id=identity.user_id)
             await self.close(code=4003, reason="too many connections for this user")
-            self.identity = None
             return
         metrics.CONNECTS.labels("ok").inc()
         metrics.CONNECTIONS.inc()
@@ -190,10 +199,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             "channels": {c: {"epoch": p.epoch, "offset": p.offset} for c, p in positions.items()},
         }))
         self._release({c: p.offset for c, p in positions.items()})
-        # Only control messages (server-side subscribe, disconnect) need the group: joined
-        # after the welcome, so it does not delay it.
-        if self.hub.control is not None:
-            await self.hub.control.join(identity.user_id, self)
+
+    async def _end_session(self, identity: auth.Identity) -> None:
+        """Leave the channels, the control routing and the registry that a session start joined."""
+        await self.hub.unregister(self)
+        try:
+            if self.hub.control is not None:
+                await self.hub.control.leave(identity.user_id, self)
+            await registry.remove(self.connection_id, identity.user_id)
+        except RedisError as exc:  # the registry entry expires by itself
+            logger.warning("cleanup of a connection failed: %s", exc)
 
     def _registry_entry(self) -> dict[str, Any]:
         client = self.scope.get("client") or ("", 0)
@@ -401,14 +416,59 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.identity is not None:
             self.identity, identity = None, self.identity
             metrics.CONNECTIONS.dec()
-            await self.hub.unregister(self)
-            try:
-                if self.hub.control is not None:
-                    await self.hub.control.leave(identity.user_id, self)
-                await registry.remove(self.connection_id, identity.user_id)
-            except RedisError as exc:  # the registry entry expires by itself
-                logger.warning("cleanup after disconnect failed: %s", exc)
+            await self._end_session(identity)
         raise StopConsumer()
+
+
+# ---------------------------------------------------------------------- session start
+
+
+@dataclass(slots=True)
+class _Start:
+    """What a socket's session start writes to Redis, once its subscriptions are confirmed."""
+
+    entry: dict[str, Any]  # its registry entry
+    channels: tuple[str, ...]  # whose positions its welcome names
+    confirmations: list[asyncio.Future]  # of the SUBSCRIBE of those channels, where pending
+    control: ControlPlane | None  # the process's, when the user's group must now hold it
+
+
+async def _start_sessions(starts: list[_Start]) -> list[Any]:
+    """The registry entries, welcome positions and control memberships of the sockets starting
+    together: one wait for their subscriptions, then one script call and one membership write
+    (a socket of its own would wait three times, each a future and a wake-up)."""
+    pending = {f for start in starts for f in start.confirmations if not f.done()}
+    if pending:
+        await asyncio.wait(pending)  # each is settled by Redis or the SUBSCRIBE timer
+    results: list[Any] = [None] * len(starts)
+    ready = []
+    for index, start in enumerate(starts):
+        failures = [_failure(f) for f in start.confirmations if _failure(f) is not None]
+        if failures:
+            results[index] = Failed(failures[0])
+        else:
+            ready.append(index)
+    if ready:
+        joins: dict[ControlPlane, list[str]] = {}
+        for index in ready:
+            if starts[index].control is not None:
+                joins.setdefault(starts[index].control, []).append(starts[index].entry["user_id"])
+        added, *_ = await asyncio.gather(
+            registry.add_many([(starts[i].entry, starts[i].channels) for i in ready]),
+            *(control.write_joins(user_ids) for control, user_ids in joins.items()),
+        )
+        for index, result in zip(ready, added, strict=True):
+            results[index] = result
+    return results
+
+
+def _failure(confirmation: asyncio.Future) -> BaseException | None:
+    if confirmation.cancelled():
+        return ConnectionError("the subscription was given up")
+    return confirmation.exception()
+
+
+_starts: PerLoop[_Start, Any] = PerLoop(_start_sessions, max_batch=500)
 
 
 # ---------------------------------------------------------------------- housekeeping

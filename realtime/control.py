@@ -62,11 +62,20 @@ class ControlPlane:
 
     async def join(self, user_id: str, conn: Controlled) -> None:
         """Route the user's control messages to ``conn`` too; returns once the group holds this process."""
+        if self.join_soon(user_id, conn):
+            await self._writes.submit(user_id)
+
+    def join_soon(self, user_id: str, conn: Controlled) -> bool:
+        """Route the user's control messages to ``conn`` too, locally; True when the group does
+        not hold this process yet: the caller then writes it, with ``write_joins``."""
         conns = self.users.setdefault(user_id, {})
         first = not conns
         conns[conn] = None
-        if first:
-            await self._writes.submit(user_id)
+        return first
+
+    async def write_joins(self, user_ids: list[str]) -> None:
+        """Write the memberships ``join_soon`` asked for (batched by the caller, with other writes)."""
+        await self._write_memberships(user_ids)
 
     async def leave(self, user_id: str, conn: Controlled) -> None:
         """Stop routing to ``conn``; the process leaves the group with the user's last socket."""
@@ -82,12 +91,17 @@ class ControlPlane:
         # The state at write time wins: a user who left and came back (or the reverse) while
         # an earlier write was in flight gets the membership they have now.
         wanted = dict.fromkeys(user_ids)
+        gone = [u for u in wanted if u not in self.users]
         adds = [control_group(u) for u in wanted if u in self.users]
-        discards = [control_group(u) for u in wanted if u not in self.users]
         if adds:
             await _group_add_many(self.layer, adds, self.channel_name)
-        if discards:
-            await _group_discard_many(self.layer, discards, self.channel_name)
+        if gone:
+            await _group_discard_many(self.layer, [control_group(u) for u in gone], self.channel_name)
+            # A user who came back while the discard was on its way may have had the new
+            # membership written (``write_joins``) before the discard landed: write it again.
+            back = [control_group(u) for u in gone if u in self.users]
+            if back:
+                await _group_add_many(self.layer, back, self.channel_name)
         return [None] * len(user_ids)
 
     async def refresh(self) -> None:

@@ -249,9 +249,21 @@ class Hub:
 
     async def join_many(self, conn: Subscriber, channels: tuple[str, ...] | list[str]) -> None:
         """Subscribe a connection to several channels; one SUBSCRIBE for those new to the process."""
+        pending = self.join_soon(conn, channels)
+        try:
+            # shield: a socket giving up must not cancel a confirmation others wait for. The
+            # wait is bounded by the batch's own timer (``_flush_subscribes``).
+            for confirmation in pending:
+                await asyncio.shield(confirmation)
+        except BaseException:
+            self.drop(conn, channels)
+            raise
+
+    def join_soon(self, conn: Subscriber, channels: tuple[str, ...] | list[str]) -> list[asyncio.Future]:
+        """Add a connection to channels now; returns the confirmations it must wait for before
+        reading their positions: Redis's, of the SUBSCRIBE of channels new to the process."""
         new: list[str] = []
         pending: list[asyncio.Future] = []
-        loop = asyncio.get_running_loop()
         for channel in channels:
             subs = self.channels.get(channel)
             if subs is not None:
@@ -261,26 +273,20 @@ class Hub:
                     pending.append(confirmation)
                 continue
             self.channels[channel] = {conn: None}
-            self._confirmations[channel] = confirmation = loop.create_future()
+            self._confirmations[channel] = confirmation = asyncio.get_running_loop().create_future()
             pending.append(confirmation)
             new.append(channel)
-        try:
-            if new:
-                self._queue_subscribe(new)
-            # shield: a socket giving up must not cancel a confirmation others wait for. The
-            # wait is bounded by the batch's own timer (``_flush_subscribes``).
-            for confirmation in pending:
-                await asyncio.shield(confirmation)
-        except BaseException:
-            for channel in channels:
-                subs = self.channels.get(channel, {})
-                subs.pop(conn, None)
-                if not subs:
-                    self.channels.pop(channel, None)
-            raise
-        finally:
-            for channel in new:
-                self._confirmations.pop(channel, None)
+        if new:
+            self._queue_subscribe(new)
+        return pending
+
+    def drop(self, conn: Subscriber, channels: tuple[str, ...] | list[str]) -> None:
+        """Undo ``join_soon`` for a connection whose join failed (the process stays subscribed)."""
+        for channel in channels:
+            subs = self.channels.get(channel, {})
+            subs.pop(conn, None)
+            if not subs:
+                self.channels.pop(channel, None)
 
     def _queue_subscribe(self, channels: list[str]) -> None:
         # Sockets connecting in the same moment share one SUBSCRIBE command: a connect storm
@@ -292,14 +298,23 @@ class Hub:
     async def _flush_subscribes(self) -> None:
         channels, self._subscribe_queue = self._subscribe_queue, []
         waiting = [(channel, self._confirmations.get(channel)) for channel in channels]
-        asyncio.get_running_loop().call_later(SUBSCRIBE_TIMEOUT_S, _expire_confirmations, waiting)
+        asyncio.get_running_loop().call_later(SUBSCRIBE_TIMEOUT_S, self._expire_confirmations, waiting)
         try:
             await self._pubsub.subscribe(*(self._prefix + channel for channel in channels))
         except Exception as exc:  # the joins waiting on these confirmations fail with it
-            for channel in channels:
-                confirmation = self._confirmations.get(channel)
-                if confirmation is not None and not confirmation.done():
-                    confirmation.set_exception(exc)
+            self._settle([(channel, self._confirmations.get(channel)) for channel in channels], exc)
+
+    def _expire_confirmations(self, waiting: list[tuple[str, asyncio.Future | None]]) -> None:
+        """Fail the joins still waiting for a SUBSCRIBE sent ``SUBSCRIBE_TIMEOUT_S`` ago."""
+        self._settle(waiting, None)
+
+    def _settle(self, waiting: list[tuple[str, asyncio.Future | None]], exc: BaseException | None) -> None:
+        for channel, confirmation in waiting:
+            if confirmation is None or confirmation.done():
+                continue
+            if self._confirmations.get(channel) is confirmation:
+                del self._confirmations[channel]
+            confirmation.set_exception(exc or TimeoutError(f"Redis did not confirm the subscription to {channel}"))
 
     async def leave(self, conn: Subscriber, channel: str) -> None:
         """Unsubscribe a connection; the process unsubscribes from Redis when none is left."""
@@ -373,9 +388,10 @@ class Hub:
                 except Exception:  # one bad record must not stop the process's fan-out
                     logger.exception("dispatch failed on channel %s", channel)
             elif kind == "subscribe":
-                confirmation = self._confirmations.get(channel)
-                if confirmation is not None and not confirmation.done():
-                    confirmation.set_result(None)
+                confirmation = self._confirmations.pop(channel, None)
+                if confirmation is not None:
+                    if not confirmation.done():
+                        confirmation.set_result(None)
                 elif channel in self.positions:
                     # redis-py re-subscribed after a reconnect (its own retry or ours): fill
                     # the gap from history now that live messages flow again.
@@ -428,13 +444,6 @@ class Hub:
                     logger.warning("housekeeping job %s: Redis unavailable (%s)", job.__name__, exc)
                 except Exception:
                     logger.exception("housekeeping job %s failed", getattr(job, "__name__", job))
-
-
-def _expire_confirmations(waiting: list[tuple[str, asyncio.Future | None]]) -> None:
-    """Fail the joins still waiting for a SUBSCRIBE sent ``SUBSCRIBE_TIMEOUT_S`` ago."""
-    for channel, confirmation in waiting:
-        if confirmation is not None and not confirmation.done():
-            confirmation.set_exception(TimeoutError(f"Redis did not confirm the subscription to {channel}"))
 
 
 def _log_if_crashed(task: asyncio.Task) -> None:

@@ -18,7 +18,6 @@ import orjson
 
 from realtime import redis as rt_redis
 from realtime import streams
-from realtime.batching import PerLoop
 from realtime.conf import setting
 
 PROCESS_ID = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -41,15 +40,6 @@ def proc_key(process_id: str = PROCESS_ID) -> str:
 def user_key(user_id: str) -> str:
     """Sorted set of a user's connection ids scored by expiry time."""
     return _k("uconn", user_id)
-
-
-async def add(entry: dict[str, Any], *, read_channels: tuple[str, ...] = ()) -> tuple[int, list]:
-    """Record a new connection; returns how many live connections its user now has, and the
-    positions of ``read_channels`` (read in the same round trip, for the welcome).
-
-    Connections added at the same moment share one pipeline (``realtime.batching``).
-    """
-    return await _adds.submit((entry, read_channels))
 
 
 # Adds a batch of connections and reads the positions of the channels their welcomes name.
@@ -84,7 +74,12 @@ return {counts, positions}
 """
 
 
-async def _add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]]) -> list[tuple[int, list]]:
+async def add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]]) -> list[tuple[int, list]]:
+    """Record new connections, each with the channels whose positions its welcome names; returns,
+    per connection, how many live connections its user now has and those positions.
+
+    One script call for the batch (the sockets starting together, ``realtime.consumers``).
+    """
     register = rt_redis.async_script(REGISTER_LUA)
     # Each channel is read once per batch: in a storm every socket asks for ``broadcast``.
     channels = list(dict.fromkeys(channel for _, read_channels in items for channel in read_channels))
@@ -102,9 +97,6 @@ async def _add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]]) -> list
             for channel, (epoch, offset) in zip(channels, positions, strict=True)}
     return [(int(count), [read[c] for c in read_channels])
             for count, (_, read_channels) in zip(counts, items, strict=True)]
-
-
-_adds: PerLoop[tuple[dict[str, Any], tuple[str, ...]], tuple[int, list]] = PerLoop(_add_many, max_batch=500)
 
 
 async def remove(connection_id: str, user_id: str) -> None:

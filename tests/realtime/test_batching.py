@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from realtime.batching import Batcher
+from realtime.batching import Batcher, Failed
 
 
 async def test_calls_made_while_a_batch_runs_share_the_next_call():
@@ -58,3 +58,15 @@ async def test_a_run_returning_the_wrong_number_of_results_is_an_error_not_a_han
 
     with pytest.raises(ValueError):
         await asyncio.wait_for(Batcher(run).submit(1), timeout=2)
+
+
+async def test_an_item_can_fail_alone():
+    async def run(items: list[int]) -> list:
+        return [Failed(LookupError(f"no {n}")) if n % 2 else n for n in items]
+
+    batcher = Batcher(run)
+    outcomes = await asyncio.gather(*(batcher.submit(n) for n in range(4)), return_exceptions=True)
+
+    assert outcomes[0::2] == [0, 2]
+    assert [str(o) for o in outcomes[1::2]] == ["no 1", "no 3"]
+    assert all(isinstance(o, LookupError) for o in outcomes[1::2])

@@ -422,3 +422,68 @@ async def test_control_memberships_are_written_again_after_redis_comes_back_empt
     assert [m["channel"] for m in socket_.received] == ["team:1", "team:2"]
     plane._receiver.cancel()
     await layer.flush()
+
+
+async def test_a_user_back_while_the_discard_was_on_its_way_keeps_the_group_membership():
+    from channels.layers import get_channel_layer
+
+    from realtime.control import ControlPlane, control_group
+
+    layer = get_channel_layer()
+    plane = ControlPlane(layer, {})
+    await plane.start()
+    first, second = ControlledSocket("c1"), ControlledSocket("c2")
+    await plane.join("7", first)
+    discard = layer.group_discard_many
+
+    async def discard_landing_after_the_rejoin(groups, channel):
+        # the user's last socket left; a new one arrives and its membership is written
+        # before the discard reaches Redis
+        assert plane.join_soon("7", second)
+        await plane.write_joins(["7"])
+        await discard(groups, channel)
+
+    layer.group_discard_many = discard_landing_after_the_rejoin
+    try:
+        await plane.leave("7", first)
+    finally:
+        del layer.group_discard_many
+    members = await layer.connection(0).zrange(layer._group_key(control_group("7")), 0, -1)
+    await layer.group_send(control_group("7"), {"type": "rt.subscribe", "channel": "team:1", "user_id": "7"})
+    await wait_until(lambda: len(second.received) == 1, 5, "the control message for the returning socket")
+    plane._receiver.cancel()
+
+    assert [m.decode() for m in members] == [plane.channel_name]
+    assert first.received == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_connect_whose_subscription_redis_never_confirms_fails_and_leaves_nothing(connect, user, monkeypatch):
+    from realtime import hub as hub_module
+    from realtime import registry
+    from realtime.hub import get_hub
+
+    _, warm, _ = await connect(user)  # the hub is up and subscribed to broadcast
+    hub = await get_hub()
+    monkeypatch.setattr(hub_module, "SUBSCRIBE_TIMEOUT_S", 0.3)
+
+    async def lost(*channels):  # the command never reaches Redis: no confirmation comes
+        return None
+
+    monkeypatch.setattr(hub._pubsub, "subscribe", lost)
+    other = await sync_to_async(get_user_model().objects.create_user)(username="unconfirmed", password="x")
+
+    from channels.testing import WebsocketCommunicator
+
+    from renum.asgi import application
+
+    communicator = WebsocketCommunicator(application, "/ws/",
+                                         subprotocols=["renum.v1", "bearer." + access_token_for(other)])
+    with pytest.raises(TimeoutError, match="did not confirm the subscription to user:"):
+        await communicator.connect(timeout=5)
+        await communicator.receive_output(5)  # the welcome that never comes
+
+    assert f"user:{other.pk}" not in hub.channels
+    assert str(other.pk) not in hub.control.users
+    assert registry.user_connection_count(str(other.pk)) == 0
+    assert [c.identity.user_id for c in hub.connections.values()] == [str(user.pk)]
