@@ -39,6 +39,7 @@ class Result:
     cpu_s: float = 0.0
     load_before: float = 0.0
     note: str = ""
+    runs: list[Result] = field(default_factory=list)  # every run of this server, with --repeat
 
     @property
     def lost(self) -> int:
@@ -78,6 +79,18 @@ class Result:
         return self.rate_target > 0
 
 
+def headline(result: Result) -> float:
+    """The figure a run is ranked by: CPU per delivery when the scenario publishes, else connect time."""
+    return result.cpu_per_delivery_us if result.publishes else result.connect_s
+
+
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median headline figure (the lower middle one of an even count), holding all runs."""
+    chosen = sorted(runs, key=headline)[(len(runs) - 1) // 2]
+    chosen.runs = list(runs)
+    return chosen
+
+
 def _ms(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
@@ -115,6 +128,16 @@ def rows(results: list[Result]) -> list[tuple[str, list[str]]]:
             ("connections dropped", [str(r.dropped_connections) + (f" {r.close_codes}" if r.close_codes else "")
                                      for r in results]),
         ]
+    if any(len(r.runs) > 1 for r in results):
+        out += [
+            ("runs, in order (the median run is shown): connect time",
+             [" / ".join(f"{run.connect_s:.2f}" for run in r.runs) + " s" for r in results]),
+            ("runs: server CPU per connect",
+             [" / ".join(f"{run.cpu_per_connect_us:.0f}" for run in r.runs) + " us" for r in results]),
+        ]
+        if any(r.publishes for r in results):
+            out.append(("runs: server CPU per delivery",
+                        [" / ".join(f"{run.cpu_per_delivery_us:.1f}" for run in r.runs) + " us" for r in results]))
     out.append(("load average before", [f"{r.load_before:.2f}" for r in results]))
     return out
 

@@ -25,7 +25,7 @@ from typing import Any
 from loadtest import procstat
 from loadtest.clients import C_CONNECTED, C_DELIVERED, C_DROPPED, C_ERRORS, WorkerPool
 from loadtest.provision import ensure_database, mint_tokens, provision_users
-from loadtest.report import Result
+from loadtest.report import Result, median_run
 from loadtest.scenarios import SCENARIOS, Scenario
 from loadtest.servers import ROOT, ServerProcess, ServerSpec, server_env
 
@@ -64,6 +64,7 @@ class LoadConfig:
     base_env: dict[str, str] | None = None
     ours_settings: str = "renum.settings"
     ours_app: str = "renum.asgi:application"
+    repeat: int = 1
 
     def resolved(self) -> tuple[Scenario, int, float, float]:
         """The scenario and its effective clients, rate and duration."""
@@ -373,6 +374,8 @@ def _forget_layer_keys(redis_url: str, prefix: str) -> None:
 def run(config: LoadConfig) -> list[Result]:
     """Run a scenario against every requested server; returns one Result per server."""
     scenario, clients, rate, duration = config.resolved()
+    if config.repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, not {config.repeat}")
     specs = [ServerSpec.parse(name, config.server_cmd, config.ws) for name in config.servers]
     skipped = [s.label for s in specs if s.kind not in scenario.servers]
     specs = [s for s in specs if s.kind in scenario.servers]
@@ -388,11 +391,16 @@ def run(config: LoadConfig) -> list[Result]:
     progress = Progress(pool, clients, config.progress)
     if skipped:
         progress.say(f"{scenario.name} runs on {', '.join(scenario.servers)} only; skipped {', '.join(skipped)}")
-    results = []
+    runs: list[list[Result]] = [[] for _ in specs]
     try:
-        for spec in specs:
-            results.append(run_server(config, spec, pool, progress, tokens[0]))
+        # Repeats go round the servers in turn, so that a slow spell of the machine falls on
+        # all of them rather than on one.
+        for turn in range(config.repeat):
+            for index, spec in enumerate(specs):
+                if config.repeat > 1:
+                    progress.say(f"run {turn + 1} of {config.repeat}: {spec.label}")
+                runs[index].append(run_server(config, spec, pool, progress, tokens[0]))
     finally:
         progress.stop()
         pool.close()
-    return results
+    return [median_run(server_runs) for server_runs in runs]

@@ -51,6 +51,8 @@ class Command(BaseCommand):
                             help="DJANGO_SETTINGS_MODULE of `ours` (A/B runs of a settings change)")
         parser.add_argument("--ours-app", default="renum.asgi:application",
                             help="ASGI application of `ours` (A/B runs of a code change)")
+        parser.add_argument("--repeat", type=int, default=1,
+                            help="runs per server, taken in turn; the table shows each server's median run")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **o) -> None:
@@ -62,7 +64,7 @@ class Command(BaseCommand):
             connect_concurrency=o["connect_concurrency"], database_url=o["database_url"],
             redis_url=o["redis_url"], publisher_threads=o["publisher_threads"], drain_timeout=o["drain_timeout"],
             compression=o["compression"], profile_dir=o["profile"], progress=not o["no_progress"],
-            ours_settings=o["ours_settings"], ours_app=o["ours_app"],
+            ours_settings=o["ours_settings"], ours_app=o["ours_app"], repeat=o["repeat"],
         )
         scenario, clients, rate, duration = config.resolved()
         # SIGTERM unwinds like Ctrl-C, so the servers and workers this run started are stopped.
