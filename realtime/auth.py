@@ -10,7 +10,7 @@ import binascii
 import functools
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import import_module
 from typing import Any
@@ -51,11 +51,10 @@ class Identity:
     user: Any
     expires_at: datetime | None
     method: str
+    user_id: str = field(init=False)  # the user's id as the protocol spells it (a string)
 
-    @property
-    def user_id(self) -> str:
-        """The user's id as the protocol spells it (a string)."""
-        return str(self.user.pk)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_id", str(self.user.pk))
 
 
 def header(scope: dict, name: bytes) -> str | None:

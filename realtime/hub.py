@@ -168,6 +168,7 @@ class Subscriber(Protocol):
     user_key: bytes
     held: list | None  # frames held while a welcome or recovery is sent; None: deliver at once
     outbox: Outbox
+    subscribed: set[str]  # every channel it joined (or is joining) through the hub
 
     def deliver(self, channel: str, offset: int, text: str, key: bytes, message: dict) -> None: ...
     def close_soon(self, code: int, reason: str) -> None: ...
@@ -238,10 +239,12 @@ class Hub:
         self.connections[conn.connection_id] = conn
 
     async def unregister(self, conn: Subscriber) -> None:
-        """Forget a connection and leave all its channels."""
+        """Forget a connection and leave all its channels (those it lists: a scan of every
+        channel per socket would make a mass disconnect quadratic)."""
         self.connections.pop(conn.connection_id, None)
-        for channel in [c for c, subs in self.channels.items() if conn in subs]:
-            await self.leave(conn, channel)
+        for channel in list(conn.subscribed):
+            if conn in self.channels.get(channel, ()):
+                await self.leave(conn, channel)
 
     async def join(self, conn: Subscriber, channel: str) -> None:
         """Subscribe a connection; returns once Redis confirmed the process's subscription."""

@@ -118,3 +118,23 @@ async def test_outbox_coalesces_latest_state_messages_but_never_others():
 ])
 def test_audience_rules(audience, user, allowed):
     assert audience_allows(audience, user) is allowed
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_closed_socket_leaves_its_channels_and_only_its_own(connect, make_user):
+    from realtime.hub import get_hub
+
+    first_user = await sync_to_async(make_user)()
+    second_user = await sync_to_async(make_user)()
+    _, first, _ = await connect(first_user)
+    _, second, _ = await connect(second_user)
+    hub = await get_hub()
+    [first_conn] = [c for c in hub.connections.values() if c.identity.user_id == str(first_user.pk)]
+
+    await first.close()  # returns once the consumer is done
+
+    assert first_conn.connection_id not in hub.connections
+    assert f"user:{first_user.pk}" not in hub.channels
+    assert first_conn not in hub.channels["broadcast"]
+    assert len(hub.channels["broadcast"]) == 1
+    assert f"user:{second_user.pk}" in hub.channels
