@@ -35,6 +35,7 @@ class ServerSpec:
     kind: str  # ours | bare | textbook
     runner: str  # uvicorn | daphne | websockets
     ws: str = ""  # uvicorn's --ws implementation
+    app: str = ""  # ours only: another ASGI app (``module:attribute``), for A/B runs in one table
 
     @property
     def label(self) -> str:
@@ -42,12 +43,21 @@ class ServerSpec:
         if self.kind == "bare":
             return "bare (CPython GC defaults)" if self.ws == DEFAULT_GC else "bare"
         detail = self.runner if self.runner == "daphne" else f"{self.runner} {self.ws}"
-        return f"{self.kind} ({detail})"
+        return f"{self.kind} ({detail})" + (f" [{self.app}]" if self.app else "")
 
     @classmethod
     def parse(cls, name: str, server_cmd: str = "uvicorn", ws: str = "websockets-sansio") -> ServerSpec:
-        """Parse a ``--servers`` item; ``ours`` alone follows ``--server-cmd`` and ``--ws``."""
-        kind, _, variant = name.strip().partition(":")
+        """Parse a ``--servers`` item; ``ours`` alone follows ``--server-cmd`` and ``--ws``;
+        ``ours...@module:attribute`` serves another ASGI app (an A/B variant)."""
+        name, _, app = name.strip().partition("@")
+        if app and (not name.startswith("ours") or ":" not in app):
+            raise ValueError(f"@{app}: only ours takes another app, given as module:attribute")
+        spec = cls._parse(name, server_cmd, ws)
+        return cls(spec.kind, spec.runner, spec.ws, app) if app else spec
+
+    @classmethod
+    def _parse(cls, name: str, server_cmd: str, ws: str) -> ServerSpec:
+        kind, _, variant = name.partition(":")
         if kind == "bare":
             if variant not in ("", DEFAULT_GC):
                 raise ValueError(f"unknown variant {variant!r} of bare: only {DEFAULT_GC}")
@@ -104,7 +114,7 @@ class ServerProcess:
         if spec.kind == "bare":
             return [sys.executable, "-m", "loadtest.reference_bare", "--host", LOOPBACK, "--port", port,
                     "--backlog", str(BACKLOG), "--prefix", self.env.get("LOADTEST_LAYER_PREFIX", "lt") + ":bare:"]
-        app = self.ours_app if spec.kind == "ours" else "loadtest.reference_textbook:application"
+        app = (spec.app or self.ours_app) if spec.kind == "ours" else "loadtest.reference_textbook:application"
         if spec.runner == "daphne":
             return [sys.executable, "-m", "daphne", "-v", "0",
                     "-e", f"tcp:port={port}:interface={LOOPBACK}:backlog={BACKLOG}", app]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from loadtest.servers import ServerSpec, server_env
@@ -26,4 +28,22 @@ def test_each_server_gets_its_label_and_collector_settings(name, label, gc):
 @pytest.mark.parametrize("name", ["bare:fast", "ours:gunicorn", "nginx"])
 def test_unknown_servers_are_refused_with_the_choices(name):
     with pytest.raises(ValueError, match="unknown"):
+        ServerSpec.parse(name)
+
+
+def test_ours_can_serve_another_app_for_an_ab_run():
+    from loadtest.servers import ServerProcess
+
+    spec = ServerSpec.parse("ours@var.exp.variant:application")
+    process = ServerProcess(spec, {}, Path("/nonexistent"))
+
+    assert (spec.kind, spec.runner, spec.ws) == ("ours", "uvicorn", "websockets-sansio")
+    assert spec.label == "ours (uvicorn websockets-sansio) [var.exp.variant:application]"
+    assert "var.exp.variant:application" in process.command()
+    assert ServerSpec.parse("ours:daphne@m:app").app == "m:app"
+
+
+@pytest.mark.parametrize("name", ["bare@m:app", "textbook@m:app", "ours@module-without-attribute"])
+def test_only_ours_takes_another_app(name):
+    with pytest.raises(ValueError, match="only ours takes another app"):
         ServerSpec.parse(name)
