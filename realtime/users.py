@@ -115,6 +115,7 @@ class _LoopConnection:
             if self.connection is None or self.connection.closed:
                 options = self.wrapper.get_connection_params()
                 options.pop("cursor_factory", None)  # Django's is a sync cursor
+                options.setdefault("connect_timeout", 5)  # an unanswering database fails connects
                 self.connection = await psycopg.AsyncConnection.connect(autocommit=True, **options)
             try:
                 cursor = await self.connection.execute(statement, params)
