@@ -394,9 +394,11 @@ def run(config: LoadConfig) -> list[Result]:
     runs: list[list[Result]] = [[] for _ in specs]
     try:
         # Repeats go round the servers in turn, so that a slow spell of the machine falls on
-        # all of them rather than on one.
+        # all of them rather than on one, starting one server later each turn, so that no
+        # server always follows the same one (a run right after a long one is slower).
         for turn in range(config.repeat):
-            for index, spec in enumerate(specs):
+            for index in [(turn + i) % len(specs) for i in range(len(specs))]:
+                spec = specs[index]
                 if config.repeat > 1:
                     progress.say(f"run {turn + 1} of {config.repeat}: {spec.label}")
                 runs[index].append(run_server(config, spec, pool, progress, tokens[0]))

@@ -77,6 +77,18 @@ class ControlPlane:
         """Write the memberships ``join_soon`` asked for (batched by the caller, with other writes)."""
         await self._write_memberships(user_ids)
 
+    def joins_for_script(self, user_ids: list[str], redis_url: str) -> tuple[list[bytes], str, int] | None:
+        """What a script on the Redis at ``redis_url`` needs to write the memberships ``join_soon``
+        asked for, as (group keys, member, expiry); None when the layer's groups live elsewhere
+        (then ``write_joins``). Users who left meanwhile are skipped."""
+        keys_in = getattr(self.layer, "group_keys_in", None)
+        if keys_in is None:
+            return None
+        keys = keys_in(redis_url, [control_group(u) for u in dict.fromkeys(user_ids) if u in self.users])
+        if keys is None:
+            return None
+        return keys, self.channel_name, self.layer.group_expiry
+
     async def leave(self, user_id: str, conn: Controlled) -> None:
         """Stop routing to ``conn``; the process leaves the group with the user's last socket."""
         conns = self.users.get(user_id)

@@ -43,6 +43,14 @@ class RealtimeRedisChannelLayer(RedisChannelLayer):
         """``group_discard(group, channel)`` for every group: one script call per shard."""
         await self._run(_GROUP_DISCARD_LUA, groups, channel)
 
+    def group_keys_in(self, redis_url: str, groups: Iterable[str]) -> list[bytes] | None:
+        """The Redis keys of ``groups``, when this layer keeps them all in the Redis at
+        ``redis_url`` (one host, that URL): another script there can then write them as
+        ``group_add`` does (ZADD now channel, EXPIRE group_expiry). None otherwise."""
+        if len(self.hosts) != 1 or self.hosts[0].get("address") != redis_url:
+            return None
+        return [self._group_key(group) for group in groups]
+
     async def _run(self, script: str, groups: Iterable[str], channel: str, *args: object) -> None:
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         by_shard: dict[int, list[bytes]] = {}

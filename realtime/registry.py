@@ -43,21 +43,25 @@ def user_key(user_id: str) -> str:
 
 
 # Adds a batch of connections and reads the positions of the channels their welcomes name.
-# KEYS = process hash, process set, each entry's user set, then (meta, history) per channel;
-# ARGV = ttl, now, process id, entries, META_TTL_S, (connection id, JSON) per entry, then a
-# new epoch per channel. Returns {each user's live connection count, counted right after
-# adding that entry; {epoch, offset} per channel}. One command per batch instead of four per
-# connection and one per channel: the keys of many users in one script need a single Redis
-# node (or Redis Cluster hash tags), as documented in docs/operations.md.
+# KEYS = process hash, process set, each entry's user set, (meta, history) per channel, then
+# the channel-layer group keys to join; ARGV = ttl, now, process id, entries, META_TTL_S,
+# channels, groups, group member, group expiry, (connection id, JSON) per entry, then a new
+# epoch per channel. Each group gets what channels_redis's group_add writes (ZADD now member,
+# EXPIRE). Returns {each user's live connection count, counted right after adding that entry;
+# {epoch, offset} per channel}. One command per batch instead of four per connection and one
+# per channel: the keys of many users in one script need a single Redis node (or Redis
+# Cluster hash tags), as documented in docs/operations.md.
 REGISTER_LUA = streams.POSITION_LUA + """
 local ttl = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 local entries = tonumber(ARGV[4])
+local channels = tonumber(ARGV[6])
+local groups = tonumber(ARGV[7])
 local expires = now + ttl
 local counts = {}
 for j = 1, entries do
-  local connection_id, user_key = ARGV[4 + 2 * j], KEYS[2 + j]
-  redis.call('HSET', KEYS[1], connection_id, ARGV[5 + 2 * j])
+  local connection_id, user_key = ARGV[8 + 2 * j], KEYS[2 + j]
+  redis.call('HSET', KEYS[1], connection_id, ARGV[9 + 2 * j])
   redis.call('ZADD', user_key, expires, connection_id)
   redis.call('EXPIRE', user_key, ttl)
   counts[j] = redis.call('ZCOUNT', user_key, now, '+inf')
@@ -65,32 +69,42 @@ end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], expires, ARGV[3])
 local positions = {}
-for c = 1, (#KEYS - 2 - entries) / 2 do
+for c = 1, channels do
   local meta = 3 + entries + 2 * (c - 1)
-  local epoch, offset = position(KEYS[meta], KEYS[meta + 1], ARGV[5 + 2 * entries + c], ARGV[5])
+  local epoch, offset = position(KEYS[meta], KEYS[meta + 1], ARGV[9 + 2 * entries + c], ARGV[5])
   positions[c] = {epoch, offset}
+end
+for g = 1, groups do
+  local group = KEYS[2 + entries + 2 * channels + g]
+  redis.call('ZADD', group, ARGV[2], ARGV[8])
+  redis.call('EXPIRE', group, ARGV[9])
 end
 return {counts, positions}
 """
 
 
-async def add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]]) -> list[tuple[int, list]]:
+async def add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]],
+                   groups: tuple[list[bytes], str, int] | None = None) -> list[tuple[int, list]]:
     """Record new connections, each with the channels whose positions its welcome names; returns,
     per connection, how many live connections its user now has and those positions.
 
-    One script call for the batch (the sockets starting together, ``realtime.consumers``).
+    One script call for the batch (the sockets starting together, ``realtime.consumers``),
+    which also joins ``groups`` = (channel-layer group keys, member, expiry) when given.
     """
     register = rt_redis.async_script(REGISTER_LUA)
     # Each channel is read once per batch: in a storm every socket asks for ``broadcast``.
     channels = list(dict.fromkeys(channel for _, read_channels in items for channel in read_channels))
-    keys = [proc_key(), procs_key()]
-    args: list[Any] = [setting("REGISTRY_TTL_S"), repr(time.time()), PROCESS_ID, len(items), setting("META_TTL_S")]
+    group_keys, member, expiry = groups or ([], "", 0)
+    keys: list[Any] = [proc_key(), procs_key()]
+    args: list[Any] = [setting("REGISTRY_TTL_S"), repr(time.time()), PROCESS_ID, len(items), setting("META_TTL_S"),
+                       len(channels), len(group_keys), member, expiry]
     for entry, _ in items:
         keys.append(user_key(entry["user_id"]))
         args += (entry["connection_id"], orjson.dumps(entry))
     for channel in channels:
         keys += (streams.meta_key(channel), streams.history_key(channel))
         args.append(streams.new_epoch())
+    keys += group_keys
     # A Script call: EVALSHA, loading the script when Redis lost it (a restart).
     counts, positions = await register(keys=keys, args=args)
     read = {channel: streams.ReadResult(epoch.decode(), int(offset), [])

@@ -293,6 +293,43 @@ async def test_control_group_holds_the_process_while_any_socket_of_the_user_is_c
     assert members_with_none == []
 
 
+async def test_the_control_membership_is_written_as_group_add_writes_it(connect, user):
+    from channels.layers import get_channel_layer
+
+    from realtime.control import control_group
+    from realtime.hub import get_hub
+
+    layer = get_channel_layer()
+    await connect(user)  # its membership is written by the registry's script
+    channel_name = (await get_hub()).control.channel_name
+    await layer.group_add("reference", channel_name)  # channels_redis's own write
+    redis = layer.connection(0)
+    key, reference = layer._group_key(control_group(user.pk)), layer._group_key("reference")
+
+    [(member, score)] = await redis.zrange(key, 0, -1, withscores=True)
+    [(reference_member, reference_score)] = await redis.zrange(reference, 0, -1, withscores=True)
+
+    assert member == reference_member == channel_name.encode()
+    assert abs(score - reference_score) < 5
+    assert abs(await redis.ttl(key) - await redis.ttl(reference)) <= 1
+
+
+def test_only_groups_in_the_realtime_redis_are_written_by_its_scripts(settings):
+    from realtime.control import ControlPlane
+    from realtime.layers import RealtimeRedisChannelLayer
+
+    elsewhere = ControlPlane(RealtimeRedisChannelLayer(hosts=[{"address": "redis://elsewhere:6379/0"}]), {})
+    same_layer = RealtimeRedisChannelLayer(hosts=[{"address": settings.REDIS_URL}], prefix="t")
+    same = ControlPlane(same_layer, {})
+    for plane in (elsewhere, same):
+        plane.channel_name = "rtcontrol.x!y"
+        plane.join_soon("7", object())
+
+    assert elsewhere.joins_for_script(["7"], settings.REDIS_URL) is None
+    assert same.joins_for_script(["7", "8", "7"], settings.REDIS_URL) == (
+        [same_layer._group_key("rt.user.7")], "rtcontrol.x!y", same_layer.group_expiry)
+
+
 async def test_resubscribe_with_since_replays_missed_messages(connect, user):
     _, sock, _ = await connect(user)
     position = sock.welcome["payload"]["channels"]["broadcast"]
