@@ -57,6 +57,9 @@ _CONNECTION_ID_PREFIX = uuid.uuid4().hex[:16]
 _connection_numbers = itertools.count(1)
 
 
+_CONNECTS_OK = metrics.CONNECTS.labels("ok")
+
+
 def _new_connection_id() -> str:
     """A connection id unique across processes: a random per-process prefix and a counter
     (``uuid4`` per socket costs a system call on every connect)."""
@@ -187,7 +190,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await security.record("too_many_connections", ip=self.ip, user_id=identity.user_id)
             await self.close(code=4003, reason="too many connections for this user")
             return
-        metrics.CONNECTS.labels("ok").inc()
+        _CONNECTS_OK.inc()
         metrics.CONNECTIONS.inc()
         positions = dict(zip(own, reads, strict=True))
         for channel, position in positions.items():
@@ -213,7 +216,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     def _registry_entry(self) -> dict[str, Any]:
         client = self.scope.get("client") or ("", 0)
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        query_string = self.scope.get("query_string", b"")
+        query = parse_qs(query_string.decode("latin-1")) if query_string else {}
         return {
             "connection_id": self.connection_id,
             "user_id": self.identity.user_id,
