@@ -523,11 +523,11 @@ async def _close_deactivated(hub: Hub) -> None:
     connected = {c.identity.user_id for c in list(hub.connections.values()) if c.identity is not None}
     if not connected:
         return
-    gone = set()
     ids = sorted(connected)
+    active: set[str] = set()
     for start in range(0, len(ids), 5000):  # within every backend's limit on query parameters
-        chunk = ids[start:start + 5000]
-        gone.update(u for u, user in zip(chunk, await users.active_users(chunk), strict=True) if user is None)
+        active |= await users.active_ids(ids[start:start + 5000])
+    gone = connected - active
     for conn in list(hub.connections.values()):
         if conn.identity is not None and conn.identity.user_id in gone:
             conn.close_soon(4001, "account deactivated")

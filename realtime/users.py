@@ -38,23 +38,33 @@ async def active_user(user_id: str) -> Any:
 
 async def active_users(user_ids: list[str]) -> list[Any]:
     """The active user of each id (None for unknown, inactive or malformed ids), in one query."""
-    model = get_user_model()
-    db = router.db_for_read(model)
-    query = _Query(model, db, user_ids)
+    query = _Query(user_ids)
+    return query.users(await _fetch(query)) if query.values else [None] * len(user_ids)
+
+
+async def active_ids(user_ids: list[str]) -> set[str]:
+    """Those of ``user_ids`` that name an active user, in one query that builds no users."""
+    query = _Query(user_ids, only_pk=True)
     if not query.values:
-        return [None] * len(user_ids)
-    if psycopg is not None and "postgresql" in connections.settings[db]["ENGINE"]:
-        rows = await _fetch_on_loop(db, query)
-    else:
-        rows = await _fetch_in_thread(db, query)
-    return query.users(rows)
+        return set()
+    pk_field = query.model._meta.pk
+    found = {pk_field.to_python(pk) for (pk,) in await _fetch(query)}
+    return {u for u, pk in query.wanted.items() if pk in found}
+
+
+async def _fetch(query: _Query) -> list[tuple]:
+    if psycopg is not None and "postgresql" in connections.settings[query.db]["ENGINE"]:
+        return await _fetch_on_loop(query.db, query)
+    return await _fetch_in_thread(query.db, query)
 
 
 class _Query:
     """The SELECT of the active users among some ids, and the users made of its rows."""
 
-    def __init__(self, model: Any, db: str, user_ids: list[str]) -> None:
-        self.model, self.db, self.user_ids = model, db, user_ids
+    def __init__(self, user_ids: list[str], *, only_pk: bool = False) -> None:
+        self.model = model = get_user_model()
+        self.db = router.db_for_read(model)
+        self.user_ids = user_ids
         pk_field = model._meta.pk
         self.wanted: dict[str, Any] = {}
         for user_id in user_ids:
@@ -65,8 +75,9 @@ class _Query:
         self.values = list(dict.fromkeys(self.wanted.values()))
         # Only what a socket session uses (permissions, the registry), not the whole row.
         # In the model's field order: ``from_db`` reads the values in that order.
-        wanted_fields = {model._meta.get_field(name) for name in
-                         (pk_field.name, model.USERNAME_FIELD, "is_active", "is_staff", "is_superuser")}
+        names = (pk_field.name,) if only_pk else (
+            pk_field.name, model.USERNAME_FIELD, "is_active", "is_staff", "is_superuser")
+        wanted_fields = {model._meta.get_field(name) for name in names}
         self.fields = [f for f in model._meta.concrete_fields if f in wanted_fields]
 
     def sql(self, connection: Any) -> tuple[str, list[Any]]:

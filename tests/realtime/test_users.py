@@ -79,3 +79,13 @@ async def test_deactivated_users_sockets_are_closed_by_the_periodic_check(connec
     closed = await dropped.communicator.receive_output(5)
     assert (closed["type"], closed["code"]) == ("websocket.close", 4001)
     assert await kept.communicator.receive_nothing(0.2)
+
+
+async def test_active_ids_are_those_of_existing_active_users(make_user):
+    active = await sync_to_async(make_user)(username="here")
+    inactive = await sync_to_async(make_user)(username="away", is_active=False)
+
+    found = await users.active_ids([str(active.pk), str(inactive.pk), "999999", "not-a-number"])
+
+    assert found == {str(active.pk)}
+    assert await users.active_ids(["not-a-number"]) == set()
