@@ -448,25 +448,22 @@ async def _start_sessions(starts: list[_Start]) -> list[Any]:
     results: list[Any] = [None] * len(starts)
     ready = []
     for index, start in enumerate(starts):
-        failures = [_failure(f) for f in start.confirmations if _failure(f) is not None]
+        failures = [e for e in map(_failure, start.confirmations) if e is not None]
         if failures:
             results[index] = Failed(failures[0])
         else:
             ready.append(index)
     if ready:
-        joins: dict[ControlPlane, list[str]] = {}
-        for index in ready:
-            if starts[index].control is not None:
-                joins.setdefault(starts[index].control, []).append(starts[index].entry["user_id"])
+        # One batcher per event loop, so one hub and one control plane for the whole batch.
+        joining = [starts[i] for i in ready if starts[i].control is not None]
+        control = joining[0].control if joining else None
+        user_ids = [start.entry["user_id"] for start in joining]
         # The memberships go into the registry's script when the layer keeps its groups in the
         # same Redis (the default): one round trip for the batch instead of two.
-        scripted = None
-        if len(joins) == 1:
-            [(control, user_ids)] = joins.items()
-            scripted = control.joins_for_script(user_ids, settings.REDIS_URL)
+        scripted = control.joins_for_script(user_ids, settings.REDIS_URL) if control is not None else None
         added, *_ = await asyncio.gather(
             registry.add_many([(starts[i].entry, starts[i].channels) for i in ready], scripted),
-            *(control.write_joins(user_ids) for control, user_ids in joins.items() if scripted is None),
+            *([control.write_joins(user_ids)] if control is not None and scripted is None else []),
         )
         for index, result in zip(ready, added, strict=True):
             results[index] = result

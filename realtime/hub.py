@@ -301,17 +301,15 @@ class Hub:
     async def _flush_subscribes(self) -> None:
         channels, self._subscribe_queue = self._subscribe_queue, []
         waiting = [(channel, self._confirmations.get(channel)) for channel in channels]
-        asyncio.get_running_loop().call_later(SUBSCRIBE_TIMEOUT_S, self._expire_confirmations, waiting)
+        asyncio.get_running_loop().call_later(SUBSCRIBE_TIMEOUT_S, self._settle, waiting, None)
         try:
             await self._pubsub.subscribe(*(self._prefix + channel for channel in channels))
         except Exception as exc:  # the joins waiting on these confirmations fail with it
             self._settle([(channel, self._confirmations.get(channel)) for channel in channels], exc)
 
-    def _expire_confirmations(self, waiting: list[tuple[str, asyncio.Future | None]]) -> None:
-        """Fail the joins still waiting for a SUBSCRIBE sent ``SUBSCRIBE_TIMEOUT_S`` ago."""
-        self._settle(waiting, None)
-
     def _settle(self, waiting: list[tuple[str, asyncio.Future | None]], exc: BaseException | None) -> None:
+        """Fail the joins still waiting on these confirmations: with ``exc``, or (the batch's
+        timer, ``SUBSCRIBE_TIMEOUT_S`` after its SUBSCRIBE) with a timeout."""
         for channel, confirmation in waiting:
             if confirmation is None or confirmation.done():
                 continue

@@ -54,8 +54,8 @@ async def active_ids(user_ids: list[str]) -> set[str]:
 
 async def _fetch(query: _Query) -> list[tuple]:
     if psycopg is not None and "postgresql" in connections.settings[query.db]["ENGINE"]:
-        return await _fetch_on_loop(query.db, query)
-    return await _fetch_in_thread(query.db, query)
+        return await _fetch_on_loop(query)
+    return await _fetch_in_thread(query)
 
 
 class _Query:
@@ -104,8 +104,8 @@ class _Query:
 
 
 @database_sync_to_async
-def _fetch_in_thread(db: str, query: _Query) -> list[tuple]:
-    connection = connections[db]
+def _fetch_in_thread(query: _Query) -> list[tuple]:
+    connection = connections[query.db]
     statement, params = query.sql(connection)
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
@@ -152,11 +152,11 @@ _loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str
     weakref.WeakKeyDictionary())
 
 
-async def _fetch_on_loop(db: str, query: _Query) -> list[tuple]:
+async def _fetch_on_loop(query: _Query) -> list[tuple]:
     held = _loop_connections.setdefault(asyncio.get_running_loop(), {})
-    connection = held.get(db)
+    connection = held.get(query.db)
     if connection is None:
-        connection = held[db] = _LoopConnection(db)
+        connection = held[query.db] = _LoopConnection(query.db)
     return await connection.fetch(query)
 
 
