@@ -100,6 +100,51 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     await self.dispatch(message)
         except StopConsumer:
             pass
+        except Exception:
+            # A bug or a failed dependency outside the frame handlers (which answer `internal`
+            # themselves): the socket is closed with 1011, never left open without a session.
+            logger.exception("connection %s failed", getattr(self, "connection_id", "-"))
+            await self._close_after_failure()
+        finally:
+            # Every way out (a disconnect, an exception, the task cancelled by a shutdown) ends
+            # the session the same way: a socket must not stay in the hub and the registry.
+            await self._finish()
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        """Accept the handshake (remembered: a close after it is a close code, before it a 403)."""
+        self.accepted = True
+        await super().accept(subprotocol, headers)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the socket; server-initiated closes of accepted sockets are counted by code."""
+        if getattr(self, "accepted", False) and not getattr(self, "close_counted", False):
+            self.close_counted = True
+            metrics.DISCONNECTS.labels(str(code or 1000)).inc()
+        await super().close(code, reason)
+
+    async def _close_after_failure(self) -> None:
+        try:
+            if not getattr(self, "accepted", False):
+                await self.accept()
+            await self.close(code=1011, reason="internal error")
+        except Exception:  # the transport is gone too; the cleanup below still runs
+            pass
+
+    async def _finish(self) -> None:
+        """End the session: refuse further frames, leave hub, control group and registry (idempotent)."""
+        outbox = getattr(self, "outbox", None)
+        if outbox is not None:
+            outbox.close()
+        if self.identity is None:
+            return
+        self.identity, identity = None, self.identity
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.CONNECTIONS.dec()
+        try:
+            await self._end_session(identity)
+        except Exception:
+            logger.exception("cleanup of connection %s failed", self.connection_id)
 
     def control(self, message: dict) -> None:
         """Handle a control message from the process's control plane, in turn with socket messages."""
@@ -155,7 +200,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close(code=4029, reason=f"too many connection attempts; retry after {retry_after}s")
             return
         try:
-            self.identity = await auth.authenticate(self.scope)
+            identity = await auth.authenticate(self.scope)
         except auth.AuthFailure as failure:
             metrics.CONNECTS.labels("unauthorized").inc()
             metrics.AUTH_FAILURES.inc()
@@ -163,8 +208,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.accept(subprotocol)
             await self.close(code=4001, reason=str(failure)[:120])
             return
-        logs.user_id.set(self.identity.user_id)
+        logs.user_id.set(identity.user_id)
         await self.accept(subprotocol)
+        self.identity = identity  # from here on, every way out runs ``_finish``
         await self._start_session()
 
     async def _start_session(self) -> None:
@@ -192,6 +238,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         _CONNECTS_OK.inc()
         metrics.CONNECTIONS.inc()
+        self.counted = True
         positions = dict(zip(own, reads, strict=True))
         for channel, position in positions.items():
             self.hub.note_position(channel, position.epoch, position.offset)
@@ -206,6 +253,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def _end_session(self, identity: auth.Identity) -> None:
         """Leave the channels, the control routing and the registry that a session start joined."""
+        if getattr(self, "hub", None) is None:  # ended before the session started
+            return
         await self.hub.unregister(self)
         try:
             if self.hub.control is not None:
@@ -269,6 +318,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         self.last_seen = time.monotonic()
         raw = text_data if text_data is not None else bytes_data
+        command: Any = None
         try:
             limit = setting("MAX_FRAME_BYTES")
             if len(raw) > limit or (isinstance(raw, str) and len(raw) * 4 > limit and len(raw.encode()) > limit):
@@ -284,7 +334,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError("rate_limited", f"slow down: retry in {self.bucket.seconds_until_token():.2f}s")
             self.rate_strikes = 0
             command = parse_command(raw)
-            await self._handle(command)
+            try:
+                await self._handle(command)
+            except RedisError as exc:
+                logger.warning("connection %s: Redis unavailable for a %s: %s", self.connection_id,
+                               type(command).__name__, exc)
+                error = ProtocolError("unavailable", "the service is temporarily unavailable; retry later")
+                error.reply_to = command.id
+                raise error from None
         except ProtocolError as error:
             metrics.PROTOCOL_ERRORS.labels(error.code).inc()
             if error.code in ("invalid_json", "invalid_message", "too_large", "unknown_command"):
@@ -298,6 +355,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 self.closing = True
                 await security.record("invalid_frames", ip=self.ip, user_id=self.identity.user_id)
                 await self.close(code=4008, reason="too many invalid or oversized messages")
+        except Exception:
+            # A bug or a failed dependency in a handler: logged with the connection, answered,
+            # and the session goes on (its state was not changed by the failed command).
+            logger.exception("connection %s: a frame failed", self.connection_id)
+            metrics.PROTOCOL_ERRORS.labels("internal").inc()
+            self.outbox.push(frame("error", {"code": "internal", "message": "internal error; see the server log"},
+                                   getattr(command, "id", None)))
 
     async def _handle(self, command: Any) -> None:
         try:
@@ -417,11 +481,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def websocket_disconnect(self, message: dict) -> None:
         """Leave every channel and the registry; then stop the consumer."""
-        self.outbox.close()
-        if self.identity is not None:
-            self.identity, identity = None, self.identity
-            metrics.CONNECTIONS.dec()
-            await self._end_session(identity)
+        await self._finish()
         raise StopConsumer()
 
 

@@ -228,10 +228,26 @@ COMMANDS: dict[str, type[msgspec.Struct]] = {
 }
 
 
+MAX_ID_CHARS = 128
+_ID_RANGE = range(-(2**63), 2**64)  # what orjson reads as an integer (larger ones become floats)
+
+
+def valid_id(message_id: Any) -> bool:
+    """Whether a command ``id`` may be echoed: absent, a string of at most ``MAX_ID_CHARS``
+    characters, or an integer. Anything else (a nested structure, a huge string) would be
+    copied into every reply, and a deep one cannot even be serialized back."""
+    if message_id is None:
+        return True
+    if isinstance(message_id, str):
+        return len(message_id) <= MAX_ID_CHARS
+    return type(message_id) is int and message_id in _ID_RANGE
+
+
 def parse_command(raw: str | bytes) -> msgspec.Struct:
     """Decode one client frame into its command struct, or raise ProtocolError.
 
-    The frame's ``id`` is attached to the error (``reply_to``) whenever it could be read.
+    The frame's ``id`` is attached to the error (``reply_to``) whenever it could be read and
+    is a valid id (``valid_id``); a frame with any other id is refused as a whole.
     """
     try:
         data = orjson.loads(raw)
@@ -240,6 +256,9 @@ def parse_command(raw: str | bytes) -> msgspec.Struct:
     if not isinstance(data, dict):
         raise ProtocolError("invalid_message", "a command must be a JSON object")
     message_id = data.get("id")
+    if not valid_id(message_id):
+        raise ProtocolError("invalid_message",
+                            f"id must be a string of at most {MAX_ID_CHARS} characters or an integer")
     command_type = data.get("type")
     if not isinstance(command_type, str):
         raise _with_id(ProtocolError("invalid_message", "a command needs a string 'type'"), message_id)
@@ -253,5 +272,5 @@ def parse_command(raw: str | bytes) -> msgspec.Struct:
 
 
 def _with_id(error: ProtocolError, message_id: Any) -> ProtocolError:
-    error.reply_to = message_id if isinstance(message_id, (str, int)) and not isinstance(message_id, bool) else None
+    error.reply_to = message_id  # already checked by ``valid_id``
     return error

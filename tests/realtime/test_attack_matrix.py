@@ -481,9 +481,11 @@ async def test_foreign_origin_is_refused_with_http_403_even_with_the_victims_coo
 async def test_oversized_frames_get_too_large_then_4008(server, users):
     attacker, bystander_user = await users(2)
     ws = await ws_welcome(server, attacker)
-    boundary = '{"type":"ping","id":"' + "x" * (MAX_FRAME_BYTES - 23) + '"}'
+    head = '{"type":"publish","id":"b","channel":"user:0","payload":"'
+    boundary = head + "x" * (MAX_FRAME_BYTES - len(head) - 2) + '"}'
     assert len(boundary) == MAX_FRAME_BYTES
-    assert (await request(ws, orjson.loads(boundary)))["type"] == "pong"  # exactly the limit is fine
+    reply = await request(ws, orjson.loads(boundary))
+    assert reply["payload"]["code"] == "forbidden"  # exactly the limit is read (and refused for its channel)
 
     async def attack():
         for _ in range(MAX_INVALID_FRAMES + 1):
