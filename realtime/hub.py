@@ -75,7 +75,8 @@ class Outbox:
 
     Frames go straight to the ASGI ``send`` while it keeps up; once a send suspends, later
     frames queue here. A queued frame with a coalesce key is replaced by a newer one with the
-    same key (only the latest state of e.g. a progress bar matters), so under pressure those
+    same key (only the latest state of e.g. a progress bar matters; the hub qualifies keys by
+    channel, so each channel keeps its own latest state), so under pressure those
     are dropped first; notifications and system events are never dropped. More than
     ``limit`` queued bytes make the socket a slow consumer: ``on_overflow`` closes it (4009)
     and nothing else waits on it.
@@ -347,6 +348,11 @@ class Hub:
             return
         started = perf_counter()
         text = body.decode()
+        if key:
+            # Coalescing is per channel and key: the copies of one update on two channels
+            # (``team:`` and ``execution:``) must not replace each other in a socket that
+            # follows both, or one channel would never see the final state.
+            key = channel.encode() + b"\t" + key
         if audience:
             targets = [c for c in subs if audience_allows(audience, c.user_key)]
         else:

@@ -108,6 +108,37 @@ async def test_outbox_coalesces_latest_state_messages_but_never_others():
     assert outbox.coalesced == 2
 
 
+class _Follower:
+    """What the hub needs of a connection, with a stalled transport."""
+
+    def __init__(self, socket: StalledSocket) -> None:
+        self.connection_id = "c1"
+        self.user_key = b"1"
+        self.held = None
+        self.subscribed: set[str] = set()
+        self.outbox = Outbox(socket.send, limit=100_000, on_overflow=lambda: None)
+
+
+async def test_coalescing_keeps_the_latest_state_of_every_channel_a_socket_follows():
+    # An execution update goes to team:7 and execution:3 with the same coalesce key; a lagging
+    # socket that follows both channels must end on "completed" in each of them.
+    from realtime.hub import Hub
+
+    hub, socket = Hub(), StalledSocket()
+    follower = _Follower(socket)
+    hub.channels = {"team:7": {follower: None}, "execution:3": {follower: None}}
+    socket.writable.clear()
+    follower.outbox.push("in flight")
+    for offset, status in enumerate(("running", "running 50%", "completed"), start=1):
+        for channel in ("team:7", "execution:3"):
+            hub.dispatch(channel, b"%d\te1\t\texecution:3\t%s %s" % (offset, channel.encode(), status.encode()))
+    socket.writable.set()
+    await asyncio.sleep(0.01)
+
+    assert socket.sent == ["in flight", "team:7 completed", "execution:3 completed"]
+    assert follower.outbox.coalesced == 4
+
+
 @pytest.mark.parametrize(("audience", "user", "allowed"), [
     (b"", b"1", True),
     (b"-1,2", b"1", False),
