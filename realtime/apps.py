@@ -4,12 +4,20 @@ from django.apps import AppConfig
 
 
 class RealtimeConfig(AppConfig):
-    """Registers the built-in channel policies when Django starts."""
+    """Registers the built-in channel policies and the session receivers when Django starts."""
 
     name = "realtime"
     verbose_name = "Realtime"
 
     def ready(self) -> None:
-        from realtime import channels
+        from django.conf import settings
+        from django.contrib.auth.signals import user_logged_out
+        from django.db.models.signals import pre_save
+
+        from realtime import channels, sessions
 
         channels.register_builtin_policies()
+        # Session-cookie sockets close when their session ends (realtime.sessions).
+        user_logged_out.connect(sessions.on_logout, dispatch_uid="realtime.sessions.on_logout")
+        pre_save.connect(sessions.on_user_save, sender=settings.AUTH_USER_MODEL,
+                         dispatch_uid="realtime.sessions.on_user_save")

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import orjson
 from channels.auth import get_user as channels_get_user
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.http.request import validate_host
@@ -32,7 +33,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from rest_framework_simplejwt.utils import aware_utcnow
 
 from realtime import redis as rt_redis
-from realtime import users
+from realtime import sessions, users
 from realtime.conf import setting
 
 SUBPROTOCOL = "renum.v1"
@@ -220,7 +221,8 @@ async def authenticate(scope: dict) -> Identity:
     session_user = scope.get("user")
     if session_user is not None and session_user.is_authenticated and session_user.is_active:
         session = scope.get("session")
-        expires_at = session.get_expiry_date() if session is not None else None
+        # The session's own end (its row's expire_date), not "now + SESSION_COOKIE_AGE".
+        expires_at = await database_sync_to_async(sessions.expiry)(session) if session is not None else None
         return Identity(session_user, expires_at, "session")
     raise AuthFailure("missing credentials")
 

@@ -20,12 +20,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from realtime import auth, limits, logs, metrics, registry, security, streams, users
+from realtime import auth, limits, logs, metrics, registry, security, sessions, streams, users
 from realtime import redis as rt_redis
 from realtime.batching import Failed, PerLoop
 from realtime.channels import BROADCAST, call_check, policy_for, user_channel
@@ -77,6 +78,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     hub: Hub
     identity: auth.Identity | None = None
+    session_key: str | None = None  # of a session-cookie socket (``realtime.sessions``)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -209,6 +211,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close(code=4001, reason=str(failure)[:120])
             return
         logs.user_id.set(identity.user_id)
+        session = self.scope.get("session") if identity.method == "session" else None
+        self.session_key = session.session_key if session is not None else None
         await self.accept(subprotocol)
         self.identity = identity  # from here on, every way out runs ``_finish``
         await self._start_session()
@@ -474,6 +478,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def rt_disconnect(self, event: dict) -> None:
         """Close this socket on the server's request (admin action, deactivated user)."""
         target = event.get("connection_id")
+        if "auth" in event and (self.identity is None or self.identity.method != event["auth"]):
+            return  # e.g. a logout closes session-cookie sockets, not the user's token sockets
+        if "session" in event and (self.session_key is None
+                                   or sessions.session_tag(self.session_key) != event["session"]):
+            return  # another session of the same user
         if target is None or target == self.connection_id:
             await self.close(code=event.get("code", 1000), reason=event.get("reason", ""))
 
@@ -553,7 +562,7 @@ async def _sweep(hub: Hub) -> None:
         if now - conn.last_seen > idle_limit:
             conn.close_soon(1001, "heartbeat timeout")
         elif conn.identity.expires_at is not None and conn.identity.expires_at <= wall:
-            conn.close_soon(4011, "token expired")
+            conn.close_soon(4011, "session expired" if conn.identity.method == "session" else "token expired")
 
 
 async def _refresh_registry(hub: Hub) -> None:
@@ -590,4 +599,29 @@ async def _close_deactivated(hub: Hub) -> None:
             conn.close_soon(4001, "account deactivated")
 
 
-HOUSEKEEPING_JOBS.extend([_sweep, _refresh_registry, _close_deactivated])
+async def _close_ended_sessions(hub: Hub) -> None:
+    """Close session-cookie sockets whose session ended (expired, logged out, password changed,
+    deleted) with 4001, and follow a session whose expiry moved (``SESSION_SAVE_EVERY_REQUEST``).
+
+    Periodic, like ``_close_deactivated``: it catches every way a session ends, however it
+    happened; logout and password changes also close at once (``realtime.sessions``).
+    """
+    now = time.monotonic()
+    if now - hub.stamps.get("sessions", 0.0) < setting("USER_RECHECK_S"):
+        return
+    hub.stamps["sessions"] = now
+    conns = [c for c in list(hub.connections.values())
+             if c.identity is not None and c.identity.method == "session" and c.session_key]
+    if not conns:
+        return
+    live = await database_sync_to_async(sessions.live_sessions)([(c.session_key, c.identity.user_id) for c in conns])
+    for conn in conns:
+        if conn.identity is None:
+            continue
+        if conn.session_key not in live:
+            conn.close_soon(4001, "session ended")
+        elif live[conn.session_key] != conn.identity.expires_at:
+            conn.identity = auth.Identity(conn.identity.user, live[conn.session_key], "session")
+
+
+HOUSEKEEPING_JOBS.extend([_sweep, _refresh_registry, _close_deactivated, _close_ended_sessions])
