@@ -1,9 +1,13 @@
 """The admin's realtime monitoring panel: live sockets of every process, rates, breaker, security.
 
-The panel has no model (nothing in it lives in the database), so it is added to the default
-admin site by extending ``get_urls`` (its pages, all behind ``admin_view``: active staff only)
-and ``get_app_list`` (a "Realtime / Live monitor" entry on the index and in the sidebar)
-instead of through an unmanaged model and its migration.
+Nothing of the panel lives in the database, so it is added to the default admin site by
+extending ``get_urls`` (its pages, all behind ``admin_view``: active staff only) and
+``get_app_list`` (a "Realtime / Live monitor" entry on the index and in the sidebar). Each
+page and action also needs its own permission, granted in the admin like any other
+(``realtime.models.RealtimeAccess``): ``realtime.view_monitor`` to see the panel,
+``realtime.disconnect`` to close sockets, ``realtime.broadcast`` to send a system event to
+everyone. Being staff is not enough: a staff user who may only edit, say, teams must not be
+able to message every user or cut everyone off.
 
 The page renders server-side and then refreshes itself: a small script polls the JSON
 endpoint every few seconds and swaps in the panel HTML it carries, so the rows are rendered
@@ -12,13 +16,16 @@ endpoint every few seconds and swaps in the panel HTML it carries, so the rows a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.sites import AdminSite
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -54,6 +61,24 @@ class SystemEventForm(forms.Form):
     message = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
 
+VIEW, DISCONNECT, BROADCAST = "realtime.view_monitor", "realtime.disconnect", "realtime.broadcast"
+
+
+def _requires(permission: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """403 unless the user holds ``permission`` (superusers hold every one)."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.has_perm(permission):
+                raise PermissionDenied(f"this needs the {permission} permission")
+            return view(request, *args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
 def _actor(request: HttpRequest) -> str:
     return f"{request.user.get_username()} (id {request.user.pk})"
 
@@ -76,9 +101,11 @@ def _panel_context(request: HttpRequest) -> dict[str, Any]:
                    for entry in snapshot["connections"]]
     events = [{**event, "when": _when(event["at"])} for event in snapshot["security_events"]]
     return {"snapshot": snapshot, "connections": connections, "events": events, "query": query,
-            "default_code": ops.DEFAULT_CLOSE_CODE}
+            "default_code": ops.DEFAULT_CLOSE_CODE, "can_disconnect": request.user.has_perm(DISCONNECT),
+            "can_broadcast": request.user.has_perm(BROADCAST)}
 
 
+@_requires(VIEW)
 def monitor(request: HttpRequest) -> HttpResponse:
     """The panel page."""
     context = {
@@ -92,6 +119,7 @@ def monitor(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/realtime/monitor.html", context)
 
 
+@_requires(VIEW)
 def monitor_data(request: HttpRequest) -> JsonResponse:
     """The panel's data as JSON, with the panel HTML rendered from it (polled by the page)."""
     context = _panel_context(request)
@@ -99,6 +127,7 @@ def monitor_data(request: HttpRequest) -> JsonResponse:
     return JsonResponse({**context["snapshot"], "html": html})
 
 
+@_requires(DISCONNECT)
 @require_POST
 def disconnect(request: HttpRequest) -> HttpResponseRedirect:
     """Close one socket."""
@@ -113,6 +142,7 @@ def disconnect(request: HttpRequest) -> HttpResponseRedirect:
     return _back(request)
 
 
+@_requires(DISCONNECT)
 @require_POST
 def disconnect_user(request: HttpRequest) -> HttpResponseRedirect:
     """Close every socket of a user."""
@@ -126,6 +156,7 @@ def disconnect_user(request: HttpRequest) -> HttpResponseRedirect:
     return _back(request)
 
 
+@_requires(BROADCAST)
 @require_POST
 def broadcast(request: HttpRequest) -> HttpResponseRedirect:
     """Send a system_event to everyone."""
@@ -176,7 +207,7 @@ def install(site: AdminSite) -> None:
 
     def get_app_list(request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
         app_list = original_app_list(request, app_label)
-        if app_label in (None, "realtime") and site.has_permission(request):
+        if app_label in (None, "realtime") and site.has_permission(request) and request.user.has_perm(VIEW):
             app_list = sorted([*app_list, _app_entry(site)], key=lambda app: app["name"].lower())
         return app_list
 

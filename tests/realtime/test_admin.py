@@ -1,4 +1,4 @@
-"""The admin's realtime monitor: staff only, lists live sockets of real processes, acts on them."""
+"""The admin's realtime monitor: staff with its permissions only, lists live sockets of real processes, acts on them."""
 
 from __future__ import annotations
 
@@ -20,10 +20,18 @@ MONITOR = "/admin/realtime/monitor/"
 DATA = "/admin/realtime/monitor/data/"
 
 
+def grant(user, *codenames: str):
+    """Give a user realtime permissions, as the admin's user page does."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="realtime", codename__in=codenames))
+    return type(user).objects.get(pk=user.pk)  # a fresh object: permissions are cached per instance
+
+
 @pytest.fixture
 def staff(make_user):
-    """An active staff user (no model permissions needed for the monitor)."""
-    return make_user(is_staff=True)
+    """An active staff user holding the realtime permissions (view, disconnect, broadcast)."""
+    return grant(make_user(is_staff=True), "view_monitor", "disconnect", "broadcast")
 
 
 @pytest.fixture
@@ -109,6 +117,44 @@ def test_the_admin_index_links_to_the_monitor(staff_client, make_user):
     assert f'<a href="{MONITOR}"' in index.content.decode()
     assert "Live monitor" in index.content.decode()
     assert member.get("/admin/").status_code == 302
+
+
+def test_staff_without_the_realtime_permissions_gets_403_everywhere(make_user):
+    client = Client()
+    client.force_login(make_user(is_staff=True))
+
+    responses = [client.get(MONITOR), client.get(DATA)] + [
+        client.post(MONITOR + action, {"user_id": "1", "title": "phish", "level": "info",
+                                       "process": "p", "connection_id": "c", "code": "4003"})
+        for action in ("disconnect/", "disconnect-user/", "broadcast/")]
+
+    assert [r.status_code for r in responses] == [403] * 5
+    assert "Live monitor" not in client.get("/admin/").content.decode()
+
+
+def test_each_action_needs_its_own_permission(make_user, monkeypatch):
+    from realtime import ops
+
+    calls: list[str] = []
+    monkeypatch.setattr(ops, "user_disconnect", lambda **kw: calls.append("disconnect"))
+    monkeypatch.setattr(ops, "system_event_broadcast", lambda **kw: calls.append("broadcast"))
+    viewer = grant(make_user(is_staff=True), "view_monitor")
+    disconnecter = grant(make_user(is_staff=True), "view_monitor", "disconnect")
+    broadcaster = grant(make_user(is_staff=True), "view_monitor", "broadcast")
+    statuses = {}
+    for name, user in (("viewer", viewer), ("disconnecter", disconnecter), ("broadcaster", broadcaster)):
+        client = Client()
+        client.force_login(user)
+        page = client.get(MONITOR).content.decode()
+        statuses[name] = (
+            client.post(MONITOR + "disconnect-user/", {"user_id": "1", "code": "4003"}).status_code,
+            client.post(MONITOR + "broadcast/", {"level": "info", "title": "hello"}).status_code,
+            "rt-broadcast" in page,
+        )
+
+    assert statuses == {"viewer": (403, 403, False), "disconnecter": (302, 403, False),
+                        "broadcaster": (403, 302, True)}
+    assert calls == ["disconnect", "broadcast"]
 
 
 # ---------------------------------------------------------------------- what it shows

@@ -19,7 +19,7 @@ pytestmark = [
 
 
 async def test_the_monitor_shows_new_sockets_by_itself_and_disconnects_them(live_server_proc, make_user):
-    staff = await sync_to_async(make_user)(is_staff=True)
+    staff = await sync_to_async(make_user)(is_staff=True, is_superuser=True)
     user = await sync_to_async(make_user)()
     async with playwright_api.async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
