@@ -48,8 +48,12 @@ DEFAULTS: dict[str, Any] = {
     # Socket connect attempts per client IP per minute, across processes (0 = no limit).
     "CONNECTS_PER_IP_PER_MINUTE": 600,
     "CONNECT_LIMIT_EXEMPT_IPS": [],
-    # Seconds between checks that connected users are still active (deactivated -> 4001).
+    # Seconds between checks that connected users are still active (deactivated -> 4001)
+    # and that session-cookie sockets' sessions still hold (ended -> 4001).
     "USER_RECHECK_S": 10,
+    # Security events of one kind one source (an IP, else a user) may add to the admin's recent
+    # list (and the log) per minute; more are still counted, so a flood from one source cannot push out the others.
+    "SECURITY_EVENTS_PER_SOURCE_PER_MINUTE": 20,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
 }

@@ -1,8 +1,10 @@
 """Suspicious-pattern accounting: auth failures, limit hits, forbidden subscriptions, bad origins.
 
-Every event is logged in a structured way, counted per IP and per user for an hour in Redis
-(shared by all processes, so limits and the admin see the whole picture), and the latest ones
-are kept in a capped list for the admin's security panel.
+Every event is counted per IP and per user for an hour in Redis (shared by all processes, so
+limits and the admin see the whole picture). The latest ones are kept in a capped list for the
+admin's security panel, and logged, at most ``SECURITY_EVENTS_PER_SOURCE_PER_MINUTE`` per
+source (the IP, else the user) and kind: one address flooding bad connects must not push every
+other event out of the list, nor flood the log, nor hide its own next kind of attack.
 """
 
 from __future__ import annotations
@@ -29,14 +31,29 @@ def _k(*parts: str) -> str:
     return ":".join((setting("KEY_PREFIX"), "sec", *parts))
 
 
+# KEYS = the source's per-minute counter of this kind, the recent list; ARGV = the event, the per-source
+# limit, the list's size. Returns 1 when the event went into the list.
+_LIST_LUA = """
+local seen = redis.call('INCR', KEYS[1])
+if seen == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+if seen > tonumber(ARGV[2]) then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+return 1
+"""
+
+
 async def record(kind: str, *, ip: str = "", user_id: str = "", detail: str = "") -> None:
-    """Log and count one security event (never raises: accounting must not break a session)."""
-    logger.warning("security event %s", kind, extra={"event": kind, "ip": ip, "user_id": user_id, "detail": detail})
+    """Count one security event, and list and log it within its source's limit (never raises:
+    accounting must not break a session)."""
     event = {"kind": kind, "ip": ip, "user_id": user_id, "detail": detail[:200], "at": time.time()}
+    source = f"ip:{ip}" if ip else f"user:{user_id}"
+    listed = 1
     try:
+        listed = await rt_redis.async_script(_LIST_LUA)(
+            keys=[_k("rate", source, kind, str(int(event["at"] // 60))), _k("recent")],
+            args=[orjson.dumps(event), setting("SECURITY_EVENTS_PER_SOURCE_PER_MINUTE"), RECENT_LIMIT])
         pipe = rt_redis.async_client().pipeline(transaction=False)
-        pipe.lpush(_k("recent"), orjson.dumps(event))
-        pipe.ltrim(_k("recent"), 0, RECENT_LIMIT - 1)
         if ip:
             pipe.hincrby(_k("ip", ip), kind, 1)
             pipe.expire(_k("ip", ip), WINDOW_S)
@@ -48,6 +65,9 @@ async def record(kind: str, *, ip: str = "", user_id: str = "", detail: str = ""
         await pipe.execute()
     except RedisError:
         logger.exception("could not record security event %s", kind)
+    if listed:
+        logger.warning("security event %s", kind,
+                       extra={"event": kind, "ip": ip, "user_id": user_id, "detail": detail})
 
 
 def recent_events(limit: int = 100) -> list[dict[str, Any]]:
