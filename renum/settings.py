@@ -104,12 +104,16 @@ if not REDIS_URL:
 
     REDIS_URL = ensure_embedded_redis(VAR_DIR)
 
+# Every Redis key of a deployment is under this prefix: the realtime layer's, the channel
+# layer's and the cache's (throttle counters); deployments sharing a Redis keep theirs apart.
+REALTIME_KEY_PREFIX = os.environ.get("REALTIME_KEY_PREFIX", "renum:rt")
+
 CACHES = {
-    # Shared by every process, so DRF throttles hold across server processes.
+    # Shared by every process, so DRF throttles and login throttles hold across server processes.
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "renum:cache",
+        "KEY_PREFIX": REALTIME_KEY_PREFIX + ":cache",
     }
 }
 
@@ -126,7 +130,7 @@ CHANNEL_LAYERS = {
             "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2,
                        "max_connections": 2000}],
             # Under the realtime prefix: deployments (and test runs) sharing a Redis stay apart.
-            "prefix": os.environ.get("REALTIME_KEY_PREFIX", "renum:rt") + ":layer",
+            "prefix": REALTIME_KEY_PREFIX + ":layer",
             "capacity": 1000,
             # A process's control channel carries the messages of all its users' sockets.
             "channel_capacity": {"rtcontrol.*": 100000},
@@ -171,11 +175,18 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": 0,
 }
 
+# Failed password logins (the admin's form and the token endpoint) per username and per client
+# IP within a window; over either limit, logins are refused until the window ends.
+LOGIN_MAX_FAILURES_PER_USERNAME = int(os.environ.get("LOGIN_MAX_FAILURES_PER_USERNAME", "5"))
+LOGIN_MAX_FAILURES_PER_IP = int(os.environ.get("LOGIN_MAX_FAILURES_PER_IP", "20"))
+LOGIN_FAILURE_WINDOW_S = int(os.environ.get("LOGIN_FAILURE_WINDOW_S", "900"))
+
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=int(os.environ.get("JWT_ACCESS_LIFETIME_S", "900"))),
     "REFRESH_TOKEN_LIFETIME": timedelta(seconds=int(os.environ.get("JWT_REFRESH_LIFETIME_S", "86400"))),
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
+    "TOKEN_OBTAIN_SERIALIZER": "renum.login_throttle.ThrottledTokenObtainPairSerializer",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -195,7 +206,7 @@ RENUM_REALTIME = {
     "REGISTRY_TTL_S": int(os.environ.get("REALTIME_REGISTRY_TTL_S", "90")),
     "REGISTRY_REFRESH_S": int(os.environ.get("REALTIME_REGISTRY_REFRESH_S", "30")),
     # Two deployments sharing one Redis need different prefixes (pub/sub ignores db numbers).
-    "KEY_PREFIX": os.environ.get("REALTIME_KEY_PREFIX", "renum:rt"),
+    "KEY_PREFIX": REALTIME_KEY_PREFIX,
 }
 
 LOGGING = {

@@ -29,3 +29,23 @@ def test_production_settings_start_when_given_what_they_need():
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_every_redis_key_of_a_deployment_is_under_its_prefix(settings):
+    from django.core.cache import cache
+
+    prefix = settings.RENUM_REALTIME["KEY_PREFIX"]
+
+    assert cache.make_key("throttle_anon_127.0.0.1").startswith(prefix + ":cache:")
+    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] == prefix + ":layer"
+
+
+def test_the_key_prefix_comes_from_the_environment():
+    script = ("import django; django.setup(); from django.conf import settings; from django.core.cache import cache; "
+              "print(settings.RENUM_REALTIME['KEY_PREFIX'], cache.make_key('k'))")
+    env = dict(os.environ, REALTIME_KEY_PREFIX="staging:rt", DJANGO_SETTINGS_MODULE="renum.settings")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["staging:rt", "staging:rt:cache:1:k"]
