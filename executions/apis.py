@@ -78,7 +78,8 @@ class ExecutionListCreateApi(APIView):
     class FilterSerializer(serializers.Serializer):
         """Query parameters of the list."""
 
-        team = serializers.IntegerField(required=False, min_value=1)
+        # Bounded by the id column's range: a larger number is a 400, not a database overflow (500).
+        team = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
         status = serializers.ChoiceField(choices=Execution.Status.choices, required=False)
 
     @extend_schema_serializer(component_name="ExecutionDemoInput")

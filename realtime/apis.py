@@ -77,7 +77,11 @@ class PublishApi(APIView):
         channel = serializers.CharField(max_length=100)
         type = serializers.CharField(max_length=64)
         payload = serializers.JSONField()
-        sender = serializers.CharField(max_length=100, default="service")
+        # A service names itself within its own namespace; "system", "admin", "operator" and
+        # "user:<id>" are the server's to say, so a key cannot forge them.
+        sender = serializers.RegexField(r"\Aservice(:[A-Za-z0-9_.\-]{1,64})?\Z", default="service", error_messages={
+            "invalid": "sender must be 'service' or 'service:<name>' (letters, digits, _ . -)",
+            "blank": "sender must be 'service' or 'service:<name>' (letters, digits, _ . -)"})
         exclude_users = serializers.ListField(child=serializers.CharField(), required=False, default=list)
         target = serializers.JSONField(required=False, default=None)
 

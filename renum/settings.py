@@ -32,10 +32,20 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 def _development_secret_key() -> str:
-    # Generated once per checkout so sessions and tokens survive restarts in development.
+    # Generated once per checkout so sessions and tokens survive restarts in development;
+    # readable by its owner only (it signs sessions and tokens). Created with 0600 at once, not
+    # chmod-ed after the write, so no other user can open it in between.
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(50))
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # a key file created by an older version: close it
     return path.read_text().strip()
 
 

@@ -49,3 +49,34 @@ def test_the_key_prefix_comes_from_the_environment():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["staging:rt", "staging:rt:cache:1:k"]
+
+
+def test_production_settings_pass_the_deploy_check_without_security_warnings():
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"}}
+    env.update(DJANGO_SETTINGS_MODULE="renum.settings_production", SECRET_KEY="k" * 20 + "-Qz9" * 10,
+               DATABASE_URL="sqlite:////tmp/renum-settings-check.sqlite3", REDIS_URL="redis://127.0.0.1:6379/0")
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+
+    assert "security." not in result.stdout + result.stderr, result.stdout + result.stderr
+    script = ("import django; django.setup(); from django.conf import settings as s; "
+              "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
+              "s.SECURE_HSTS_PRELOAD, s.SECURE_REDIRECT_EXEMPT)")
+    shown = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.stdout.strip() == "True 31536000 True False ['^healthz$', '^readyz$', '^metrics$']"
+    configured = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                env=dict(env, SECURE_SSL_REDIRECT="false", SECURE_HSTS_SECONDS="600"))
+    assert configured.stdout.split()[:2] == ["False", "600"]
+
+
+def test_the_development_secret_key_file_is_readable_by_its_owner_only(tmp_path, settings):
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update(DJANGO_SETTINGS_MODULE="renum.settings", RENUM_VAR_DIR=str(tmp_path), REDIS_URL=settings.REDIS_URL)
+    script = "import django; django.setup(); from django.conf import settings; print(len(settings.SECRET_KEY))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) >= 50
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600

@@ -85,6 +85,14 @@ def test_list_refuses_a_bad_status_filter(member, team):
     assert list(response.json()) == ["status"]
 
 
+@pytest.mark.parametrize("team_filter", ["1" * 21, str(2**63), "-1", "0", "x"])
+def test_list_refuses_a_team_filter_out_of_the_id_range_with_400(member, team, team_filter):
+    response = _client_for(member).get("/api/executions/", {"team": team_filter})
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["team"]
+
+
 def test_list_is_paginated_newest_first_with_a_cursor(member, team, settings):
     settings.RENUM_EXECUTIONS = {"PAGE_SIZE": 2}
     created = [execution_create(team=team) for _ in range(3)]
