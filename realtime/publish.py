@@ -61,28 +61,31 @@ class CircuitBreaker:
             return "closed"
         return "open" if time.monotonic() < self.open_until else "half-open"
 
-    def allow(self) -> bool:
+    # ``messages``: how many messages the call carries (a pipeline carries many); the
+    # published_total metric counts messages, the breaker counts calls.
+
+    def allow(self, messages: int = 1) -> bool:
         """Whether a call may go to Redis now."""
         if self.state == "open":
             with self._lock:
                 self.total_skipped += 1
-            metrics.PUBLISHED.labels("skipped").inc()
+            metrics.PUBLISHED.labels("skipped").inc(messages)
             return False
         return True
 
-    def record_success(self) -> None:
+    def record_success(self, messages: int = 1) -> None:
         """A call succeeded: close the circuit."""
         if self.consecutive_failures:
             metrics.CIRCUIT_OPEN.set(0)
         self.consecutive_failures = 0
-        metrics.PUBLISHED.labels("ok").inc()
+        metrics.PUBLISHED.labels("ok").inc(messages)
 
-    def record_failure(self) -> None:
+    def record_failure(self, messages: int = 1) -> None:
         """A call failed: count it and open the circuit at the threshold."""
         with self._lock:
             self.total_failures += 1
             self.consecutive_failures += 1
-            metrics.PUBLISHED.labels("failed").inc()
+            metrics.PUBLISHED.labels("failed").inc(messages)
             metrics.REDIS_ERRORS.labels("publish").inc()
             if self.consecutive_failures >= self.failures_to_open:
                 self.open_until = time.monotonic() + self.cooldown_s
@@ -205,7 +208,7 @@ def _prepare_message(m: Message) -> tuple[str, tuple[list[str], list]]:
 
 def _send_many(prepared: list[tuple[str, tuple[list[str], list]]], batch_size: int) -> None:
     cb = breaker()
-    if not cb.allow():
+    if not cb.allow(len(prepared)):
         logger.warning("publish of %d messages skipped (circuit open)", len(prepared))
         return
     start = 0
@@ -213,10 +216,12 @@ def _send_many(prepared: list[tuple[str, tuple[list[str], list]]], batch_size: i
         for start in range(0, len(prepared), batch_size):
             _publish_pipelined([keys_args for _, keys_args in prepared[start:start + batch_size]])
     except RedisError as exc:
-        cb.record_failure()
+        if start:  # the pipelines before the failed one went through
+            metrics.PUBLISHED.labels("ok").inc(start)
+        cb.record_failure(len(prepared) - start)
         logger.error("publish of %d messages failed after %d: %s", len(prepared), start, exc)
         return
-    cb.record_success()
+    cb.record_success(len(prepared))
 
 
 def _publish_pipelined(items: list[tuple[list[str], list]]) -> None:
