@@ -64,9 +64,10 @@ def server_env(**overrides: str) -> dict[str, str]:
 class LiveServer:
     """One uvicorn process serving renum.asgi on a loopback port."""
 
-    def __init__(self, port: int | None = None, **env: str) -> None:
+    def __init__(self, port: int | None = None, *, uvicorn_args: tuple[str, ...] = (), **env: str) -> None:
         self.port = port or free_port()
         self.env = env
+        self.uvicorn_args = uvicorn_args
         self.process: subprocess.Popen | None = None
         self.log_path = Path(settings.VAR_DIR) / f"live-{self.port}.log"
 
@@ -86,7 +87,7 @@ class LiveServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "renum.asgi:application", "--host", "127.0.0.1",
              "--port", str(self.port), "--ws", "websockets-sansio", "--ws-max-size", "262144", "--lifespan", "off",
-             "--log-level", "warning", "--timeout-graceful-shutdown", "5"],
+             "--log-level", "warning", "--timeout-graceful-shutdown", "5", *self.uvicorn_args],
             cwd=ROOT, env=server_env(**self.env), stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
