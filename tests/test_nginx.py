@@ -42,6 +42,11 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _close_thread_connections(close_thread_connections):
+    """Async tests here touch the database from asgiref's thread (PostgreSQL: closed after each)."""
+
+
 def documented_config() -> str:
     """The nginx block of docs/operations.md, exactly as operators copy it."""
     text = (ROOT / "docs" / "operations.md").read_text()

@@ -12,6 +12,11 @@ from realtime.publish import Message, disconnect_user_on_commit, publish_many_on
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _close_thread_connections(close_thread_connections):
+    """Async tests here touch the database from asgiref's thread (PostgreSQL: closed after each)."""
+
+
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 

@@ -23,6 +23,11 @@ from tests.conftest import access_token_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _close_thread_connections(close_thread_connections):
+    """Async tests here touch the database from asgiref's thread (PostgreSQL: closed after each)."""
+
+
 def _gauge() -> float:
     return metrics.CONNECTIONS._value.get()
 

@@ -16,6 +16,11 @@ from django.test import Client
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _close_thread_connections(close_thread_connections):
+    """Async tests here touch the database from asgiref's thread (PostgreSQL: closed after each)."""
+
+
 def _login(user) -> tuple[Client, str]:
     client = Client()
     client.force_login(user)
