@@ -18,3 +18,5 @@ DEBUG = False
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The demo runner starts a thread per run inside the web process: off unless asked for.
+RENUM_EXECUTIONS = {**RENUM_EXECUTIONS, "DEMO_ENABLED": env_bool("EXECUTION_DEMO_ENABLED", False)}  # noqa: F405

@@ -84,6 +84,7 @@ def test_mark_read_and_unread_actions_go_through_services_and_publish(
     assert events(bob) == [
         ("notification_read", {"ids": [str(third.pk)], "all": False}),
         ("unread_count", {"count": 0}),
+        ("notification_unread", {"ids": [str(third.pk)]}),
         ("unread_count", {"count": 1}),
     ]
 
@@ -100,7 +101,7 @@ def test_delete_action_goes_through_the_service_and_publishes_counts(
         )
 
     assert list(Notification.objects.values_list("pk", flat=True)) == [keep.pk]
-    assert events(user) == [("unread_count", {"count": 1})]
+    assert events(user) == [("notification_deleted", {"ids": [str(drop.pk)]}), ("unread_count", {"count": 1})]
 
 
 def test_send_page_sends_to_selected_users_live(staff_client, make_user, django_capture_on_commit_callbacks, events):
