@@ -165,6 +165,8 @@ class ExecutionListCreateApi(APIView):
                                             help_text="Users only (demo run): seconds between steps.")
 
     @extend_schema(
+        operation_id="executions_list",
+        auth=[{"jwtAuth": []}, {"cookieAuth": []}],  # users only: services read one execution at a time
         parameters=[
             OpenApiParameter("team", int, description="Only this team's executions."),
             OpenApiParameter("status", str, enum=Execution.Status.values, description="Only this status."),

@@ -237,6 +237,7 @@ class NotificationListApi(APIView):
 
     @extend_schema(
         operation_id="notifications_list",
+        auth=[{"jwtAuth": []}, {"cookieAuth": []}],  # users only: a service key is refused here
         parameters=[FilterSerializer, _IF_NONE_MATCH, *_POLL_HEADERS],
         responses={200: NotificationPageOutputSerializer, 304: OpenApiResponse(description="Not modified")},
     )
@@ -264,6 +265,7 @@ class NotificationListApi(APIView):
 
     @extend_schema(
         operation_id="notifications_create",
+        auth=[{"ServiceApiKey": []}, {"jwtAuth": []}, {"cookieAuth": []}],  # a service, or staff
         parameters=[_IDEMPOTENCY_KEY],
         request=InputSerializer,
         responses={
