@@ -88,7 +88,9 @@ def demo_run(
         for step in range(1, steps + 1):
             # No database connection is held while sleeping: runs are bounded by count, and a
             # connection per sleeping run would still add up (the next query reconnects).
-            connection.close()
+            # Inside a caller's transaction the connection is the caller's to keep.
+            if not connection.in_atomic_block:
+                connection.close()
             time.sleep(interval_s)
             name = f"step {step}/{steps}: {DEMO_STEP_NAMES[(step - 1) % len(DEMO_STEP_NAMES)]}"
             if fail_at is not None and step == fail_at:

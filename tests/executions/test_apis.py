@@ -155,6 +155,7 @@ def test_the_demo_runs_in_the_background_to_completion(member, team):
     )
 
     assert time.monotonic() - started < 1.2  # the request did not wait for the 1.6 s run
+    assert response.status_code == 201, response.content
     execution_id = response.json()["id"]
     deadline = time.monotonic() + 10
     while Execution.objects.get(pk=execution_id).status == "running" and time.monotonic() < deadline:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.test import override_settings
 from rest_framework.test import APIClient
 
 from realtime import redis as rt_redis
@@ -69,9 +68,9 @@ def test_a_malformed_or_wrong_key_is_401_and_never_shows_a_key(db, settings, hea
     assert b"the-real-secret-key" not in response.content
 
 
-@override_settings(RENUM_EXECUTIONS={"RUNNER_KEYS": ["runner-key"]})
 def test_runner_keys_hold_only_the_executions_scope_under_either_scheme(db, settings):
     _keys(settings)
+    settings.RENUM_EXECUTIONS = {"RUNNER_KEYS": ["runner-key"]}
 
     publish = _client("Runner runner-key").post("/api/realtime/publish/", PUBLISH, format="json")
     publish_as_api_key = _client("ApiKey runner-key").post("/api/realtime/publish/", PUBLISH, format="json")
