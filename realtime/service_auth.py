@@ -24,6 +24,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
@@ -101,6 +102,19 @@ def configured_keys() -> list[ServiceKey]:
     keys += [ServiceKey(entry.strip().encode(), frozenset({"executions"}))
              for entry in executions_setting("RUNNER_KEYS") if entry.strip()]
     return keys
+
+
+@checks.register(checks.Tags.security)
+def check_api_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A misconfigured key (unknown scope, empty key) stops ``manage.py check`` and every server start."""
+    errors = []
+    for entry in setting("API_KEYS"):
+        try:
+            parse_api_key(entry)
+        except ImproperlyConfigured as exc:
+            errors.append(checks.Error(str(exc), hint="REALTIME_API_KEYS entries are key or key:scope+scope",
+                                       id="realtime.E100"))
+    return errors
 
 
 def _match(presented: bytes, keys: list[ServiceKey]) -> ServiceKey | None:

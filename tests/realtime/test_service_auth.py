@@ -83,3 +83,16 @@ def test_a_service_key_cannot_read_a_users_inbox(db, settings):
 
     assert _client("ApiKey svc").get("/api/notifications/").status_code == 403
     assert _client("ApiKey svc").get("/api/notifications/unread-count/").status_code == 401
+
+
+def test_a_misconfigured_key_fails_the_system_checks(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    _keys(settings, "good", "secret123:publsh")
+
+    with pytest.raises(SystemCheckError) as error:
+        call_command("check")
+
+    assert "realtime.E100" in str(error.value)
+    assert "secret123" not in str(error.value)
