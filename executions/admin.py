@@ -34,6 +34,16 @@ class TeamAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     inlines = [TeamMembershipInline]
 
+    def save_model(self, request: HttpRequest, obj: Team, form: Any, change: bool) -> None:
+        """A rename goes through the service, so the team's members hear ``team_renamed``."""
+        if change and "name" in form.changed_data:
+            new_name = obj.name
+            obj.name = Team.objects.values_list("name", flat=True).get(pk=obj.pk)
+            super().save_model(request, obj, form, change)  # the other fields, the old name
+            services.team_rename(team=obj, name=new_name)
+            return
+        super().save_model(request, obj, form, change)
+
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         """Save memberships through the services instead of the formset, so subscriptions follow."""
         if formset.model is not TeamMembership:
@@ -90,7 +100,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     actions = ["cancel_executions"]
     readonly_fields = [
         "id", "team", "status", "progress", "current_step", "result", "error",
-        "created_by", "created_at", "started_at", "finished_at", "updated_at",
+        "external_id", "demo", "created_by", "created_at", "started_at", "finished_at", "cancelled_at", "updated_at",
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -101,13 +111,13 @@ class ExecutionAdmin(admin.ModelAdmin):
     def cancel_executions(self, request: HttpRequest, queryset: QuerySet[Execution]) -> None:
         """Cancel each queued or running selected execution as the admin user.
 
-        Admins need not be team members, so this ends them through ``execution_fail`` with the
-        same message a member's cancel gives.
+        Admins need not be team members; the cancel is the same as a member's (``cancelled_at``
+        set, so the engine running it learns of it).
         """
         cancelled = 0
         for execution in queryset.exclude(status__in=Execution.TERMINAL_STATUSES):
             try:
-                services.execution_fail(execution=execution, error=f"cancelled by {request.user.get_username()}")
+                services.execution_cancel(execution=execution, user=request.user, as_staff=True)
             except services.ExecutionTransitionError:
                 continue  # it ended meanwhile
             cancelled += 1

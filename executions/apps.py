@@ -13,6 +13,7 @@ class ExecutionsConfig(AppConfig):
         """Register ``team:`` and ``execution:`` and the ``execution.cancel`` command."""
         from executions.channels import register_execution_channels
         from executions.commands import register_execution_commands
+        from realtime import service_auth  # noqa: F401 - registers the system check of the service keys
 
         register_execution_channels()
         register_execution_commands()

@@ -1,33 +1,37 @@
 """The ``RENUM_EXECUTIONS`` settings dict, with documented defaults, read through one accessor.
 
-Each default may come from an environment variable, so deployments can configure the app
-without editing ``renum/settings.py``; a key set in ``settings.RENUM_EXECUTIONS`` wins.
+``renum/settings.py`` fills it from the environment (the only place the environment is read);
+a key it does not set takes the default below.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from django.conf import settings
 
-
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
-
-
-def _defaults() -> dict[str, Any]:
-    # Built on each read, not at import, so a changed environment (tests, reloads) is seen.
-    return {
-        # Keys of external runners for POST /api/executions/<id>/progress/
-        # (``Authorization: Runner <key>``). Empty: the endpoint refuses everyone.
-        "RUNNER_KEYS": _env_list("EXECUTION_RUNNER_KEYS"),
-        # The demo run that POST /api/executions/ starts: how many steps, how far apart.
-        "DEMO_STEPS": int(os.environ.get("EXECUTION_DEMO_STEPS", "10")),
-        "DEMO_INTERVAL_S": float(os.environ.get("EXECUTION_DEMO_INTERVAL_S", "1.0")),
-        # Page size of GET /api/executions/.
-        "PAGE_SIZE": 50,
-    }
+DEFAULTS: dict[str, Any] = {
+    # Keys of external runners, ``Authorization: Runner <key>`` (kept for runners configured
+    # before scoped API keys): they hold the ``executions`` scope only. Empty: none.
+    "RUNNER_KEYS": [],
+    # The demo runner (``POST /api/executions/`` by a user starts threads in the web process):
+    # on in development, off in production settings. Off, users get 403 and only services
+    # create executions.
+    "DEMO_ENABLED": False,
+    # The pace of a demo run when the request does not say, and its bounds: a request over
+    # DEMO_MAX_STEPS or DEMO_MAX_DURATION_S (steps x interval) is refused with 400.
+    "DEMO_STEPS": 10,
+    "DEMO_INTERVAL_S": 1.0,
+    "DEMO_MAX_STEPS": 100,
+    "DEMO_MAX_DURATION_S": 300.0,
+    # Demo runs queued or running at once (each holds a thread and a database connection):
+    # per team, per user, and in the whole deployment. More are refused with 429.
+    "DEMO_MAX_RUNNING_PER_TEAM": 2,
+    "DEMO_MAX_RUNNING_PER_USER": 2,
+    "DEMO_MAX_RUNNING": 20,
+    # Page size of GET /api/executions/.
+    "PAGE_SIZE": 50,
+}
 
 
 def setting(name: str) -> Any:
@@ -35,7 +39,6 @@ def setting(name: str) -> Any:
     overrides = getattr(settings, "RENUM_EXECUTIONS", {})
     if name in overrides:
         return overrides[name]
-    defaults = _defaults()
-    if name not in defaults:
+    if name not in DEFAULTS:
         raise KeyError(f"unknown RENUM_EXECUTIONS setting {name!r}")
-    return defaults[name]
+    return DEFAULTS[name]

@@ -1,7 +1,10 @@
-"""The ``execution_update`` event: its payload, and its publication after commit.
+"""The events of the executions app: ``execution_update`` and the team events, published after commit.
 
-One function builds the payload (used by publications, socket snapshots and the REST output
-alike, so all three always agree) and one publishes it to both channels that carry it.
+One function builds the execution payload (used by publications, socket snapshots and the
+REST output alike, so all three always agree) and one publishes it to both channels that
+carry it. Team events (``team_member_joined``, ``team_member_left``,
+``team_member_role_changed``, ``team_renamed``) go to ``team:<id>``; their payload schemas are
+registered in ``realtime.schemas``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from executions.models import Execution
 from realtime.publish import publish_on_commit
 
 EXECUTION_UPDATE = "execution_update"
+TEAM_MEMBER_JOINED = "team_member_joined"
+TEAM_MEMBER_LEFT = "team_member_left"
+TEAM_MEMBER_ROLE_CHANGED = "team_member_role_changed"
+TEAM_RENAMED = "team_renamed"
 
 
 def team_channel(team_id: Any) -> str:
@@ -58,3 +65,13 @@ def execution_update_publish_on_commit(*, execution: Execution) -> None:
     key = execution_channel(execution.id)
     publish_on_commit(team_channel(execution.team_id), EXECUTION_UPDATE, payload, coalesce_key=key)
     publish_on_commit(execution_channel(execution.id), EXECUTION_UPDATE, payload, coalesce_key=key)
+
+
+def team_member_payload(*, team_id: Any, user: Any, role: str) -> dict[str, Any]:
+    """Who joined or left a team, with the role they had."""
+    return {"team_id": str(team_id), "user_id": str(user.pk), "username": user.get_username(), "role": role}
+
+
+def team_event_publish_on_commit(*, team_id: Any, event_type: str, payload: dict[str, Any]) -> None:
+    """Queue a team event for ``team:<team_id>``, sent on commit (nothing for a rolled-back change)."""
+    publish_on_commit(team_channel(team_id), event_type, payload)

@@ -66,6 +66,10 @@ class Execution(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="executions")
+    # The engine's own id of the run, when a service created it; unique within a team.
+    external_id = models.CharField(max_length=200, blank=True, default="")
+    # Walked by the in-process demo runner (counted against its bounds), not by an engine.
+    demo = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     progress = models.PositiveSmallIntegerField(
         default=0, validators=[MinValueValidator(0), MaxValueValidator(100)]
@@ -79,14 +83,28 @@ class Execution(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set when a member or staff cancelled it (it is then failed): what an engine polls for.
+    cancelled_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["team", "-created_at"], name="executions_team_created")]
+        indexes = [
+            models.Index(fields=["team", "-created_at"], name="executions_team_created"),
+            # The demo runner's bounds count its live runs on every request: this index holds
+            # only those few rows.
+            models.Index(
+                fields=["team", "created_by"], condition=models.Q(demo=True, status__in=["queued", "running"]),
+                name="executions_demo_active",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(progress__gte=0, progress__lte=100), name="executions_progress_0_100"
+            ),
+            models.UniqueConstraint(
+                fields=["team", "external_id"], condition=~models.Q(external_id=""),
+                name="executions_unique_team_external_id",
             ),
         ]
 

@@ -26,6 +26,25 @@ def team_get_for_user(*, user: Any, team_id: Any) -> Team | None:
     return team_list_for_user(user=user).filter(pk=parsed).first()
 
 
+def team_get(*, team_id: Any) -> Team | None:
+    """The team with this id, whoever asks (for services), or None (also for malformed ids)."""
+    parsed = _int_or_none(team_id)
+    if parsed is None:
+        return None
+    return Team.objects.filter(pk=parsed).first()
+
+
+def team_member_ids(*, team_id: Any) -> list[Any] | None:
+    """The ids of a team's active members, in id order; None when there is no such team."""
+    team = team_get(team_id=team_id)
+    if team is None:
+        return None
+    return list(
+        TeamMembership.objects.filter(team=team, user__is_active=True).order_by("user_id").values_list("user_id",
+                                                                                                        flat=True)
+    )
+
+
 def team_membership_exists(*, user: Any, team_id: Any) -> bool:
     """Whether the user is a member of the team; False for anonymous users and malformed ids."""
     parsed = _int_or_none(team_id)

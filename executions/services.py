@@ -22,10 +22,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from executions.events import execution_channel, execution_update_publish_on_commit, team_channel
+from executions.events import (
+    TEAM_MEMBER_JOINED,
+    TEAM_MEMBER_LEFT,
+    TEAM_MEMBER_ROLE_CHANGED,
+    TEAM_RENAMED,
+    execution_channel,
+    execution_update_publish_on_commit,
+    team_channel,
+    team_event_publish_on_commit,
+    team_member_payload,
+)
 from executions.models import Execution, Team, TeamMembership
 from executions.selectors import team_membership_exists
 from realtime.publish import subscribe_user_on_commit, unsubscribe_user_on_commit
@@ -43,6 +53,14 @@ class ExecutionTransitionError(ExecutionError):
 
 class ExecutionValueError(ExecutionError):
     """A value outside what the rules accept (e.g. progress outside 0..100, or going down)."""
+
+
+class ExecutionCancelledError(ExecutionTransitionError):
+    """A runner reported on an execution that a member or staff cancelled: the engine should stop it."""
+
+
+class ExecutionConflictError(ExecutionError):
+    """Another execution of the team already has this external id."""
 
 
 class ExecutionPermissionError(PermissionError):
@@ -65,14 +83,28 @@ def team_create(*, name: str, slug: str, owner: Any = None) -> Team:
 def team_membership_add(*, team: Team, user: Any, role: str = TeamMembership.Role.MEMBER) -> TeamMembership:
     """Make a user a member of a team (or change the role of an existing member).
 
-    The user's live connections join ``team:<id>`` after commit, so a new member sees the
-    team's next update without reconnecting.
+    After commit the user's live connections join ``team:<id>``, so a new member sees the
+    team's next update without reconnecting, and the team hears ``team_member_joined`` (or
+    ``team_member_role_changed``; nothing when the role is the same).
     """
     if role not in TeamMembership.Role.values:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(TeamMembership.Role.values)}")
-    membership, created = TeamMembership.objects.update_or_create(team=team, user=user, defaults={"role": role})
-    if created:
+    membership = TeamMembership.objects.select_for_update().filter(team=team, user=user).first()
+    if membership is None:
+        membership = TeamMembership.objects.create(team=team, user=user, role=role)
         subscribe_user_on_commit(user.pk, team_channel(team.pk))
+        team_event_publish_on_commit(
+            team_id=team.pk, event_type=TEAM_MEMBER_JOINED, payload=team_member_payload(team_id=team.pk, user=user,
+                                                                                         role=role),
+        )
+    elif membership.role != role:
+        previous_role = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        team_event_publish_on_commit(
+            team_id=team.pk, event_type=TEAM_MEMBER_ROLE_CHANGED,
+            payload={**team_member_payload(team_id=team.pk, user=user, role=role), "previous_role": previous_role},
+        )
     return membership
 
 
@@ -80,14 +112,20 @@ def team_membership_add(*, team: Team, user: Any, role: str = TeamMembership.Rol
 def team_membership_remove(*, team: Team, user: Any) -> bool:
     """Remove a user from a team; returns whether they were a member.
 
-    After commit their live connections leave ``team:<id>`` and the ``execution:<id>`` channels
-    of the team's executions that are still queued or running. Channels of ended executions
-    are left alone: no update is ever published to them again, so staying there shows nothing
-    new, and listing every past execution of the team would not scale.
+    After commit the team hears ``team_member_left``, and the user's live connections leave
+    ``team:<id>`` and the ``execution:<id>`` channels of the team's executions that are still
+    queued or running. Channels of ended executions are left alone: no update is ever
+    published to them again, so staying there shows nothing new, and listing every past
+    execution of the team would not scale.
     """
-    deleted, _ = TeamMembership.objects.filter(team=team, user=user).delete()
-    if not deleted:
+    membership = TeamMembership.objects.select_for_update().filter(team=team, user=user).first()
+    if membership is None:
         return False
+    membership.delete()
+    team_event_publish_on_commit(
+        team_id=team.pk, event_type=TEAM_MEMBER_LEFT,
+        payload=team_member_payload(team_id=team.pk, user=user, role=membership.role),
+    )
     unsubscribe_user_on_commit(user.pk, team_channel(team.pk))
     active_ids = Execution.objects.filter(team=team, status__in=ACTIVE_STATUSES).values_list("id", flat=True)
     for execution_id in active_ids:
@@ -95,13 +133,44 @@ def team_membership_remove(*, team: Team, user: Any) -> bool:
     return True
 
 
+@transaction.atomic
+def team_rename(*, team: Team, name: str) -> Team:
+    """Rename a team; its members hear ``team_renamed`` after commit (nothing when the name is the same)."""
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ValueError("a team name must be 1-200 characters")
+    locked = Team.objects.select_for_update().get(pk=team.pk)
+    previous_name = locked.name
+    if previous_name != name:
+        locked.name = name
+        locked.save(update_fields=["name"])
+        team_event_publish_on_commit(
+            team_id=team.pk, event_type=TEAM_RENAMED,
+            payload={"team_id": str(team.pk), "name": name, "previous_name": previous_name},
+        )
+    team.name = name
+    return locked
+
+
 # ------------------------------------------------------------------ executions
 
 
 @transaction.atomic
-def execution_create(*, team: Team, created_by: Any = None) -> Execution:
-    """Create a queued execution of a team."""
-    execution = Execution.objects.create(team=team, created_by=created_by, status=Execution.Status.QUEUED)
+def execution_create(*, team: Team, created_by: Any = None, external_id: str = "", demo: bool = False) -> Execution:
+    """Create a queued execution of a team, optionally carrying the engine's own id of the run.
+
+    An ``external_id`` is unique within its team: a second one raises ``ExecutionConflictError``.
+    """
+    if not isinstance(external_id, str) or len(external_id) > 200:
+        raise ExecutionValueError("external_id must be a string of at most 200 characters")
+    try:
+        # A savepoint: the duplicate's IntegrityError must not break the caller's transaction.
+        with transaction.atomic():
+            execution = Execution.objects.create(
+                team=team, created_by=created_by, status=Execution.Status.QUEUED, external_id=external_id, demo=demo
+            )
+    except IntegrityError:
+        raise ExecutionConflictError(f"team {team.pk} already has an execution with external_id {external_id!r}") \
+            from None
     execution_update_publish_on_commit(execution=execution)
     return execution
 
@@ -168,14 +237,22 @@ def execution_fail(*, execution: Execution, error: str) -> Execution:
 
 
 @transaction.atomic
-def execution_cancel(*, execution: Execution, user: Any) -> Execution:
-    """Cancel a queued or running execution on behalf of a member of its team.
+def execution_cancel(*, execution: Execution, user: Any, as_staff: bool = False) -> Execution:
+    """Cancel a queued or running execution on behalf of a member of its team (or of staff).
 
     A cancelled execution ends as failed with the error ``cancelled by <username>``: the
     protocol has no ``cancelled`` status, and the message tells the team who stopped it.
+    ``cancelled_at`` is set too: the engine running it learns of the cancel from the
+    ``execution_update`` it may follow, from ``GET /api/executions/<id>/``, or from the 409
+    that its next report gets.
     """
-    if not team_membership_exists(user=user, team_id=execution.team_id):
+    if not as_staff and not team_membership_exists(user=user, team_id=execution.team_id):
         raise ExecutionPermissionError("only members of the execution's team may cancel it")
+    execution = _lock(execution)
+    if execution.is_terminal:
+        raise ExecutionTransitionError(f"cannot cancel an execution that already ended ({execution.status})")
+    execution.cancelled_at = timezone.now()
+    execution.save(update_fields=["cancelled_at"])
     return execution_fail(execution=execution, error=f"cancelled by {user.get_username()}")
 
 
@@ -198,6 +275,8 @@ def execution_report(
     """
     if status not in (None, *Execution.Status.values) or status == Execution.Status.QUEUED:
         raise ExecutionValueError(f"a runner can report status running, completed or failed, not {status!r}")
+    if _lock(execution).cancelled_at is not None:
+        raise ExecutionCancelledError("the execution was cancelled; stop running it")
     if status == Execution.Status.RUNNING:
         if _lock(execution).status == Execution.Status.QUEUED:
             execution = execution_start(execution=execution)

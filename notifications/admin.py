@@ -19,11 +19,32 @@ from django.urls import URLPattern, path, reverse
 from notifications.forms import NotificationSendForm
 from notifications.models import Notification
 from notifications.services import (
+    notification_archive_many,
     notification_create_many,
     notification_delete_many,
     notification_mark_read_many,
     notification_mark_unread_many,
+    notification_unarchive_many,
 )
+
+
+class ArchivedFilter(admin.SimpleListFilter):
+    """Archived / in the inbox, on ``archived_at`` being set."""
+
+    title = "archived"
+    parameter_name = "archived"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        """The two choices."""
+        return [("yes", "Archived"), ("no", "In the inbox")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Notification]) -> QuerySet[Notification]:
+        """Filter on ``archived_at`` being null or not."""
+        if self.value() == "yes":
+            return queryset.filter(archived_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(archived_at__isnull=True)
+        return queryset
 
 
 class ReadFilter(admin.SimpleListFilter):
@@ -49,13 +70,13 @@ class ReadFilter(admin.SimpleListFilter):
 class NotificationAdmin(admin.ModelAdmin):
     """Changelist with filters and bulk read/unread; a "Send notification" page for staff."""
 
-    list_display = ("title", "user", "type", "is_read", "created_at")
-    list_filter = ("type", ReadFilter, "created_at")
+    list_display = ("title", "user", "type", "is_read", "is_archived", "created_at")
+    list_filter = ("type", ReadFilter, ArchivedFilter, "created_at")
     date_hierarchy = "created_at"
     search_fields = ("title", "user__username")
     list_select_related = ("user",)
-    actions = ["mark_read", "mark_unread"]
-    readonly_fields = ("id", "user", "type", "title", "message", "action", "read_at", "created_at")
+    actions = ["mark_read", "mark_unread", "archive", "unarchive"]
+    readonly_fields = ("id", "user", "type", "title", "message", "action", "read_at", "archived_at", "created_at")
     change_list_template = "admin/notifications/notification/change_list.html"
     # Skips the extra COUNT(*) of the whole table behind "(N total)" on every filtered page.
     show_full_result_count = False
@@ -64,6 +85,11 @@ class NotificationAdmin(admin.ModelAdmin):
     def is_read(self, obj: Notification) -> bool:
         """Whether the user has read it."""
         return obj.read_at is not None
+
+    @admin.display(boolean=True, description="archived", ordering="archived_at")
+    def is_archived(self, obj: Notification) -> bool:
+        """Whether the user archived it."""
+        return obj.archived_at is not None
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Notifications are sent from the send page (to many users at once), not added one by one."""
@@ -80,21 +106,33 @@ class NotificationAdmin(admin.ModelAdmin):
     @admin.action(description="Mark selected notifications as read", permissions=["mark"])
     def mark_read(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
         """Mark read through the service, which tells each affected user live."""
-        changed = notification_mark_read_many(notification_ids=queryset.values_list("pk", flat=True))
+        changed = len(notification_mark_read_many(notification_ids=queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{changed} notification(s) marked as read.", messages.SUCCESS)
 
     @admin.action(description="Mark selected notifications as unread", permissions=["mark"])
     def mark_unread(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        """Mark unread through the service, which sends each affected user their new count."""
-        changed = notification_mark_unread_many(notification_ids=queryset.values_list("pk", flat=True))
+        """Mark unread through the service, which tells each affected user live (``notification_unread``)."""
+        changed = len(notification_mark_unread_many(notification_ids=queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{changed} notification(s) marked as unread.", messages.SUCCESS)
 
+    @admin.action(description="Archive selected notifications", permissions=["mark"])
+    def archive(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        """Archive through the service, which tells each affected user live (``notification_archived``)."""
+        changed = len(notification_archive_many(notification_ids=queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{changed} notification(s) archived.", messages.SUCCESS)
+
+    @admin.action(description="Unarchive selected notifications", permissions=["mark"])
+    def unarchive(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        """Unarchive through the service, which tells each affected user live (``notification_unarchived``)."""
+        changed = len(notification_unarchive_many(notification_ids=queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{changed} notification(s) unarchived.", messages.SUCCESS)
+
     def delete_model(self, request: HttpRequest, obj: Notification) -> None:
-        """Delete through the service so the user's unread count follows."""
+        """Delete through the service so the user's tabs drop it (``notification_deleted``) and the count follows."""
         notification_delete_many(notification_ids=[obj.pk])
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        """Bulk delete through the service so every affected user's unread count follows."""
+        """Bulk delete through the service so every affected user's tabs drop them and their counts follow."""
         notification_delete_many(notification_ids=queryset.values_list("pk", flat=True))
 
     def get_urls(self) -> list[URLPattern]:

@@ -33,17 +33,20 @@ class Notification(models.Model):
     # {"type": str, "payload": any}: what the front end does on click; validated in the service.
     action = models.JSONField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
+    # Set: archived, hidden from the inbox unless asked for (``?archived=true``), not counted as unread.
+    archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         # Same order as the listing index below, so a list is one index scan.
         ordering = ["-created_at", "id"]
         indexes = [
-            # The unread count scans only this user's unread rows: the index holds no read ones,
-            # so its size follows the unread backlog, not the table (django-notifications-hq #164).
+            # The unread count scans only this user's unread rows: the index holds no read (or
+            # archived) ones, so its size follows the unread backlog, not the table
+            # (django-notifications-hq #164).
             models.Index(
                 fields=["user", "created_at"],
-                condition=Q(read_at__isnull=True),
+                condition=Q(read_at__isnull=True, archived_at__isnull=True),
                 name="notif_user_unread_idx",
             ),
             # Cursor pagination of a user's list: (user, created_at desc, id) is one index range scan.
@@ -57,3 +60,32 @@ class Notification(models.Model):
     def read(self) -> bool:
         """Whether the user has read it (derived from ``read_at``)."""
         return self.read_at is not None
+
+    @property
+    def archived(self) -> bool:
+        """Whether the user archived it (derived from ``archived_at``)."""
+        return self.archived_at is not None
+
+
+class IdempotentRequest(models.Model):
+    """The first answer to a ``POST /api/notifications/`` with an ``Idempotency-Key``.
+
+    Inserted in the same transaction as the notifications it answers for, before them: a
+    concurrent retry waits on the unique key and then reads this answer, and a rolled-back
+    request leaves neither. Rows older than ``IDEMPOTENCY_TTL_S`` are ignored and pruned.
+    """
+
+    # Who asked: ``service:<key fingerprint>`` or ``user:<id>``; keys are scoped per caller.
+    caller = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    # SHA-256 of the request body: the same key with another body is refused (422).
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["caller", "key"], name="notif_idempotency_caller_key")]
+
+    def __str__(self) -> str:
+        return f"{self.caller} {self.key}"

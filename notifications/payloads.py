@@ -27,4 +27,5 @@ def notification_payload(notification: Notification) -> dict[str, Any]:
         "read": notification.read_at is not None,
         "created_at": iso_utc(notification.created_at),
         "action": notification.action,
+        "archived": notification.archived_at is not None,
     }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from datetime import datetime
 from typing import Any
 
 from django.db import connections, router
@@ -17,13 +18,32 @@ from notifications.utils import chunked
 _IDS_PER_QUERY = 1000
 
 
-def notification_list(*, user: Any, unread: bool | None = None) -> QuerySet[Notification]:
-    """A user's notifications, newest first; ``unread`` true/false filters, None gives all."""
-    queryset = Notification.objects.filter(user=user)
+def notification_list(
+    *,
+    user: Any,
+    unread: bool | None = None,
+    archived: bool = False,
+    types: Collection[str] = (),
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[Notification]:
+    """A user's notifications, newest first.
+
+    ``archived`` False (the inbox) hides archived ones, True gives only them (the archive);
+    ``unread`` true/false filters on the read state, None gives both; ``types`` keeps only
+    those types; ``created_after`` / ``created_before`` bound ``created_at`` (both inclusive).
+    """
+    queryset = Notification.objects.filter(user=user, archived_at__isnull=not archived)
     if unread is True:
         queryset = queryset.filter(read_at__isnull=True)
     elif unread is False:
         queryset = queryset.filter(read_at__isnull=False)
+    if types:
+        queryset = queryset.filter(type__in=list(types))
+    if created_after is not None:
+        queryset = queryset.filter(created_at__gte=created_after)
+    if created_before is not None:
+        queryset = queryset.filter(created_at__lte=created_before)
     return queryset.order_by("-created_at", "id")
 
 
@@ -35,9 +55,19 @@ def notification_get(*, user: Any, notification_id: uuid.UUID | str) -> Notifica
     return Notification.objects.get(pk=notification_id, user=user)
 
 
+def active_user_ids(*, user_ids: Iterable[Any]) -> set[Any]:
+    """Which of these user ids are active users (ids as the ORM gives them)."""
+    from django.contrib.auth import get_user_model
+
+    found: set[Any] = set()
+    for chunk in chunked(user_ids, _IDS_PER_QUERY):
+        found.update(get_user_model().objects.filter(pk__in=chunk, is_active=True).values_list("pk", flat=True))
+    return found
+
+
 def notification_unread_count(*, user: Any) -> int:
-    """How many of the user's notifications are unread (answered from the partial index)."""
-    return Notification.objects.filter(user=user, read_at__isnull=True).count()
+    """How many of the user's inbox notifications are unread (archived ones do not count; partial index)."""
+    return Notification.objects.filter(user=user, read_at__isnull=True, archived_at__isnull=True).count()
 
 
 def notification_unread_counts(*, user_ids: Iterable[Any]) -> dict[Any, int]:
@@ -52,12 +82,13 @@ def notification_unread_counts(*, user_ids: Iterable[Any]) -> dict[Any, int]:
     table = quote(Notification._meta.db_table)
     user_column = quote(Notification._meta.get_field("user").column)
     read_column = quote(Notification._meta.get_field("read_at").column)
+    archived_column = quote(Notification._meta.get_field("archived_at").column)
     to_python = Notification._meta.get_field("user").target_field.to_python  # ids as the ORM gives them
     counts: dict[Any, int] = {}
     with connection.cursor() as cursor:
         for chunk in chunked(user_ids, _IDS_PER_QUERY):
             cursor.execute(
-                f"SELECT {user_column}, COUNT(*) FROM {table} WHERE {read_column} IS NULL"
+                f"SELECT {user_column}, COUNT(*) FROM {table} WHERE {read_column} IS NULL AND {archived_column} IS NULL"
                 f" AND {user_column} IN ({', '.join(['%s'] * len(chunk))}) GROUP BY {user_column}",
                 list(chunk),
             )
@@ -68,14 +99,17 @@ def notification_unread_counts(*, user_ids: Iterable[Any]) -> dict[Any, int]:
 def notification_list_version(*, user: Any) -> str:
     """A short fingerprint of the user's notifications that changes with every service write.
 
-    Services only insert, mark read/unread and delete, so total and unread counts and the
-    newest ``created_at`` and ``read_at`` together change on every one of those writes.
+    Services only insert, mark read/unread, archive/unarchive and delete, so the total,
+    unread and archived counts and the newest ``created_at``, ``read_at`` and ``archived_at``
+    together change on every one of those writes.
     """
     state = Notification.objects.filter(user=user).aggregate(
         total=Count("pk"),
         unread=Count("pk", filter=Q(read_at__isnull=True)),
+        archived=Count("pk", filter=Q(archived_at__isnull=False)),
         last_created=Max("created_at"),
         last_read=Max("read_at"),
+        last_archived=Max("archived_at"),
     )
-    raw = f"{user.pk}|{state['total']}|{state['unread']}|{state['last_created']}|{state['last_read']}"
+    raw = "|".join(str(part) for part in (user.pk, *state.values()))
     return hashlib.sha256(raw.encode()).hexdigest()[:32]

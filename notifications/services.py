@@ -9,17 +9,22 @@ their own transaction could not see yet.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Collection, Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from notifications.models import Notification, NotificationType
+from notifications.conf import setting as notifications_setting
+from notifications.models import IdempotentRequest, Notification, NotificationType
 from notifications.payloads import iso_utc, notification_payload
 from notifications.selectors import notification_unread_counts
 from notifications.utils import chunked
@@ -27,8 +32,12 @@ from realtime.channels import user_channel
 from realtime.publish import Message, publish_many_on_commit
 
 # Rows per INSERT of notification_create_many: big enough to amortize round trips, small
-# enough to stay under SQLite's parameter limit (9 columns x 1000 rows).
+# enough to stay under SQLite's parameter limit (10 columns x 1000 rows).
 CREATE_BATCH_SIZE = 1000
+# Largest message, and largest action once serialized: a notification is a pointer to
+# something, not the thing; every byte is stored per recipient and sent to every tab.
+MAX_MESSAGE_CHARS = 10_000
+MAX_ACTION_BYTES = 8 * 1024
 
 
 def notification_action_validate(action: Any) -> dict[str, Any] | None:
@@ -46,6 +55,12 @@ def notification_action_validate(action: Any) -> dict[str, Any] | None:
         raise ValidationError({"action": f"unknown keys: {', '.join(sorted(map(str, unknown)))}"})
     if not isinstance(action.get("type"), str) or not action["type"]:
         raise ValidationError({"action": "type must be a non-empty string"})
+    try:
+        size = len(orjson.dumps(action))
+    except TypeError:
+        raise ValidationError({"action": "must be JSON (objects, arrays, strings, numbers, booleans, null)"}) from None
+    if size > MAX_ACTION_BYTES:
+        raise ValidationError({"action": f"must be at most {MAX_ACTION_BYTES} bytes as JSON"})
     return {"type": action["type"], "payload": action.get("payload")}
 
 
@@ -59,6 +74,8 @@ def _content_validate(*, type: str, title: str, message: str) -> None:
         errors["title"] = "must be at most 200 characters"
     if not isinstance(message, str):
         errors["message"] = "must be a string"
+    elif len(message) > MAX_MESSAGE_CHARS:
+        errors["message"] = f"must be at most {MAX_MESSAGE_CHARS} characters"
     if errors:
         raise ValidationError(errors)
 
@@ -205,59 +222,133 @@ def notification_mark_all_read(*, user: Any, before: datetime | None = None, bat
 
 
 def notification_delete(*, user: Any, notification_id: uuid.UUID | str) -> None:
-    """Delete one of the user's notifications; another user's id raises ``Notification.DoesNotExist``."""
-    with transaction.atomic():
-        deleted = Notification.objects.filter(pk=notification_id, user=user).delete()[0]
-        if not deleted:
-            raise Notification.DoesNotExist(f"no notification {notification_id} for this user")
-        _publish_on_commit([], unread_counts_of=[user.pk])
+    """Delete one of the user's notifications; another user's id raises ``Notification.DoesNotExist``.
+
+    Every tab of the user hears ``notification_deleted`` and the new unread count.
+    """
+    if not notification_delete_many(notification_ids=[notification_id], user=user):
+        raise Notification.DoesNotExist(f"no notification {notification_id} for this user")
 
 
-# ------------------------------------------------------------------ staff operations (admin)
+# ------------------------------------------------------------------ changes of many (inbox, admin)
+#
+# Each takes notification ids and, for a user's own inbox, ``user`` (other users' ids are then
+# ignored, like missing ones); without ``user`` (the admin) they act on anyone's. Each returns
+# the ids that changed, and after commit every affected user hears one event naming their
+# changed ids (``notification_read``, ``notification_unread``, ``notification_archived``,
+# ``notification_unarchived``, ``notification_deleted``) and their new unread count, so every
+# open tab converges. Ids that were already in the wanted state change and send nothing.
 
 
-def notification_mark_read_many(*, notification_ids: Iterable[Any]) -> int:
-    """Mark notifications of any users read (admin bulk action); returns how many changed."""
-    return _read_state_set(notification_ids=notification_ids, read=True)
+def notification_mark_read_many(*, notification_ids: Iterable[Any], user: Any = None) -> list[str]:
+    """Mark notifications read."""
+    return _apply_many(notification_ids=notification_ids, user=user, pending=Q(read_at__isnull=True),
+                       update={"read_at": timezone.now()}, event="notification_read")
 
 
-def notification_mark_unread_many(*, notification_ids: Iterable[Any]) -> int:
-    """Mark notifications of any users unread again (admin bulk action); returns how many changed."""
-    return _read_state_set(notification_ids=notification_ids, read=False)
+def notification_mark_unread_many(*, notification_ids: Iterable[Any], user: Any = None) -> list[str]:
+    """Mark notifications unread again."""
+    return _apply_many(notification_ids=notification_ids, user=user, pending=Q(read_at__isnull=False),
+                       update={"read_at": None}, event="notification_unread")
 
 
-def _read_state_set(*, notification_ids: Iterable[Any], read: bool) -> int:
-    read_at = timezone.now() if read else None
+def notification_archive_many(*, notification_ids: Iterable[Any], user: Any = None) -> list[str]:
+    """Archive notifications: out of the inbox and its unread count, listed with ``?archived=true``."""
+    return _apply_many(notification_ids=notification_ids, user=user, pending=Q(archived_at__isnull=True),
+                       update={"archived_at": timezone.now()}, event="notification_archived")
+
+
+def notification_unarchive_many(*, notification_ids: Iterable[Any], user: Any = None) -> list[str]:
+    """Bring archived notifications back to the inbox."""
+    return _apply_many(notification_ids=notification_ids, user=user, pending=Q(archived_at__isnull=False),
+                       update={"archived_at": None}, event="notification_unarchived")
+
+
+def notification_delete_many(*, notification_ids: Iterable[Any], user: Any = None) -> list[str]:
+    """Delete notifications."""
+    return _apply_many(notification_ids=notification_ids, user=user, pending=Q(), update=None,
+                       event="notification_deleted")
+
+
+def _apply_many(
+    *, notification_ids: Iterable[Any], user: Any, pending: Q, update: dict[str, Any] | None, event: str
+) -> list[str]:
     changed_by_user: dict[Any, list[str]] = {}
     with transaction.atomic():
         for chunk in chunked(notification_ids, CREATE_BATCH_SIZE):
-            # Locked so that the rows reported as changed are exactly the rows the UPDATE changes.
-            rows = list(
-                Notification.objects.select_for_update()
-                .filter(pk__in=chunk, read_at__isnull=read)
-                .order_by()
-                .values_list("pk", "user_id")
-            )
-            if not rows:
+            rows = Notification.objects.select_for_update().filter(pending, pk__in=chunk)
+            if user is not None:
+                rows = rows.filter(user=user)
+            # Locked so that the rows reported as changed are exactly the rows changed here.
+            found = list(rows.order_by().values_list("pk", "user_id"))
+            if not found:
                 continue
-            Notification.objects.filter(pk__in=[pk for pk, _ in rows]).update(read_at=read_at)
-            for pk, user_id in rows:
+            targets = Notification.objects.filter(pk__in=[pk for pk, _ in found])
+            if update is None:
+                targets.delete()
+            else:
+                targets.update(**update)
+            for pk, user_id in found:
                 changed_by_user.setdefault(user_id, []).append(str(pk))
-        read_events = [
-            Message(user_channel(user_id), "notification_read", {"ids": changed_ids, "all": False})
+        events = [
+            Message(user_channel(user_id), event, _event_payload(event, changed_ids))
             for user_id, changed_ids in changed_by_user.items()
-        ] if read else []
-        _publish_on_commit(read_events, unread_counts_of=changed_by_user)
-    return sum(len(changed_ids) for changed_ids in changed_by_user.values())
+        ]
+        _publish_on_commit(events, unread_counts_of=changed_by_user)
+    return [pk for changed_ids in changed_by_user.values() for pk in changed_ids]
 
 
-def notification_delete_many(*, notification_ids: Iterable[Any]) -> int:
-    """Delete notifications of any users (admin); each affected user gets a new unread count."""
-    user_ids: set[Any] = set()
-    deleted = 0
+def _event_payload(event: str, ids: list[str]) -> dict[str, Any]:
+    # notification_read keeps its v1 shape ({ids, all}); the newer events carry only the ids.
+    return {"ids": ids, "all": False} if event == "notification_read" else {"ids": ids}
+
+
+# ------------------------------------------------------------------ idempotent requests (service API)
+
+
+class IdempotencyKeyReused(Exception):
+    """The same ``Idempotency-Key`` came with a different request body."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """What a request answered, and whether this is a replay of the first answer."""
+
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def idempotent_request(
+    *, caller: str, key: str | None, body: bytes, perform: Callable[[], tuple[int, dict[str, Any]]]
+) -> IdempotentAnswer:
+    """Run ``perform`` once per ``(caller, key)``: a retry answers exactly what the first call answered.
+
+    Without a key, ``perform`` just runs. With one, its row is inserted *first*, in the same
+    transaction as whatever ``perform`` writes: a concurrent retry waits on the unique key
+    until the first commits and then reads its answer, and a failure (an exception from
+    ``perform``, e.g. a ``ValidationError``) rolls back both, so nothing is stored and a retry
+    runs again. The same key with another body raises ``IdempotencyKeyReused``. Keys live
+    ``IDEMPOTENCY_TTL_S`` seconds.
+    """
+    if key is None:
+        status_code, answer = perform()
+        return IdempotentAnswer(status_code, answer, replayed=False)
+    request_hash = hashlib.sha256(body).hexdigest()
+    expired_before = timezone.now() - timedelta(seconds=notifications_setting("IDEMPOTENCY_TTL_S"))
     with transaction.atomic():
-        for chunk in chunked(notification_ids, CREATE_BATCH_SIZE):
-            user_ids.update(Notification.objects.filter(pk__in=chunk).values_list("user_id", flat=True))
-            deleted += Notification.objects.filter(pk__in=chunk).delete()[0]
-        _publish_on_commit([], unread_counts_of=user_ids)
-    return deleted
+        IdempotentRequest.objects.filter(caller=caller, created_at__lt=expired_before).delete()
+        try:
+            with transaction.atomic():  # a savepoint: the duplicate must not break the outer transaction
+                record = IdempotentRequest.objects.create(caller=caller, key=key, request_hash=request_hash)
+        except IntegrityError:
+            record = None
+        if record is None:
+            first = IdempotentRequest.objects.get(caller=caller, key=key)
+            if first.request_hash != request_hash:
+                raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+            return IdempotentAnswer(first.status_code, first.response, replayed=True)
+        status_code, answer = perform()
+        record.status_code, record.response = status_code, answer
+        record.save(update_fields=["status_code", "response"])
+    return IdempotentAnswer(status_code, answer, replayed=False)

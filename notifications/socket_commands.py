@@ -1,12 +1,18 @@
-"""Socket commands of notifications: ``notification.mark_read`` and ``notification.mark_all_read``.
+"""Socket commands of notifications: the inbox's actions over the socket.
 
-They call the same services as the REST API, with the connection's authenticated user, so a
-change made over the socket publishes exactly the events a REST call would.
+``notification.mark_read {id}`` and ``notification.mark_all_read {before?}`` as in v1, and the
+bulk actions on selected ids, each ``{ids: [uuid, ...]}`` (1..1000) answered with
+``{"changed": [ids that changed], "count": unread}``: ``notification.mark_read_many``,
+``notification.mark_unread``, ``notification.archive``, ``notification.unarchive``,
+``notification.delete``. They call the same services as the REST API, with the connection's
+authenticated user, so a change made over the socket publishes exactly the events a REST call
+would, and every other tab of the user converges.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +21,15 @@ from django.utils.dateparse import parse_datetime
 from notifications.models import Notification
 from notifications.payloads import notification_payload
 from notifications.selectors import notification_unread_count
-from notifications.services import notification_mark_all_read, notification_mark_read
+from notifications.services import (
+    notification_archive_many,
+    notification_delete_many,
+    notification_mark_all_read,
+    notification_mark_read,
+    notification_mark_read_many,
+    notification_mark_unread_many,
+    notification_unarchive_many,
+)
 from realtime.commands import CommandError, register_command
 
 
@@ -64,7 +78,40 @@ def notification_mark_all_read_command(user: Any, args: dict[str, Any]) -> dict[
     return {"updated": updated, "count": notification_unread_count(user=user)}
 
 
+MAX_IDS = 1000
+
+
+def _ids_arg(args: dict[str, Any]) -> list[uuid.UUID]:
+    value = args.get("ids")
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_IDS:
+        raise CommandError("invalid_message", f"ids must be a list of 1 to {MAX_IDS} notification UUIDs")
+    return [_uuid_arg({"id": item}, "id") for item in value]
+
+
+def _bulk_command(service: Callable[..., list[str]]) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+    """A ``{ids}`` command applying ``service`` to the user's own notifications among ``ids``."""
+
+    def command(user: Any, args: dict[str, Any]) -> dict[str, Any]:
+        _only_keys(args, {"ids"})
+        changed = service(notification_ids=_ids_arg(args), user=user)
+        return {"changed": changed, "count": notification_unread_count(user=user)}
+
+    command.__doc__ = f"``{{ids}}`` -> ``{{changed, count}}`` through ``{service.__name__}``."
+    return command
+
+
+BULK_COMMANDS = {
+    "notification.mark_read_many": notification_mark_read_many,
+    "notification.mark_unread": notification_mark_unread_many,
+    "notification.archive": notification_archive_many,
+    "notification.unarchive": notification_unarchive_many,
+    "notification.delete": notification_delete_many,
+}
+
+
 def register_notification_commands() -> None:
     """Register the commands with the realtime transport (called from ``AppConfig.ready``)."""
     register_command("notification.mark_read", notification_mark_read_command)
     register_command("notification.mark_all_read", notification_mark_all_read_command)
+    for name, service in BULK_COMMANDS.items():
+        register_command(name, _bulk_command(service))

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import time
-from typing import Any
 
 import orjson
 from asgiref.sync import async_to_sync
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.authentication import BaseAuthentication
-from rest_framework.exceptions import AuthenticationFailed
-from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,38 +16,12 @@ from rest_framework.views import APIView
 from realtime import auth, streams
 from realtime import redis as rt_redis
 from realtime.channels import call_check, policy_for
-from realtime.conf import setting
 from realtime.hub import audience_allows
 from realtime.publish import publish_rollback_unsafe
 from realtime.schemas import ProtocolError, validate_channel_name
+from realtime.service_auth import HasServiceScope, ServiceKeyAuthentication
 
-
-class ServiceKeyAuthentication(BaseAuthentication):
-    """``Authorization: ApiKey <key>`` with a key from RENUM_REALTIME["API_KEYS"] (services, not users)."""
-
-    keyword = "ApiKey"
-
-    def authenticate(self, request: Request) -> tuple[Any, str] | None:
-        """Return (None, key) for a valid service key; None when the header is absent."""
-        header = request.headers.get("Authorization", "")
-        if not header.startswith(self.keyword + " "):
-            return None
-        presented = header[len(self.keyword) + 1:].strip()
-        if not any(hmac.compare_digest(presented, key) for key in setting("API_KEYS")):
-            raise AuthenticationFailed("invalid service API key")
-        return (None, presented)
-
-    def authenticate_header(self, request: Request) -> str:
-        """Tell clients which scheme this endpoint wants."""
-        return self.keyword
-
-
-class HasServiceKey(BasePermission):
-    """Allows requests authenticated by ServiceKeyAuthentication."""
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        """True when a service key was presented and accepted."""
-        return isinstance(request.auth, str) and bool(request.auth)
+__all__ = ["EventsApi", "PublishApi", "ServiceKeyAuthentication", "TicketApi"]
 
 
 class TicketApi(APIView):
@@ -59,8 +29,8 @@ class TicketApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses=inline_serializer("Ticket", {
-        "ticket": serializers.CharField(), "expires_in": serializers.IntegerField()}))
+    @extend_schema(request=None, responses={201: inline_serializer("Ticket", {
+        "ticket": serializers.CharField(), "expires_in": serializers.IntegerField()})})
     def post(self, request: Request) -> Response:
         """Issue a ticket for the authenticated user."""
         ticket, ttl = auth.ticket_issue(user=request.user)
@@ -71,7 +41,8 @@ class PublishApi(APIView):
     """``POST /api/realtime/publish/``: other services publish to any channel with a server API key."""
 
     authentication_classes = [ServiceKeyAuthentication]
-    permission_classes = [HasServiceKey]
+    permission_classes = [HasServiceScope]
+    service_scope = "publish"
 
     class InputSerializer(serializers.Serializer):
         channel = serializers.CharField(max_length=100)
@@ -85,8 +56,8 @@ class PublishApi(APIView):
         exclude_users = serializers.ListField(child=serializers.CharField(), required=False, default=list)
         target = serializers.JSONField(required=False, default=None)
 
-    @extend_schema(request=InputSerializer, responses=inline_serializer("Published", {
-        "channel": serializers.CharField(), "offset": serializers.IntegerField(), "epoch": serializers.CharField()}))
+    @extend_schema(request=InputSerializer, responses={201: inline_serializer("Published", {
+        "channel": serializers.CharField(), "offset": serializers.IntegerField(), "epoch": serializers.CharField()})})
     def post(self, request: Request) -> Response:
         """Publish one message now and answer its position."""
         data = self.InputSerializer(data=request.data)

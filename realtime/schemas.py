@@ -17,7 +17,9 @@ import orjson
 
 CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:@=]{1,100}$")
 BUILTIN_TYPES = frozenset(
-    {"notification", "notification_read", "unread_count", "execution_update", "system_event", "command"}
+    {"notification", "notification_read", "unread_count", "execution_update", "system_event", "command",
+     "notification_unread", "notification_archived", "notification_unarchived", "notification_deleted",
+     "team_member_joined", "team_member_left", "team_member_role_changed", "team_renamed"}
 )
 
 
@@ -52,6 +54,7 @@ class NotificationPayload(msgspec.Struct):
     read: bool
     created_at: str
     action: NotificationAction | None = None
+    archived: bool = False
 
 
 class ExecutionUpdatePayload(msgspec.Struct):
@@ -81,11 +84,53 @@ class UnreadCountPayload(msgspec.Struct):
     count: int
 
 
+class NotificationIdsPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """Payload of ``notification_unread``, ``notification_archived``, ``notification_unarchived``
+    and ``notification_deleted``: which of the user's notifications changed that way."""
+
+    ids: list[str]
+
+
+class TeamMemberPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """Payload of ``team_member_joined`` and ``team_member_left`` on ``team:<id>``."""
+
+    team_id: str
+    user_id: str
+    username: str
+    role: Literal["owner", "member"]
+
+
+class TeamMemberRoleChangedPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """Payload of ``team_member_role_changed`` on ``team:<id>``."""
+
+    team_id: str
+    user_id: str
+    username: str
+    role: Literal["owner", "member"]
+    previous_role: Literal["owner", "member"]
+
+
+class TeamRenamedPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """Payload of ``team_renamed`` on ``team:<id>``."""
+
+    team_id: str
+    name: str
+    previous_name: str
+
+
 _PAYLOAD_SCHEMAS: dict[str, type[msgspec.Struct]] = {
     "notification": NotificationPayload,
     "execution_update": ExecutionUpdatePayload,
     "unread_count": UnreadCountPayload,
     "notification_read": NotificationReadPayload,
+    "notification_unread": NotificationIdsPayload,
+    "notification_archived": NotificationIdsPayload,
+    "notification_unarchived": NotificationIdsPayload,
+    "notification_deleted": NotificationIdsPayload,
+    "team_member_joined": TeamMemberPayload,
+    "team_member_left": TeamMemberPayload,
+    "team_member_role_changed": TeamMemberRoleChangedPayload,
+    "team_renamed": TeamRenamedPayload,
 }
 
 

@@ -219,6 +219,19 @@ RENUM_REALTIME = {
     "KEY_PREFIX": REALTIME_KEY_PREFIX,
 }
 
+RENUM_EXECUTIONS = {
+    "RUNNER_KEYS": env_list("EXECUTION_RUNNER_KEYS", ""),
+    # The demo runner holds a thread and a database connection per run: development only.
+    "DEMO_ENABLED": env_bool("EXECUTION_DEMO_ENABLED", True),
+    "DEMO_STEPS": int(os.environ.get("EXECUTION_DEMO_STEPS", "10")),
+    "DEMO_INTERVAL_S": float(os.environ.get("EXECUTION_DEMO_INTERVAL_S", "1.0")),
+}
+
+RENUM_NOTIFICATIONS = {
+    # How long a POST /api/notifications/ answer is kept for retries with the same Idempotency-Key.
+    "IDEMPOTENCY_TTL_S": int(os.environ.get("NOTIFICATIONS_IDEMPOTENCY_TTL_S", str(24 * 3600))),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

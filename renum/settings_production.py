@@ -31,3 +31,5 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 if not SECURE_HSTS_PRELOAD:
     SILENCED_SYSTEM_CHECKS = ["security.W021"]  # "HSTS preload not set": off by the choice above
+# The demo runner starts a thread per run inside the web process: off unless asked for.
+RENUM_EXECUTIONS = {**RENUM_EXECUTIONS, "DEMO_ENABLED": env_bool("EXECUTION_DEMO_ENABLED", False)}  # noqa: F405

@@ -80,3 +80,30 @@ def test_the_development_secret_key_file_is_readable_by_its_owner_only(tmp_path,
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) >= 50
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+def settings_value(expression: str, **env: str) -> str:
+    """What ``expression`` gives under the development settings, in a fresh process with ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("EXECUTION_", "REALTIME_API"))}
+    clean.update(env)
+    clean.setdefault("DJANGO_SETTINGS_MODULE", "renum.settings")
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", f"print({expression})"], cwd=ROOT,
+                            env=clean, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_execution_runner_keys_and_the_demo_switch_come_from_the_environment():
+    expression = "__import__('executions.conf').conf.setting('RUNNER_KEYS'), " \
+                 "__import__('executions.conf').conf.setting('DEMO_ENABLED')"
+
+    assert settings_value(expression) == "[] True"
+    assert settings_value(expression, EXECUTION_RUNNER_KEYS="alpha, beta", EXECUTION_DEMO_ENABLED="false") == \
+        "['alpha', 'beta'] False"
+
+
+def test_production_settings_turn_the_demo_runner_off_unless_asked():
+    production = {"DJANGO_SETTINGS_MODULE": "renum.settings_production", "SECRET_KEY": "s" * 50,
+                  "DATABASE_URL": "sqlite:////tmp/renum-settings-check.sqlite3", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    expression = "__import__('executions.conf').conf.setting('DEMO_ENABLED')"
+
+    assert settings_value(expression, **production) == "False"
+    assert settings_value(expression, **production, EXECUTION_DEMO_ENABLED="true") == "True"

@@ -98,7 +98,7 @@ def test_a_created_execution_that_rolls_back_is_never_announced(team):
         execution_create(team=team)
         raise Boom
 
-    assert published(f"team:{team.id}") == []
+    assert published_payloads(f"team:{team.id}") == []
 
 
 def test_a_refused_change_publishes_nothing(team):

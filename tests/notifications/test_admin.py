@@ -84,6 +84,7 @@ def test_mark_read_and_unread_actions_go_through_services_and_publish(
     assert events(bob) == [
         ("notification_read", {"ids": [str(third.pk)], "all": False}),
         ("unread_count", {"count": 0}),
+        ("notification_unread", {"ids": [str(third.pk)]}),
         ("unread_count", {"count": 1}),
     ]
 
@@ -100,7 +101,7 @@ def test_delete_action_goes_through_the_service_and_publishes_counts(
         )
 
     assert list(Notification.objects.values_list("pk", flat=True)) == [keep.pk]
-    assert events(user) == [("unread_count", {"count": 1})]
+    assert events(user) == [("notification_deleted", {"ids": [str(drop.pk)]}), ("unread_count", {"count": 1})]
 
 
 def test_send_page_sends_to_selected_users_live(staff_client, make_user, django_capture_on_commit_callbacks, events):
@@ -183,3 +184,21 @@ def test_send_page_needs_the_add_permission(client, make_user):
     assert changelist.status_code == 200
     assert SEND_URL.encode() not in changelist.content
     assert send.status_code == 403
+
+
+def test_archive_and_unarchive_actions_send_the_same_events_as_the_inbox(
+    staff_client, user, django_capture_on_commit_callbacks, events
+):
+    note = notification_create(user=user, type="info", title="n", message="")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        archived = _action(staff_client, "archive", [note])
+    with django_capture_on_commit_callbacks(execute=True):
+        unarchived = _action(staff_client, "unarchive", [note])
+
+    assert b"1 notification(s) archived." in archived.content
+    assert b"1 notification(s) unarchived." in unarchived.content
+    assert events(user)[-4:] == [
+        ("notification_archived", {"ids": [str(note.pk)]}), ("unread_count", {"count": 0}),
+        ("notification_unarchived", {"ids": [str(note.pk)]}), ("unread_count", {"count": 1}),
+    ]

@@ -81,6 +81,7 @@ def test_list_returns_own_notifications_newest_first_in_the_socket_shape(auth_cl
             "read": False,
             "created_at": iso_utc(newer.created_at),
             "action": {"type": "open", "payload": [1]},
+            "archived": False,
         },
         {
             "id": str(older.id),
@@ -91,6 +92,7 @@ def test_list_returns_own_notifications_newest_first_in_the_socket_shape(auth_cl
             "read": False,
             "created_at": iso_utc(older.created_at),
             "action": None,
+            "archived": False,
         },
     ]
     assert response["X-Poll-Interval"] == "30"
@@ -283,7 +285,7 @@ def test_delete_answers_204_then_404(auth_client, user, django_capture_on_commit
     assert deleted.status_code == 204
     assert again.status_code == 404
     assert Notification.objects.count() == 0
-    assert events(user) == [("unread_count", {"count": 0})]
+    assert events(user) == [("notification_deleted", {"ids": [str(notification.id)]}), ("unread_count", {"count": 0})]
 
 
 def test_session_authenticated_clients_can_poll(client, user):

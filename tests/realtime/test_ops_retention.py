@@ -47,8 +47,8 @@ def test_reports_batches_and_is_idempotent(notifications, capsys):
     call_command("notifications_prune", "--read-older-than-days", "30", "--batch-size", "2")
     second = capsys.readouterr().out
 
-    assert first.endswith(" in 2 batch(es)\n")
-    assert second.startswith("deleted 0 notification(s)") and second.endswith(" in 0 batch(es)\n")
+    assert first.splitlines()[0].endswith(" in 2 batch(es)")
+    assert second.startswith("deleted 0 notification(s)") and second.splitlines()[0].endswith(" in 0 batch(es)")
     assert len(remaining()) == 3
 
 
@@ -64,3 +64,21 @@ def test_refuses_less_than_one_day(notifications):
         call_command("notifications_prune", "--read-older-than-days", "0")
 
     assert len(remaining()) == 6
+
+
+def test_expired_idempotency_keys_are_deleted_and_live_ones_kept(db, settings, capsys):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from notifications.models import IdempotentRequest
+
+    settings.RENUM_NOTIFICATIONS = {"IDEMPOTENCY_TTL_S": 3600}
+    IdempotentRequest.objects.create(caller="service:a", key="old", request_hash="h",
+                                     created_at=timezone.now() - timedelta(hours=2))
+    IdempotentRequest.objects.create(caller="service:a", key="new", request_hash="h")
+
+    call_command("notifications_prune", "--read-older-than-days", "30")
+
+    assert capsys.readouterr().out.splitlines()[1] == "deleted 1 expired idempotency key(s)"
+    assert list(IdempotentRequest.objects.values_list("key", flat=True)) == ["new"]

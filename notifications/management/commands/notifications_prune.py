@@ -4,6 +4,10 @@ Deletes notifications that were read more than N days ago, in batches of primary
 no statement locks or scans the whole table at once; unread ones are never touched. Meant for
 cron: idempotent, prints what it deleted. Clients are not told (the rows are old and read, and
 no unread count changes); lists fetched later simply no longer contain them.
+
+It also deletes the stored answers of ``POST /api/notifications/`` whose ``Idempotency-Key``
+expired (``RENUM_NOTIFICATIONS["IDEMPOTENCY_TTL_S"]``): requests prune their own caller's,
+and this removes those of callers that stopped calling.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from notifications.models import Notification
+from notifications.conf import setting
+from notifications.models import IdempotentRequest, Notification
 
 
 class Command(BaseCommand):
@@ -51,3 +56,6 @@ class Command(BaseCommand):
             deleted += per_model.get(Notification._meta.label, 0)
             batches += 1
         self.stdout.write(f"deleted {deleted} notification(s) read before {cutoff.isoformat()} in {batches} batch(es)")
+        expired_before = timezone.now() - timedelta(seconds=setting("IDEMPOTENCY_TTL_S"))
+        expired, _ = IdempotentRequest.objects.filter(created_at__lt=expired_before).delete()
+        self.stdout.write(f"deleted {expired} expired idempotency key(s)")

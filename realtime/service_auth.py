@@ -1,0 +1,185 @@
+"""Authentication of the platform's other services: scoped API keys, one class for every service API.
+
+A key is configured as ``<key>`` (every scope, as keys always had) or ``<key>:<scope>+<scope>``
+(only those scopes) in ``RENUM_REALTIME["API_KEYS"]`` (``REALTIME_API_KEYS``). The scopes are:
+
+- ``publish``: ``POST /api/realtime/publish/`` (raw messages without a row);
+- ``notifications``: ``POST /api/notifications/`` (persisted notifications);
+- ``executions``: create executions for a team and report their progress.
+
+Services send ``Authorization: ApiKey <key>``. The older ``Authorization: Runner <key>`` still
+works for the keys of ``RENUM_EXECUTIONS["RUNNER_KEYS"]`` (``EXECUTION_RUNNER_KEYS``), which
+hold the ``executions`` scope only.
+
+Keys are compared as bytes with ``hmac.compare_digest`` against every configured key (no early
+exit), so a malformed header (non-ASCII, empty) is a plain 401 and timing tells nothing. The
+principal carries a short fingerprint of its key, never the key, so no error page or log line
+can show a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions, permissions
+from rest_framework.request import Request
+
+from realtime.conf import setting
+
+SCOPES = frozenset({"publish", "notifications", "executions"})
+API_KEY_KEYWORD = b"apikey"
+RUNNER_KEYWORD = b"runner"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """One configured key: its bytes, the scopes it grants, and a fingerprint that names it safely."""
+
+    secret: bytes
+    scopes: frozenset[str]
+
+    @property
+    def key_id(self) -> str:
+        """The first 12 hex digits of the key's SHA-256: identifies the caller in logs and stored rows."""
+        return hashlib.sha256(self.secret).hexdigest()[:12]
+
+
+class ServicePrincipal:
+    """``request.user`` of a request authenticated by a service key: a service, not a user."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, key: ServiceKey) -> None:
+        self.key_id = key.key_id
+        self.scopes = key.scopes
+        # Throttles key on ``pk``: one bucket per service key, never shared with a user id.
+        self.pk = f"service:{key.key_id}"
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether the key grants ``scope``."""
+        return scope in self.scopes
+
+    def __str__(self) -> str:
+        return f"service {self.key_id}"
+
+
+def parse_api_key(entry: str) -> ServiceKey:
+    """``"key"`` or ``"key:scope+scope"`` into a ServiceKey; an unknown scope is a configuration error.
+
+    Keys therefore cannot contain ``:``. An unknown scope fails loudly instead of being
+    mistaken for part of the key (which would silently grant every scope).
+    """
+    secret, sep, raw_scopes = entry.strip().partition(":")
+    if not secret:
+        raise ImproperlyConfigured("an API key must not be empty")
+    if not sep:
+        return ServiceKey(secret.encode(), SCOPES)
+    scopes = frozenset(scope.strip() for scope in raw_scopes.split("+") if scope.strip())
+    unknown = scopes - SCOPES
+    if unknown or not scopes:
+        raise ImproperlyConfigured(
+            f"API key {hashlib.sha256(secret.encode()).hexdigest()[:12]} has unknown or no scopes "
+            f"{sorted(unknown)}; known scopes: {', '.join(sorted(SCOPES))}"
+        )
+    return ServiceKey(secret.encode(), scopes)
+
+
+def configured_keys() -> list[ServiceKey]:
+    """Every key a service may present: the API keys, then the runner keys (``executions`` only)."""
+    from executions.conf import setting as executions_setting  # the app's own settings dict
+
+    keys = [parse_api_key(entry) for entry in setting("API_KEYS")]
+    keys += [ServiceKey(entry.strip().encode(), frozenset({"executions"}))
+             for entry in executions_setting("RUNNER_KEYS") if entry.strip()]
+    return keys
+
+
+@checks.register(checks.Tags.security)
+def check_api_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A misconfigured key (unknown scope, empty key) stops ``manage.py check`` and every server start."""
+    errors = []
+    for entry in setting("API_KEYS"):
+        try:
+            parse_api_key(entry)
+        except ImproperlyConfigured as exc:
+            errors.append(checks.Error(str(exc), hint="REALTIME_API_KEYS entries are key or key:scope+scope",
+                                       id="realtime.E100"))
+    return errors
+
+
+def _match(presented: bytes, keys: list[ServiceKey]) -> ServiceKey | None:
+    found = None
+    for key in keys:
+        # Every key is compared (no early exit), each in constant time, as bytes: never raises.
+        if hmac.compare_digest(presented, key.secret):
+            found = key
+    return found
+
+
+class ServiceKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: ApiKey <key>`` (or ``Runner <key>``): a ServicePrincipal with the key's scopes.
+
+    Returns None when the header names another scheme, so user authentication can follow;
+    raises 401 for a wrong, empty or malformed key.
+    """
+
+    keyword = "ApiKey"
+
+    def authenticate(self, request: Request) -> tuple[ServicePrincipal, ServiceKey] | None:
+        """The principal for a valid key; None without an ApiKey/Runner header; 401 otherwise."""
+        header = authentication.get_authorization_header(request)
+        scheme, _, rest = header.partition(b" ")
+        scheme = scheme.lower()
+        if scheme not in (API_KEY_KEYWORD, RUNNER_KEYWORD):
+            return None
+        presented = rest.strip()
+        if not presented or b" " in presented:
+            raise exceptions.AuthenticationFailed("Give exactly one service key.")
+        # Both schemes accept every configured key; what a key may do is its scopes' business.
+        key = _match(presented, configured_keys())
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid service key.")
+        return ServicePrincipal(key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        """Makes DRF answer 401 with ``WWW-Authenticate: ApiKey`` when no credentials were given."""
+        return self.keyword
+
+
+def request_service(request: Request) -> ServicePrincipal | None:
+    """The service that made the request, or None when a user (or nobody) did."""
+    return request.user if isinstance(request.user, ServicePrincipal) else None
+
+
+class HasServiceScope(permissions.BasePermission):
+    """Allows services whose key grants the view's ``service_scope``."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        """True for a service key with the scope; a key without it is 403."""
+        service = request_service(request)
+        return service is not None and service.has_scope(view.service_scope)
+
+
+class ServiceKeyScheme(OpenApiAuthenticationExtension):
+    """Declares ``Authorization: ApiKey <key>`` in the OpenAPI schema (registered by subclassing)."""
+
+    target_class = ServiceKeyAuthentication
+    name = "ServiceApiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        """An API key in the Authorization header, prefixed with ``ApiKey`` (``Runner`` for runner keys)."""
+        return {
+            "type": "apiKey", "in": "header", "name": "Authorization",
+            "description": "`ApiKey <key>` with a key of REALTIME_API_KEYS (scoped), or `Runner <key>` "
+                           "with a key of EXECUTION_RUNNER_KEYS (executions scope).",
+        }
