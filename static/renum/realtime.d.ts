@@ -181,6 +181,15 @@ export interface RealtimeOptions {
     maxPollFailures?: number;
     /** Resume from these positions (e.g. saved with `positions()`). */
     positions?: Record<string, Position>;
+    /**
+     * One connection per browser, not per tab (default false; the React provider turns it on):
+     * tabs of the same user and socket URL elect a leader with the Web Locks API; the leader keeps
+     * the one socket (or the one poll when degraded) and fans messages, state and resyncs out to
+     * the other tabs over a BroadcastChannel; their subscriptions and commands go through it.
+     * When the leader tab closes, another takes over, resuming from the positions it saw. Without
+     * Web Locks or BroadcastChannel each tab keeps its own connection.
+     */
+    shareAcrossTabs?: boolean;
     /** JWT claim holding the user id (default `user_id`). */
     userIdClaim?: string;
 }
@@ -314,11 +323,22 @@ export declare class RealtimeClient {
     /** The server answered 404 to the multiplexed poll: per-channel polling instead. */
     private _legacyPolling;
     private _lastFrameAt;
+    /** `leader` or `follower` while sharing one connection between tabs; null otherwise. */
+    private _role;
+    private _tab;
+    private _bus;
+    private _lockAbort;
+    private _releaseLock;
+    /** Leader: the channels each follower tab wants, with their unsubscribe functions. */
+    private _followerWants;
+    private _forwarded;
     private _onlineHandler;
     private _offlineHandler;
     constructor(options: RealtimeOptions);
     /** Start (or resume) the connection. Safe to call again; it does nothing while active. */
     connect(): void;
+    /** Whether this tab follows another tab's connection (`shareAcrossTabs`). */
+    get follower(): boolean;
     /** Close the connection and stop reconnecting and polling. Positions are kept for `connect()`. */
     disconnect(): void;
     /** Try again now: from `failed`, `unauthorized`, `degraded` (probe now) or `reconnecting`. */
@@ -415,6 +435,16 @@ export declare class RealtimeClient {
     private _stopHeartbeat;
     private _scheduleRefresh;
     private _refreshToken;
+    private _post;
+    /** Follow the leader tab, and queue for the lock: the tab that gets it leads. */
+    private _joinTabs;
+    /** This tab got the lock: it opens the connection, from the positions it saw as a follower. */
+    private _lead;
+    private _leaveTabs;
+    private _onTabMessage;
+    /** A follower's request, sent by the leader on its socket. */
+    private _forward;
+    private _rejectForwarded;
     private _pollChannels;
     private _startDegraded;
     private _startPolling;

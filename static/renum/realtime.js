@@ -52,8 +52,14 @@ const DEFAULTS = {
   pollTimeoutS: 25,
   probeIntervalMs: 3e4,
   maxPollFailures: 5,
-  userIdClaim: "user_id"
+  userIdClaim: "user_id",
+  shareAcrossTabs: false
 };
+function tabApis() {
+  const locks = globalThis.navigator?.locks;
+  const Channel = globalThis.BroadcastChannel;
+  return locks && Channel ? { locks, Channel } : null;
+}
 const SEEN_LIMIT = 2048;
 const OPEN = 1;
 const DEACTIVATED = /deactivated|inactive user/i;
@@ -142,6 +148,15 @@ class RealtimeClient {
   /** The server answered 404 to the multiplexed poll: per-channel polling instead. */
   _legacyPolling = false;
   _lastFrameAt = 0;
+  /** `leader` or `follower` while sharing one connection between tabs; null otherwise. */
+  _role = null;
+  _tab = randomId();
+  _bus = null;
+  _lockAbort = null;
+  _releaseLock = null;
+  /** Leader: the channels each follower tab wants, with their unsubscribe functions. */
+  _followerWants = /* @__PURE__ */ new Map();
+  _forwarded = /* @__PURE__ */ new Map();
   _onlineHandler = () => this._online();
   _offlineHandler = () => this._offline();
   constructor(options) {
@@ -175,7 +190,15 @@ class RealtimeClient {
       globalThis.addEventListener("offline", this._offlineHandler);
     }
     this._setState(State.CONNECTING);
+    if (this.options.shareAcrossTabs && tabApis() && this._role === null) {
+      void this._joinTabs();
+      return;
+    }
     void this._open("connect");
+  }
+  /** Whether this tab follows another tab's connection (`shareAcrossTabs`). */
+  get follower() {
+    return this._role === "follower";
   }
   /** Close the connection and stop reconnecting and polling. Positions are kept for `connect()`. */
   disconnect() {
@@ -187,10 +210,15 @@ class RealtimeClient {
     this._clearTimers();
     this._stopPolling();
     this._closeSocket(CloseCode.NORMAL, "client disconnect");
+    this._leaveTabs();
     this._setState(State.IDLE);
   }
   /** Try again now: from `failed`, `unauthorized`, `degraded` (probe now) or `reconnecting`. */
   retry() {
+    if (this._role === "follower") {
+      this._post({ kind: "request", tab: this._tab, id: `retry-${this._nextId++}`, type: "__retry", data: {} });
+      return;
+    }
     if (!this._wanted || this.state === State.FAILED || this.state === State.UNAUTHORIZED) {
       this.connect();
       return;
@@ -216,7 +244,8 @@ class RealtimeClient {
     ch.callbacks.add(entry);
     ch.wanted = true;
     if (first && !ch.auto && !ch.server) {
-      if (this._isLive()) this._sendSubscribe(ch);
+      if (this._role === "follower") this._post({ kind: "want", tab: this._tab, channels: [channel] });
+      else if (this._isLive()) this._sendSubscribe(ch);
       else if (this.state === State.DEGRADED) this._restartPolling();
     }
     return () => {
@@ -225,7 +254,8 @@ class RealtimeClient {
       if (ch.auto || ch.server) return;
       ch.wanted = false;
       this._channels.delete(channel);
-      if (this._isLive()) this.send("unsubscribe", { channel }).catch(() => {
+      if (this._role === "follower") this._post({ kind: "unwant", tab: this._tab, channel });
+      else if (this._isLive()) this.send("unsubscribe", { channel }).catch(() => {
       });
     };
   }
@@ -283,6 +313,7 @@ class RealtimeClient {
   }
   // ---------------------------------------------------------------- events and state
   _emit(event, ...args) {
+    if (event === "resync" && this._role === "leader") this._post({ kind: "resync", event: args[0] });
     for (const { callback } of [...this._listeners.get(event) || []]) {
       try {
         callback(...args);
@@ -297,6 +328,7 @@ class RealtimeClient {
     const same = state === this.state && JSON.stringify(info) === JSON.stringify(this.stateInfo);
     this.state = state;
     this.stateInfo = info;
+    if (!same && this._role === "leader") this._post({ kind: "state", state, info });
     if (!same) this._emit("state", state, info);
   }
   _isLive() {
@@ -509,14 +541,14 @@ class RealtimeClient {
   }
   // ---------------------------------------------------------------- online / offline
   _offline() {
-    if (!this._wanted || this.state === State.UNAUTHORIZED) return;
+    if (!this._wanted || this.state === State.UNAUTHORIZED || this._role === "follower") return;
     this._clearTimers();
     this._stopPolling();
     this._closeSocket(CloseCode.NORMAL, "offline");
     this._setState(State.OFFLINE);
   }
   _online() {
-    if (!this._wanted || this.state !== State.OFFLINE) return;
+    if (!this._wanted || this.state !== State.OFFLINE || this._role === "follower") return;
     this._attempt = 0;
     this._setState(
       this._everWelcomed ? State.RECONNECTING : State.CONNECTING,
@@ -685,6 +717,7 @@ class RealtimeClient {
     if (!duplicate) this._dispatch(ch, message);
   }
   _dispatch(ch, message) {
+    if (this._role === "leader") this._post({ kind: "message", message });
     for (const { callback } of [...ch.callbacks]) {
       try {
         callback(message);
@@ -697,6 +730,7 @@ class RealtimeClient {
     this._emit("message", message);
   }
   _request(type, data, onReply) {
+    if (this._role === "follower") return this._forward(type, data);
     if (!this._isLive()) {
       return Promise.reject(new RealtimeError("unavailable", `not connected (${this.state})`));
     }
@@ -780,6 +814,167 @@ class RealtimeClient {
       if (expires - Date.now() > 5e3) this._timers.refresh = setTimeout(() => {
         void this._refreshToken(expires);
       }, 5e3);
+    }
+  }
+  // ---------------------------------------------------------------- one connection per browser
+  _post(message) {
+    try {
+      this._bus?.postMessage(message);
+    } catch {
+    }
+  }
+  /** Follow the leader tab, and queue for the lock: the tab that gets it leads. */
+  async _joinTabs() {
+    const apis = tabApis();
+    let token;
+    try {
+      token = await this._getToken("connect");
+    } catch (error) {
+      if (this._wanted) this._unauthorized(errorMessage(error), "credentials_refused");
+      return;
+    }
+    if (!this._wanted || this._role !== null) return;
+    const name = `renum-realtime:${this.url}:${this.userId ?? "anonymous"}`;
+    this._role = "follower";
+    this._bus = new apis.Channel(name);
+    this._bus.onmessage = (event) => this._onTabMessage(event.data);
+    this._lockAbort = new AbortController();
+    this._post({ kind: "hello", tab: this._tab });
+    apis.locks.request(name, { signal: this._lockAbort.signal }, async () => {
+      if (!this._wanted || this._role === null) return;
+      this._lead(token);
+      await new Promise((resolve) => {
+        this._releaseLock = resolve;
+      });
+    }).catch(() => {
+    });
+  }
+  /** This tab got the lock: it opens the connection, from the positions it saw as a follower. */
+  _lead(token) {
+    this._role = "leader";
+    this._rejectForwarded("disconnected", "the leader tab changed");
+    this._post({ kind: "leader", tab: this._tab });
+    this._attempt = 0;
+    this._setState(
+      this._everWelcomed || this._channels.size ? State.RECONNECTING : State.CONNECTING,
+      this._channels.size ? { attempt: 1, maxAttempts: this.options.maxAttempts } : {}
+    );
+    void this._open("connect", token);
+  }
+  _leaveTabs() {
+    if (this._role === null) return;
+    if (this._role === "follower") this._post({ kind: "bye", tab: this._tab });
+    for (const wants of this._followerWants.values()) for (const off of wants.values()) off();
+    this._followerWants.clear();
+    this._rejectForwarded("disconnected", "the client disconnected");
+    this._role = null;
+    this._releaseLock?.();
+    this._releaseLock = null;
+    this._lockAbort?.abort();
+    this._lockAbort = null;
+    this._bus?.close();
+    this._bus = null;
+  }
+  _onTabMessage(message) {
+    if (!message || typeof message !== "object" || !this._wanted) return;
+    if (this._role === "leader") {
+      switch (message.kind) {
+        case "hello":
+          this._post({ kind: "state", state: this.state, info: this.stateInfo });
+          break;
+        case "want": {
+          let wants = this._followerWants.get(message.tab);
+          if (!wants) this._followerWants.set(message.tab, wants = /* @__PURE__ */ new Map());
+          for (const channel of message.channels) {
+            if (!wants.has(channel)) wants.set(channel, this.subscribe(channel, () => {
+            }));
+          }
+          break;
+        }
+        case "unwant":
+          this._followerWants.get(message.tab)?.get(message.channel)?.();
+          this._followerWants.get(message.tab)?.delete(message.channel);
+          break;
+        case "bye":
+          for (const off of this._followerWants.get(message.tab)?.values() ?? []) off();
+          this._followerWants.delete(message.tab);
+          break;
+        case "request":
+          if (message.type === "__retry") {
+            this.retry();
+            break;
+          }
+          this._request(message.type, message.data).then(
+            (payload) => this._post({ kind: "reply", tab: message.tab, id: message.id, payload }),
+            (error) => this._post({
+              kind: "reply",
+              tab: message.tab,
+              id: message.id,
+              error: { code: error.code ?? "error", message: error.message }
+            })
+          );
+          break;
+      }
+      return;
+    }
+    if (this._role !== "follower") return;
+    switch (message.kind) {
+      case "leader": {
+        this._rejectForwarded("disconnected", "the leader tab changed");
+        const channels = [...this._channels.values()].filter((ch) => ch.wanted && !ch.auto).map((ch) => ch.name);
+        if (channels.length) this._post({ kind: "want", tab: this._tab, channels });
+        break;
+      }
+      case "state":
+        if (message.state === State.CONNECTED) this._everWelcomed = true;
+        this._setState(message.state, { ...message.info, follower: true });
+        if (message.state === State.CONNECTED) {
+          const channels = [...this._channels.values()].filter((ch) => ch.wanted && !ch.auto).map((ch) => ch.name);
+          if (channels.length) this._post({ kind: "want", tab: this._tab, channels });
+        }
+        break;
+      case "message":
+        this._onEnvelope(message.message);
+        break;
+      case "resync": {
+        const ch = this._channel(message.event.channel);
+        this._reposition(ch, message.event.epoch, message.event.offset);
+        this._emit("resync", message.event);
+        break;
+      }
+      case "reply": {
+        if (message.tab !== this._tab) break;
+        const pending = this._forwarded.get(message.id);
+        if (!pending) break;
+        this._forwarded.delete(message.id);
+        clearTimeout(pending.timer);
+        if (message.error) pending.reject(new RealtimeError(message.error.code, message.error.message));
+        else pending.resolve(message.payload);
+        break;
+      }
+    }
+  }
+  /** A follower's request, sent by the leader on its socket. */
+  _forward(type, data) {
+    if (this.state !== State.CONNECTED) {
+      return Promise.reject(new RealtimeError("unavailable", `not connected (${this.state})`));
+    }
+    const id = `${this._tab}:${this._nextId++}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._forwarded.delete(id);
+        reject(new RealtimeError("timeout", `no reply to ${type} within ${this.options.requestTimeoutMs} ms`));
+      }, this.options.requestTimeoutMs);
+      this._forwarded.set(id, { resolve, reject, timer });
+      this._post({ kind: "request", tab: this._tab, id, type, data });
+    });
+  }
+  _rejectForwarded(code, message) {
+    const pending = [...this._forwarded.values()];
+    this._forwarded.clear();
+    for (const { reject, timer } of pending) {
+      clearTimeout(timer);
+      reject(new RealtimeError(code, message));
     }
   }
   // ---------------------------------------------------------------- HTTP fallback

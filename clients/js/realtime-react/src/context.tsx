@@ -55,7 +55,7 @@ export interface RealtimeProviderProps {
   url?: string;
   /** Base of the REST API (default: the socket's host over http(s)). */
   apiUrl?: string;
-  /** Any other client option (`maxAttempts`, `probeIntervalMs`...). Read once, at creation. */
+  /** Any other client option (`maxAttempts`, `probeIntervalMs`, `shareAcrossTabs: false`...). Read once, at creation. */
   options?: Omit<RealtimeOptions, "getToken" | "url">;
   /** A client made by the application (tests, or sharing one outside React). Not disconnected on unmount. */
   client?: RealtimeClient;
@@ -97,6 +97,8 @@ export function RealtimeProvider({ getToken, url, apiUrl, options, client: given
     } else {
       if (entry) entry.client.disconnect();
       const created = new RealtimeClient({
+        // One connection per browser: tabs of the same user share the leader tab's socket.
+        shareAcrossTabs: true,
         ...optionsRef.current,
         url: url ?? "/ws/",
         getToken: (request) => tokenRef.current(request),

@@ -61,7 +61,31 @@ const DEFAULTS = {
   probeIntervalMs: 30000,
   maxPollFailures: 5,
   userIdClaim: "user_id",
+  shareAcrossTabs: false,
 };
+
+/** What tabs say to each other over the BroadcastChannel (see `shareAcrossTabs`). */
+type TabMessage =
+  | { kind: "hello"; tab: string }
+  | { kind: "leader"; tab: string }
+  | { kind: "state"; state: ConnectionState; info: StateInfo }
+  | { kind: "message"; message: Envelope }
+  | { kind: "resync"; event: ResyncEvent }
+  | { kind: "want"; tab: string; channels: string[] }
+  | { kind: "unwant"; tab: string; channel: string }
+  | { kind: "bye"; tab: string }
+  | { kind: "request"; tab: string; id: string; type: string; data: Record<string, unknown> }
+  | { kind: "reply"; tab: string; id: string; payload?: unknown; error?: { code: string; message: string } };
+
+interface LockManagerLike {
+  request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<void>): Promise<void>;
+}
+
+function tabApis(): { locks: LockManagerLike; Channel: typeof BroadcastChannel } | null {
+  const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
+  const Channel = (globalThis as { BroadcastChannel?: typeof BroadcastChannel }).BroadcastChannel;
+  return locks && Channel ? { locks, Channel } : null;
+}
 
 /** How many delivered offsets per channel are remembered beyond the resume position. */
 const SEEN_LIMIT = 2048;
@@ -209,6 +233,15 @@ export class RealtimeClient {
   /** The server answered 404 to the multiplexed poll: per-channel polling instead. */
   private _legacyPolling = false;
   private _lastFrameAt = 0;
+  /** `leader` or `follower` while sharing one connection between tabs; null otherwise. */
+  private _role: "leader" | "follower" | null = null;
+  private _tab = randomId();
+  private _bus: BroadcastChannel | null = null;
+  private _lockAbort: AbortController | null = null;
+  private _releaseLock: (() => void) | null = null;
+  /** Leader: the channels each follower tab wants, with their unsubscribe functions. */
+  private _followerWants = new Map<string, Map<string, Unsubscribe>>();
+  private _forwarded = new Map<string, Pending>();
   private _onlineHandler = () => this._online();
   private _offlineHandler = () => this._offline();
 
@@ -248,7 +281,16 @@ export class RealtimeClient {
       globalThis.addEventListener("offline", this._offlineHandler);
     }
     this._setState(State.CONNECTING);
+    if (this.options.shareAcrossTabs && tabApis() && this._role === null) {
+      void this._joinTabs();
+      return;
+    }
     void this._open("connect");
+  }
+
+  /** Whether this tab follows another tab's connection (`shareAcrossTabs`). */
+  get follower(): boolean {
+    return this._role === "follower";
   }
 
   /** Close the connection and stop reconnecting and polling. Positions are kept for `connect()`. */
@@ -261,11 +303,16 @@ export class RealtimeClient {
     this._clearTimers();
     this._stopPolling();
     this._closeSocket(CloseCode.NORMAL, "client disconnect");
+    this._leaveTabs();
     this._setState(State.IDLE);
   }
 
   /** Try again now: from `failed`, `unauthorized`, `degraded` (probe now) or `reconnecting`. */
   retry(): void {
+    if (this._role === "follower") {
+      this._post({ kind: "request", tab: this._tab, id: `retry-${this._nextId++}`, type: "__retry", data: {} });
+      return;
+    }
     if (!this._wanted || this.state === State.FAILED || this.state === State.UNAUTHORIZED) {
       this.connect();
       return;
@@ -292,7 +339,8 @@ export class RealtimeClient {
     ch.callbacks.add(entry);
     ch.wanted = true;
     if (first && !ch.auto && !ch.server) {
-      if (this._isLive()) this._sendSubscribe(ch);
+      if (this._role === "follower") this._post({ kind: "want", tab: this._tab, channels: [channel] });
+      else if (this._isLive()) this._sendSubscribe(ch);
       else if (this.state === State.DEGRADED) this._restartPolling();
     }
     return () => {
@@ -301,7 +349,8 @@ export class RealtimeClient {
       if (ch.auto || ch.server) return;
       ch.wanted = false;
       this._channels.delete(channel);
-      if (this._isLive()) this.send("unsubscribe", { channel }).catch(() => {});
+      if (this._role === "follower") this._post({ kind: "unwant", tab: this._tab, channel });
+      else if (this._isLive()) this.send("unsubscribe", { channel }).catch(() => {});
     };
   }
 
@@ -377,6 +426,7 @@ export class RealtimeClient {
   // ---------------------------------------------------------------- events and state
 
   protected _emit(event: string, ...args: unknown[]): void {
+    if (event === "resync" && this._role === "leader") this._post({ kind: "resync", event: args[0] as ResyncEvent });
     for (const { callback } of [...(this._listeners.get(event) || [])]) {
       try {
         callback(...args);
@@ -391,6 +441,7 @@ export class RealtimeClient {
     const same = state === this.state && JSON.stringify(info) === JSON.stringify(this.stateInfo);
     this.state = state;
     this.stateInfo = info;
+    if (!same && this._role === "leader") this._post({ kind: "state", state, info });
     if (!same) this._emit("state", state, info);
   }
 
@@ -604,7 +655,7 @@ export class RealtimeClient {
   // ---------------------------------------------------------------- online / offline
 
   private _offline(): void {
-    if (!this._wanted || this.state === State.UNAUTHORIZED) return;
+    if (!this._wanted || this.state === State.UNAUTHORIZED || this._role === "follower") return;
     this._clearTimers();
     this._stopPolling();
     this._closeSocket(CloseCode.NORMAL, "offline");
@@ -612,7 +663,7 @@ export class RealtimeClient {
   }
 
   private _online(): void {
-    if (!this._wanted || this.state !== State.OFFLINE) return;
+    if (!this._wanted || this.state !== State.OFFLINE || this._role === "follower") return;
     this._attempt = 0;
     this._setState(this._everWelcomed ? State.RECONNECTING : State.CONNECTING,
       this._everWelcomed ? { attempt: 1, maxAttempts: this.options.maxAttempts } : {});
@@ -787,6 +838,7 @@ export class RealtimeClient {
   }
 
   private _dispatch(ch: ChannelState, message: Envelope): void {
+    if (this._role === "leader") this._post({ kind: "message", message });
     for (const { callback } of [...ch.callbacks]) {
       try {
         callback(message);
@@ -798,6 +850,7 @@ export class RealtimeClient {
   }
 
   private _request(type: string, data: Record<string, unknown>, onReply?: (payload: any) => void): Promise<any> {
+    if (this._role === "follower") return this._forward(type, data);
     if (!this._isLive()) {
       return Promise.reject(new RealtimeError("unavailable", `not connected (${this.state})`));
     }
@@ -884,6 +937,164 @@ export class RealtimeClient {
       this._emit("error", error instanceof RealtimeError ? error : new RealtimeError("refresh_failed", String(error)));
       // Try again shortly while the session lasts; past expiry the server closes with 4011.
       if (expires - Date.now() > 5000) this._timers.refresh = setTimeout(() => { void this._refreshToken(expires); }, 5000);
+    }
+  }
+
+  // ---------------------------------------------------------------- one connection per browser
+
+  private _post(message: TabMessage): void {
+    try { this._bus?.postMessage(message); } catch { /* the channel closed */ }
+  }
+
+  /** Follow the leader tab, and queue for the lock: the tab that gets it leads. */
+  private async _joinTabs(): Promise<void> {
+    const apis = tabApis()!;
+    let token: string;
+    try {
+      token = await this._getToken("connect");
+    } catch (error) {
+      if (this._wanted) this._unauthorized(errorMessage(error), "credentials_refused");
+      return;
+    }
+    if (!this._wanted || this._role !== null) return;
+    // Per user and server: another account signed in elsewhere keeps its own connection.
+    const name = `renum-realtime:${this.url}:${this.userId ?? "anonymous"}`;
+    this._role = "follower";
+    this._bus = new apis.Channel(name);
+    this._bus.onmessage = (event: MessageEvent<TabMessage>) => this._onTabMessage(event.data);
+    this._lockAbort = new AbortController();
+    this._post({ kind: "hello", tab: this._tab });
+    apis.locks.request(name, { signal: this._lockAbort.signal }, async () => {
+      if (!this._wanted || this._role === null) return;
+      this._lead(token);
+      await new Promise<void>((resolve) => { this._releaseLock = resolve; });
+    }).catch(() => { /* aborted by disconnect() */ });
+  }
+
+  /** This tab got the lock: it opens the connection, from the positions it saw as a follower. */
+  private _lead(token: string): void {
+    this._role = "leader";
+    this._rejectForwarded("disconnected", "the leader tab changed");
+    this._post({ kind: "leader", tab: this._tab });
+    this._attempt = 0;
+    this._setState(this._everWelcomed || this._channels.size ? State.RECONNECTING : State.CONNECTING,
+      this._channels.size ? { attempt: 1, maxAttempts: this.options.maxAttempts } : {});
+    void this._open("connect", token);
+  }
+
+  private _leaveTabs(): void {
+    if (this._role === null) return;
+    if (this._role === "follower") this._post({ kind: "bye", tab: this._tab });
+    for (const wants of this._followerWants.values()) for (const off of wants.values()) off();
+    this._followerWants.clear();
+    this._rejectForwarded("disconnected", "the client disconnected");
+    this._role = null;
+    this._releaseLock?.();
+    this._releaseLock = null;
+    this._lockAbort?.abort();
+    this._lockAbort = null;
+    this._bus?.close();
+    this._bus = null;
+  }
+
+  private _onTabMessage(message: TabMessage): void {
+    if (!message || typeof message !== "object" || !this._wanted) return;
+    if (this._role === "leader") {
+      switch (message.kind) {
+        case "hello":
+          this._post({ kind: "state", state: this.state, info: this.stateInfo });
+          break;
+        case "want": {
+          let wants = this._followerWants.get(message.tab);
+          if (!wants) this._followerWants.set(message.tab, (wants = new Map()));
+          for (const channel of message.channels) {
+            if (!wants.has(channel)) wants.set(channel, this.subscribe(channel, () => {}));
+          }
+          break;
+        }
+        case "unwant":
+          this._followerWants.get(message.tab)?.get(message.channel)?.();
+          this._followerWants.get(message.tab)?.delete(message.channel);
+          break;
+        case "bye":
+          for (const off of this._followerWants.get(message.tab)?.values() ?? []) off();
+          this._followerWants.delete(message.tab);
+          break;
+        case "request":
+          if (message.type === "__retry") {
+            this.retry();
+            break;
+          }
+          this._request(message.type, message.data).then(
+            (payload) => this._post({ kind: "reply", tab: message.tab, id: message.id, payload }),
+            (error: RealtimeError) => this._post({ kind: "reply", tab: message.tab, id: message.id,
+              error: { code: error.code ?? "error", message: error.message } }),
+          );
+          break;
+      }
+      return;
+    }
+    if (this._role !== "follower") return;
+    switch (message.kind) {
+      case "leader": {
+        // A new leader knows nothing of this tab: say again what it follows.
+        this._rejectForwarded("disconnected", "the leader tab changed");
+        const channels = [...this._channels.values()].filter((ch) => ch.wanted && !ch.auto).map((ch) => ch.name);
+        if (channels.length) this._post({ kind: "want", tab: this._tab, channels });
+        break;
+      }
+      case "state":
+        if (message.state === State.CONNECTED) this._everWelcomed = true;
+        this._setState(message.state, { ...message.info, follower: true });
+        if (message.state === State.CONNECTED) {
+          const channels = [...this._channels.values()].filter((ch) => ch.wanted && !ch.auto).map((ch) => ch.name);
+          if (channels.length) this._post({ kind: "want", tab: this._tab, channels });
+        }
+        break;
+      case "message":
+        this._onEnvelope(message.message);
+        break;
+      case "resync": {
+        const ch = this._channel(message.event.channel);
+        this._reposition(ch, message.event.epoch, message.event.offset);
+        this._emit("resync", message.event);
+        break;
+      }
+      case "reply": {
+        if (message.tab !== this._tab) break;
+        const pending = this._forwarded.get(message.id);
+        if (!pending) break;
+        this._forwarded.delete(message.id);
+        clearTimeout(pending.timer);
+        if (message.error) pending.reject(new RealtimeError(message.error.code, message.error.message));
+        else pending.resolve(message.payload);
+        break;
+      }
+    }
+  }
+
+  /** A follower's request, sent by the leader on its socket. */
+  private _forward(type: string, data: Record<string, unknown>): Promise<any> {
+    if (this.state !== State.CONNECTED) {
+      return Promise.reject(new RealtimeError("unavailable", `not connected (${this.state})`));
+    }
+    const id = `${this._tab}:${this._nextId++}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._forwarded.delete(id);
+        reject(new RealtimeError("timeout", `no reply to ${type} within ${this.options.requestTimeoutMs} ms`));
+      }, this.options.requestTimeoutMs);
+      this._forwarded.set(id, { resolve, reject, timer });
+      this._post({ kind: "request", tab: this._tab, id, type, data });
+    });
+  }
+
+  private _rejectForwarded(code: string, message: string): void {
+    const pending = [...this._forwarded.values()];
+    this._forwarded.clear();
+    for (const { reject, timer } of pending) {
+      clearTimeout(timer);
+      reject(new RealtimeError(code, message));
     }
   }
 
