@@ -29,15 +29,19 @@ function SignedOutRedirect() {
 export function Providers({ apiUrl, children }: { apiUrl: string; children: ReactNode }) {
   const pathname = usePathname();
   const router = useRouter();
-  // Read after mount: sessionStorage does not exist during server rendering.
-  const [user, setUser] = useState<string | null | undefined>(undefined);
-  useEffect(() => { setUser(signedInUser()); }, [pathname]);
+  // Read after mount (sessionStorage does not exist during server rendering), on every render:
+  // signing in or out changes it without changing any React state.
+  const [mounted, setMounted] = useState(false);
+  useEffect(() => { setMounted(true); }, []);
+  const user = mounted ? signedInUser() : undefined;
   useEffect(() => {
     if (user === null && pathname !== "/signin") router.replace("/signin");
   }, [user, pathname, router]);
 
   const getToken = useCallback((request: TokenRequest) => accessToken(apiUrl, request), [apiUrl]);
-  if (!user || pathname === "/signin") return <ApiUrl.Provider value={apiUrl}>{children}</ApiUrl.Provider>;
+  if (pathname === "/signin") return <ApiUrl.Provider value={apiUrl}>{children}</ApiUrl.Provider>;
+  // Signed-in pages render once the session is known (after mount; null: on the way to sign-in).
+  if (!user) return null;
   const socketUrl = apiUrl.replace(/^http/, "ws") + "/ws/";
   return (
     <ApiUrl.Provider value={apiUrl}>
