@@ -7,7 +7,7 @@
  */
 import { useCallback, useEffect, useRef, useState } from "react";
 import type { Envelope, Notification } from "@renum/realtime";
-import { useRealtime } from "./context.js";
+import { useConnectionState, useRealtime } from "./context.js";
 
 export interface NotificationsOptions {
   /** REST page size (default 20, at most 200). */
@@ -140,12 +140,34 @@ export function useNotifications(options: NotificationsOptions = {}): Notificati
     return () => { for (const off of offs) off(); };
   }, [client, reload, maxItems]);
 
-  const markRead = useCallback(async (id: string) => {
+  // Reads made in this tab reach the user's other tabs at once, before the server's
+  // `notification_read` and `unread_count` (which then confirm them).
+  const tabs = useRef<BroadcastChannel | null>(null);
+  const applyLocalRead = useCallback((event: ReadEvent) => {
     // Decided from the rendered list: state updaters may run later (and twice in StrictMode).
-    if (itemsRef.current.some((item) => item.id === id && !item.read)) {
-      setUnreadCount((count) => Math.max(0, count - 1));
-    }
-    setItems((current) => applyRead(current, { ids: [id], all: false }));
+    const unread = itemsRef.current.filter((item) => !item.read && (event.all || event.ids.includes(item.id))).length;
+    if (event.all) setUnreadCount(0);
+    else if (unread) setUnreadCount((count) => Math.max(0, count - unread));
+    setItems((current) => applyRead(current, event));
+  }, []);
+  useConnectionState(); // re-render when the client learns its user id (from the token, then the welcome)
+  const userId = client?.userId ?? null;
+  useEffect(() => {
+    const Channel = (globalThis as { BroadcastChannel?: typeof BroadcastChannel }).BroadcastChannel;
+    if (!client || !userId || !Channel) return;
+    // Per user: two tabs may be signed in as different users.
+    const channel = new Channel(`renum-notifications:${client.url}:${userId}`);
+    channel.onmessage = (message: MessageEvent<ReadEvent>) => applyLocalRead(message.data);
+    tabs.current = channel;
+    return () => { channel.close(); if (tabs.current === channel) tabs.current = null; };
+  }, [client, userId, applyLocalRead]);
+  const shareRead = (event: ReadEvent) => {
+    try { tabs.current?.postMessage(event); } catch { /* closed */ }
+  };
+
+  const markRead = useCallback(async (id: string) => {
+    applyLocalRead({ ids: [id], all: false });
+    shareRead({ ids: [id], all: false });
     try {
       if (client?.state === "connected") await client.command("notification.mark_read", { id });
       else await api(`/api/notifications/${encodeURIComponent(id)}/read/`, { method: "POST" });
@@ -153,11 +175,11 @@ export function useNotifications(options: NotificationsOptions = {}): Notificati
       setError(caught as Error);
       void reload();
     }
-  }, [api, client, reload]);
+  }, [api, client, reload, applyLocalRead]);
 
   const markAllRead = useCallback(async () => {
-    setItems((current) => applyRead(current, { ids: [], all: true }));
-    setUnreadCount(0);
+    applyLocalRead({ ids: [], all: true });
+    shareRead({ ids: [], all: true });
     try {
       if (client?.state === "connected") await client.command("notification.mark_all_read", {});
       else await api("/api/notifications/read-all/", { method: "POST" });
@@ -165,7 +187,7 @@ export function useNotifications(options: NotificationsOptions = {}): Notificati
       setError(caught as Error);
       void reload();
     }
-  }, [api, client, reload]);
+  }, [api, client, reload, applyLocalRead]);
 
   return { items, unreadCount, loading, error, hasMore: next !== null, loadMore, reload, markRead, markAllRead };
 }

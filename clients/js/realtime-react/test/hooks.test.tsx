@@ -236,3 +236,23 @@ describe("NotificationBell", () => {
     client.disconnect();
   });
 });
+
+describe("reads across tabs", () => {
+  it("a read in one tab shows in another at once, before the server confirms it", async () => {
+    rest({
+      "GET /api/notifications/": () => ({ next: null, results: [notification("a"), notification("b")] }),
+      "GET /api/notifications/unread-count/": () => ({ count: 2 }),
+      "POST /api/notifications/a/read/": () => new Promise(() => {}), // the server never answers
+    });
+    const tab = () => renderHook(() => useNotifications(), { wrapper: ({ children }) => (
+      <RealtimeProvider url="ws://api.test/ws/" getToken={() => "h.eyJ1c2VyX2lkIjo3fQ.s"}
+        options={{ ...OPTIONS, shareAcrossTabs: false }}>{children}</RealtimeProvider>) });
+    const one = tab();
+    const two = tab();
+    await waitFor(() => expect(two.result.current.items).toHaveLength(2));
+    await waitFor(() => expect(one.result.current.items).toHaveLength(2));
+    act(() => { void one.result.current.markRead("a"); });
+    await waitFor(() => expect(two.result.current.items.map((n) => n.read)).toEqual([true, false]));
+    expect(two.result.current.unreadCount).toBe(1);
+  });
+});
