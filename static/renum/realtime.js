@@ -826,9 +826,8 @@ class RealtimeClient {
   /** Follow the leader tab, and queue for the lock: the tab that gets it leads. */
   async _joinTabs() {
     const apis = tabApis();
-    let token;
     try {
-      token = await this._getToken("connect");
+      await this._getToken("connect");
     } catch (error) {
       if (this._wanted) this._unauthorized(errorMessage(error), "credentials_refused");
       return;
@@ -842,7 +841,7 @@ class RealtimeClient {
     this._post({ kind: "hello", tab: this._tab });
     apis.locks.request(name, { signal: this._lockAbort.signal }, async () => {
       if (!this._wanted || this._role === null) return;
-      this._lead(token);
+      this._lead();
       await new Promise((resolve) => {
         this._releaseLock = resolve;
       });
@@ -850,7 +849,7 @@ class RealtimeClient {
     });
   }
   /** This tab got the lock: it opens the connection, from the positions it saw as a follower. */
-  _lead(token) {
+  _lead() {
     this._role = "leader";
     this._rejectForwarded("disconnected", "the leader tab changed");
     this._post({ kind: "leader", tab: this._tab });
@@ -859,7 +858,7 @@ class RealtimeClient {
       this._everWelcomed || this._channels.size ? State.RECONNECTING : State.CONNECTING,
       this._channels.size ? { attempt: 1, maxAttempts: this.options.maxAttempts } : {}
     );
-    void this._open("connect", token);
+    void this._open("connect");
   }
   _leaveTabs() {
     if (this._role === null) return;

@@ -949,9 +949,8 @@ export class RealtimeClient {
   /** Follow the leader tab, and queue for the lock: the tab that gets it leads. */
   private async _joinTabs(): Promise<void> {
     const apis = tabApis()!;
-    let token: string;
     try {
-      token = await this._getToken("connect");
+      await this._getToken("connect"); // the user id names the lock
     } catch (error) {
       if (this._wanted) this._unauthorized(errorMessage(error), "credentials_refused");
       return;
@@ -966,20 +965,21 @@ export class RealtimeClient {
     this._post({ kind: "hello", tab: this._tab });
     apis.locks.request(name, { signal: this._lockAbort.signal }, async () => {
       if (!this._wanted || this._role === null) return;
-      this._lead(token);
+      this._lead();
       await new Promise<void>((resolve) => { this._releaseLock = resolve; });
     }).catch(() => { /* aborted by disconnect() */ });
   }
 
   /** This tab got the lock: it opens the connection, from the positions it saw as a follower. */
-  private _lead(token: string): void {
+  private _lead(): void {
     this._role = "leader";
     this._rejectForwarded("disconnected", "the leader tab changed");
     this._post({ kind: "leader", tab: this._tab });
     this._attempt = 0;
     this._setState(this._everWelcomed || this._channels.size ? State.RECONNECTING : State.CONNECTING,
       this._channels.size ? { attempt: 1, maxAttempts: this.options.maxAttempts } : {});
-    void this._open("connect", token);
+    // A fresh token: the one this tab got when it joined may have expired while it followed.
+    void this._open("connect");
   }
 
   private _leaveTabs(): void {
