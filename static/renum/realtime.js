@@ -1091,8 +1091,9 @@ class RealtimeClient {
           delivered += answer.messages?.length ?? 0;
           this._applyPoll(this._channel(name), since[name], answer);
         }
-        const interval = Number(response.headers.get("X-Poll-Interval"));
-        waitMs = delivered ? 0 : Number.isFinite(interval) && interval > 0 ? interval * 1e3 : 1e3;
+        const header = response.headers.get("X-Poll-Interval");
+        const interval = header === null || header === "" ? NaN : Number(header);
+        waitMs = delivered ? 0 : Number.isFinite(interval) && interval >= 0 ? interval * 1e3 : 1e3;
       } catch (error) {
         if (!current() || error?.name === "AbortError") return;
         if (error?.code === "unauthorized") {

@@ -1221,8 +1221,10 @@ export class RealtimeClient {
           delivered += answer.messages?.length ?? 0;
           this._applyPoll(this._channel(name), since[name], answer);
         }
-        const interval = Number(response.headers.get("X-Poll-Interval"));
-        waitMs = delivered ? 0 : (Number.isFinite(interval) && interval > 0 ? interval * 1000 : 1000);
+        // The server's pace when it says one (0: poll again at once); else a second.
+        const header = response.headers.get("X-Poll-Interval");
+        const interval = header === null || header === "" ? NaN : Number(header);
+        waitMs = delivered ? 0 : (Number.isFinite(interval) && interval >= 0 ? interval * 1000 : 1000);
       } catch (error) {
         if (!current() || (error as Error)?.name === "AbortError") return;
         if ((error as RealtimeError)?.code === "unauthorized") {
