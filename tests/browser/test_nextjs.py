@@ -30,7 +30,8 @@ from realtime import registry
 from tests.browser.conftest import PASSWORD, off_loop
 from tests.live import ROOT, free_port
 
-pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
+# The first test also waits for the session's `next build` (about a minute on an idle machine).
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 APP_DIR = ROOT / "examples" / "nextjs"
 # Short backoff, so that a blocked socket turns into polling within seconds.
@@ -171,6 +172,10 @@ def test_sign_in_bell_execution_degraded_polling_and_refused_token(stack, contex
     row.get_by_role("button", name="Mark read").click()
     expect(row).to_have_attribute("data-read", "true")
     expect(unread(page)).to_have_attribute("data-unread", "0", timeout=15_000)
+    # The list and badge change at once (optimistically); the server's write follows the command.
+    deadline = time.monotonic() + 15
+    while Notification.objects.get(user=user).read_at is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert Notification.objects.get(user=user).read_at is not None
 
     # An execution, watched live to 100 %
@@ -246,7 +251,10 @@ def test_25_tabs_hold_one_socket_and_share_reads(stack, context, make_user):
     pages[7].locator(".renum-notification", has_text="For every tab").get_by_role("button", name="Mark read").click()
     for page in pages:
         expect(unread(page)).to_have_attribute("data-unread", "0", timeout=15_000)
-    notification.refresh_from_db()
+    deadline = time.monotonic() + 15
+    while notification.read_at is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        notification.refresh_from_db()
     assert notification.read_at is not None
 
     # The leader tab closes: another takes over, still one socket
