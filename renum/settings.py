@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "realtime",
@@ -71,6 +72,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before CommonMiddleware, so that preflights and redirects carry the CORS headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -78,6 +81,23 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# CORS for the REST API (django-cors-headers), for front ends on another origin (a Next.js app
+# on :3000 against the API on :8000; app.example.com against api.example.com). One list serves
+# both transports: unset, CORS_ALLOWED_ORIGINS is REALTIME_ALLOWED_ORIGINS, the origins that may
+# open sockets, so a front end allowed to hold a socket can also call the REST API and poll.
+# `*` allows any origin. Credentials are bearer JWTs, never cookies, so no credentialed CORS.
+_cors_origins = env_list("CORS_ALLOWED_ORIGINS", os.environ.get("REALTIME_ALLOWED_ORIGINS", ""))
+CORS_ALLOW_ALL_ORIGINS = "*" in _cors_origins
+CORS_ALLOWED_ORIGINS = [origin.rstrip("/") for origin in _cors_origins if origin != "*"]
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = [
+    "accept", "authorization", "content-type", "idempotency-key", "if-none-match", "last-event-id",
+    "cache-control", "x-requested-with",
+]
+# What the client reads from answers: conditional polling, the poll pace, back-off hints.
+CORS_EXPOSE_HEADERS = ["ETag", "X-Poll-Interval", "Retry-After"]
+CORS_PREFLIGHT_MAX_AGE = 600
 
 ROOT_URLCONF = "renum.urls"
 ASGI_APPLICATION = "renum.asgi.application"

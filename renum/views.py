@@ -17,7 +17,7 @@ def demo(request: HttpRequest) -> HttpResponse:
     return render(request, "demo/index.html", {
         "config": {
             "socketPath": "/ws/",
-            "pollPath": "/api/realtime/events/",
+            "pollPath": "/api/realtime/poll/",
             "apiRoot": "/api/",
         },
     })

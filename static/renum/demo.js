@@ -190,12 +190,16 @@ const PILL = {
 
 function renderState(state, info) {
   if (state === State.UNAUTHORIZED) {
-    signedOut(info.reason || "your credentials are no longer valid");
+    signedOut(info.cause === "account_deactivated" ? "your account has been deactivated"
+      : info.reason || "your credentials are no longer valid");
     return;
   }
   const [label, tone] = PILL[state] || [state, "idle"];
   const pill = $("connection-pill");
   pill.textContent = state === State.RECONNECTING ? `${label} (${info.attempt} of ${info.maxAttempts})` : label;
+  // A refusal (4003: too many connections for this user) says why, not only that it retries.
+  if (state === State.RECONNECTING && info.code === 4003 && info.reason) pill.textContent += `: ${info.reason}`;
+  pill.title = info.reason || "";
   pill.className = `pill pill-${tone}`;
   pill.dataset.state = state;
   $("retry-button").hidden = state !== State.FAILED && state !== State.DEGRADED;
@@ -248,7 +252,26 @@ function setUnread(count) {
   $("bell").dataset.unread = String(count);
 }
 
+// Bursts: at most MAX_NOTIFICATIONS are kept (older ones stay a "load" away over REST), and
+// the list is rebuilt at most once per frame however many messages came in it.
+const MAX_NOTIFICATIONS = 100;
+const MAX_TOASTS = 3;
+let renderPending = false;
+
 function renderNotifications() {
+  if (notifications.size > MAX_NOTIFICATIONS) {
+    const oldest = [...notifications.values()].sort((a, b) => Date.parse(a.created_at) - Date.parse(b.created_at));
+    for (const item of oldest.slice(0, notifications.size - MAX_NOTIFICATIONS)) notifications.delete(item.id);
+  }
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => {
+    renderPending = false;
+    renderNotificationsNow();
+  });
+}
+
+function renderNotificationsNow() {
   const list = $("notification-list");
   const items = [...notifications.values()].sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
   list.replaceChildren(...items.map(notificationItem));
@@ -337,8 +360,33 @@ function toast({ type = "info", title, message }) {
   close.textContent = "×";
   close.addEventListener("click", () => box.remove());
   box.append(text, close);
-  $("toasts").append(box);
-  setTimeout(() => box.remove(), 8000);
+  const area = $("toasts");
+  area.append(box);
+  setTimeout(() => { box.remove(); updateToastOverflow(0); }, 8000);
+  // At most MAX_TOASTS on screen; the overflow is counted in "+N more", not stacked.
+  const shown = area.querySelectorAll(".toast");
+  if (shown.length > MAX_TOASTS) {
+    for (const old of [...shown].slice(0, shown.length - MAX_TOASTS)) old.remove();
+    updateToastOverflow(shown.length - MAX_TOASTS);
+  }
+}
+
+let toastOverflow = 0;
+
+function updateToastOverflow(added) {
+  const area = $("toasts");
+  toastOverflow = area.querySelector(".toast") ? toastOverflow + added : 0;
+  let more = area.querySelector(".toast-more");
+  if (!toastOverflow) {
+    more?.remove();
+    return;
+  }
+  if (!more) {
+    more = document.createElement("div");
+    more.className = "toast-more";
+    area.prepend(more);
+  }
+  more.textContent = `+${toastOverflow} more`;
 }
 
 // ------------------------------------------------------------------ executions

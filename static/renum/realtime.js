@@ -1,28 +1,5 @@
-/**
- * Renum realtime client: protocol v1 (see docs/protocol.md and docs/client.md).
- *
- * A dependency-free ES module for browsers (a plain page or a Next.js app). One
- * `RealtimeClient` keeps one WebSocket, and gives the application:
- *   - channel subscriptions that survive reconnects: the last (epoch, offset) of every channel
- *     is remembered and sent back as `since`, so the server replays what was missed; when it
- *     cannot (`recovered: false`, or the epoch changed) a `resync` event tells the application
- *     to reload its state over REST;
- *   - de-duplication by (channel, epoch, offset), so a message is delivered once;
- *   - request/reply (`send`, `command`) matched by `reply_to`;
- *   - heartbeat, token refresh before expiry, reconnection with exponential backoff and the
- *     close-code rules of the protocol;
- *   - a REST long-polling fallback (`degraded` state) after persistent WebSocket failure,
- *     continuing from the same positions and probing the WebSocket to go back.
- *
- * @module renum/realtime
- */
-
-/**
- * Connection states.
- * @readonly
- * @enum {string}
- */
-export const State = Object.freeze({
+// Built from clients/js/realtime (npm run build); do not edit: edit the TypeScript sources.
+const State = Object.freeze({
   /** Not started, or stopped by `disconnect()`. */
   IDLE: "idle",
   /** Opening the first socket. */
@@ -31,22 +8,18 @@ export const State = Object.freeze({
   CONNECTED: "connected",
   /** The socket dropped; attempt `info.attempt` of `info.maxAttempts` is scheduled or running. */
   RECONNECTING: "reconnecting",
-  /** The WebSocket keeps failing: messages arrive by REST long polling; the socket is probed. */
+  /** The WebSocket keeps failing: messages arrive over HTTP (poll); the socket is probed. */
   DEGRADED: "degraded",
   /** Gave up (socket and polling failed); `retry()` starts again. */
   FAILED: "failed",
   /** The browser reports no network; the client resumes when it comes back. */
   OFFLINE: "offline",
-  /** The credentials were refused and `getToken` could not renew them: log in again. */
-  UNAUTHORIZED: "unauthorized",
+  /** The credentials were refused and `getToken` could not renew them: sign in again. */
+  UNAUTHORIZED: "unauthorized"
 });
-
-/** The subprotocol of protocol v1. */
-export const SUBPROTOCOL = "renum.v1";
-
-/** Close codes of the protocol (PROTOCOL.md, "Close codes"). */
-export const CloseCode = Object.freeze({
-  NORMAL: 1000,
+const SUBPROTOCOL = "renum.v1";
+const CloseCode = Object.freeze({
+  NORMAL: 1e3,
   GOING_AWAY: 1001,
   SERVICE_RESTART: 1012,
   UNAUTHORIZED: 4001,
@@ -55,18 +28,13 @@ export const CloseCode = Object.freeze({
   SLOW_CONSUMER: 4009,
   TOKEN_EXPIRED: 4011,
   RATE_LIMITED: 4029,
-  /** Used by this client when it drops a socket that went silent. */
-  HEARTBEAT_TIMEOUT: 4000,
+  /** Used by this client when it drops a socket that went silent (reported, never sent). */
+  HEARTBEAT_TIMEOUT: 4e3
 });
-
-/** A failed request, an `error` frame, or a lost connection. */
-export class RealtimeError extends Error {
-  /**
-   * @param {string} code protocol error code (`forbidden`, `not_found`...) or a client code
-   *   (`unavailable`, `timeout`, `disconnected`, `unauthorized`, `http_<status>`)
-   * @param {string} message
-   * @param {Record<string, unknown>} [detail]
-   */
+class RealtimeError extends Error {
+  /** Protocol code (`forbidden`, `not_found`...) or client code (`unavailable`, `timeout`, `disconnected`, `unauthorized`, `http_<status>`). */
+  code;
+  detail;
   constructor(code, message, detail = {}) {
     super(message);
     this.name = "RealtimeError";
@@ -74,176 +42,142 @@ export class RealtimeError extends Error {
     this.detail = detail;
   }
 }
-
-/**
- * @typedef {Object} Envelope
- * @property {string} type
- * @property {string} channel
- * @property {number} offset
- * @property {string} epoch
- * @property {string} id
- * @property {string} timestamp
- * @property {string} sender
- * @property {*} payload
- * @property {string|string[]} [target]
- * @property {boolean} [snapshot] a channel's current state sent on subscribe (not a stored message)
- */
-
-/**
- * @typedef {Object} TokenRequest
- * @property {"connect"|"refresh"|"expired"|"unauthorized"} reason why a token is needed:
- *   `connect` may return a cached token; the others need a new one.
- * @property {string|null} previous the token that was used until now
- */
-
-/**
- * @typedef {Object} RealtimeOptions
- * @property {string} url WebSocket URL, absolute (`wss://host/ws/`) or a path (`/ws/`).
- * @property {(request: TokenRequest) => Promise<string>|string} getToken returns an access JWT.
- * @property {typeof fetch} [fetch] for the polling fallback (default: global fetch).
- * @property {string|false} [pollUrl] REST events URL (default: `/api/realtime/events/` on the
- *   socket's host); `false` disables the fallback (then persistent failure means `failed`).
- * @property {typeof WebSocket} [WebSocket] constructor (default: global WebSocket).
- * @property {number} [maxAttempts=5] reconnect attempts before falling back.
- * @property {number} [backoffBaseMs=1000] first backoff delay; doubled per attempt.
- * @property {number} [connectTimeoutMs=10000] a socket not welcomed by then counts as failed.
- * @property {number} [requestTimeoutMs=10000] `send()` rejects with `timeout` after this.
- * @property {number} [heartbeatS] overrides the server's `heartbeat_s`.
- * @property {number} [refreshLeadMs=60000] refresh the token this long before it expires.
- * @property {number} [pollTimeoutS=25] long-poll wait.
- * @property {number} [probeIntervalMs=30000] in `degraded`, try the socket again this often.
- * @property {number} [maxPollFailures=5] consecutive polling failures before `failed`.
- * @property {Record<string, {epoch: string, offset: number}>} [positions] resume from these.
- * @property {string} [userIdClaim="user_id"] JWT claim with the user id (to poll `user:<id>`
- *   when the socket never opened).
- */
-
 const DEFAULTS = {
+  url: "/ws/",
   maxAttempts: 5,
-  backoffBaseMs: 1000,
-  connectTimeoutMs: 10000,
-  requestTimeoutMs: 10000,
-  heartbeatS: undefined,
-  refreshLeadMs: 60000,
+  backoffBaseMs: 1e3,
+  connectTimeoutMs: 1e4,
+  requestTimeoutMs: 1e4,
+  refreshLeadMs: 6e4,
   pollTimeoutS: 25,
-  probeIntervalMs: 30000,
+  probeIntervalMs: 3e4,
   maxPollFailures: 5,
   userIdClaim: "user_id",
+  shareAcrossTabs: false
 };
-
-/** How many delivered offsets per channel are remembered beyond the resume position. */
+function tabApis() {
+  const locks = globalThis.navigator?.locks;
+  const Channel = globalThis.BroadcastChannel;
+  return locks && Channel ? { locks, Channel } : null;
+}
 const SEEN_LIMIT = 2048;
-
-/**
- * Decode a JWT's claims without verifying it (the server verifies); null when unreadable.
- * @param {string} token
- * @returns {Record<string, any>|null}
- */
-export function decodeJwt(token) {
+const OPEN = 1;
+const DEACTIVATED = /deactivated|inactive user/i;
+function decodeJwt(token) {
   try {
     const part = String(token).split(".")[1];
     const base64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
     const json = decodeURIComponent(
-      Array.from(atob(base64), (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
+      Array.from(atob(base64), (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0")).join("")
     );
     return JSON.parse(json);
   } catch {
     return null;
   }
 }
-
-/** Backoff delay for attempt n (1-based): base * 2^(n-1), with +-20 % jitter. */
 function backoffDelay(baseMs, attempt) {
   return Math.round(baseMs * 2 ** (attempt - 1) * (0.8 + Math.random() * 0.4));
 }
-
 function sleep(ms, signal) {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
   });
 }
-
+function pageHref() {
+  return globalThis.location?.href;
+}
 function resolveSocketUrl(url) {
   if (/^wss?:\/\//.test(url)) return url;
-  const base = globalThis.location;
+  const base = pageHref();
   if (!base) throw new RealtimeError("invalid_url", `cannot resolve ${url} without a location`);
-  const absolute = new URL(url, base.href);
+  const absolute = new URL(url, base);
   absolute.protocol = absolute.protocol === "https:" ? "wss:" : "ws:";
   return absolute.href;
 }
-
-function defaultPollUrl(socketUrl) {
+function httpUrl(socketUrl, path) {
   const url = new URL(socketUrl);
   url.protocol = url.protocol === "wss:" ? "https:" : "http:";
-  url.pathname = "/api/realtime/events/";
+  url.pathname = path;
   url.search = "";
   return url.href;
 }
-
-/**
- * The realtime client. Create one per signed-in user and call `connect()`.
- *
- * @example
- * const client = new RealtimeClient({ url: "/ws/", getToken: () => auth.accessToken() });
- * client.onStateChange((state, info) => console.log(state, info));
- * client.onMessage("notification", (msg) => showToast(msg.payload));
- * const off = client.subscribe("team:7", (msg) => render(msg.payload));
- * client.connect();
- */
-export class RealtimeClient {
-  /** @param {RealtimeOptions} options */
+function randomId() {
+  const crypto = globalThis.crypto;
+  if (crypto?.randomUUID) return crypto.randomUUID();
+  return Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2);
+}
+class RealtimeClient {
+  options;
+  url;
+  /** Multiplexed poll URL, or null when the HTTP fallback is off. */
+  pollUrl;
+  /** Per-channel events URL (servers without the multiplexed poll). */
+  eventsUrl;
+  /** Sent as `client_id`: shown in the admin's connection list. */
+  clientId;
+  state = State.IDLE;
+  /** Details of the current state: attempt, maxAttempts, delayMs, code, reason. */
+  stateInfo = {};
+  /** The user id from the welcome (or the token), once known. */
+  userId = null;
+  /** The last welcome payload. */
+  welcome = null;
+  _fetch;
+  _WebSocket;
+  _listeners = /* @__PURE__ */ new Map();
+  _channels = /* @__PURE__ */ new Map();
+  _pending = /* @__PURE__ */ new Map();
+  _nextId = 1;
+  _token = null;
+  _wanted = false;
+  _ws = null;
+  _welcomed = false;
+  _everWelcomed = false;
+  _attempt = 0;
+  _renewedAfter4001 = false;
+  _timers = {};
+  _openGeneration = 0;
+  _pollGeneration = 0;
+  _pollAbort = null;
+  _pollFailures = 0;
+  _polling = /* @__PURE__ */ new Set();
+  /** The server answered 404 to the multiplexed poll: per-channel polling instead. */
+  _legacyPolling = false;
+  _lastFrameAt = 0;
+  /** `leader` or `follower` while sharing one connection between tabs; null otherwise. */
+  _role = null;
+  _tab = randomId();
+  _bus = null;
+  _lockAbort = null;
+  _releaseLock = null;
+  /** Leader: the channels each follower tab wants, with their unsubscribe functions. */
+  _followerWants = /* @__PURE__ */ new Map();
+  _forwarded = /* @__PURE__ */ new Map();
+  _onlineHandler = () => this._online();
+  _offlineHandler = () => this._offline();
   constructor(options) {
     if (!options || typeof options.getToken !== "function") {
       throw new TypeError("RealtimeClient needs options.getToken");
     }
-    /** @type {Required<RealtimeOptions>} */
     this.options = { ...DEFAULTS, ...options };
     this.url = resolveSocketUrl(options.url || "/ws/");
-    this.pollUrl = options.pollUrl === false ? null : (options.pollUrl
-      ? new URL(options.pollUrl, globalThis.location?.href ?? this.url.replace(/^ws/, "http")).href
-      : defaultPollUrl(this.url));
+    const base = pageHref() ?? this.url.replace(/^ws/, "http");
+    this.pollUrl = options.pollUrl === false ? null : options.pollUrl ? new URL(options.pollUrl, base).href : httpUrl(this.url, "/api/realtime/poll/");
+    this.eventsUrl = options.pollUrl === false ? null : options.eventsUrl ? new URL(options.eventsUrl, base).href : httpUrl(this.url, "/api/realtime/events/");
+    this.clientId = (options.clientId || `web-${randomId()}`).slice(0, 64);
     this._fetch = options.fetch || globalThis.fetch?.bind(globalThis);
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
-
-    /** @type {string} */
-    this.state = State.IDLE;
-    /** Details of the current state: attempt, maxAttempts, delayMs, code, reason. */
-    this.stateInfo = {};
-    /** The user id from the welcome (or the token), once known. */
-    this.userId = null;
-    /** The last welcome payload. */
-    this.welcome = null;
-
-    this._listeners = new Map();
-    /** @type {Map<string, ChannelState>} */
-    this._channels = new Map();
-    this._pending = new Map();
-    this._nextId = 1;
-    this._token = null;
-    this._wanted = false;
-    this._ws = null;
-    this._welcomed = false;
-    this._everWelcomed = false;
-    this._attempt = 0;
-    this._renewedAfter4001 = false;
-    this._timers = {};
-    this._pollGeneration = 0;
-    this._pollAbort = null;
-    this._pollFailures = 0;
-    this._polling = new Set();
-    this._onlineHandler = () => this._online();
-    this._offlineHandler = () => this._offline();
-
     for (const [channel, position] of Object.entries(options.positions || {})) {
       const ch = this._channel(channel);
       ch.epoch = position.epoch;
       ch.offset = position.offset;
     }
   }
-
   // ---------------------------------------------------------------- public API
-
   /** Start (or resume) the connection. Safe to call again; it does nothing while active. */
   connect() {
     if (this._wanted && ![State.FAILED, State.UNAUTHORIZED, State.IDLE].includes(this.state)) return;
@@ -251,49 +185,56 @@ export class RealtimeClient {
     this._attempt = 0;
     this._renewedAfter4001 = false;
     this._pollFailures = 0;
-    if (globalThis.addEventListener) {
+    if (typeof globalThis.addEventListener === "function") {
       globalThis.addEventListener("online", this._onlineHandler);
       globalThis.addEventListener("offline", this._offlineHandler);
     }
     this._setState(State.CONNECTING);
-    this._open("connect");
+    if (this.options.shareAcrossTabs && tabApis() && this._role === null) {
+      void this._joinTabs();
+      return;
+    }
+    void this._open("connect");
   }
-
+  /** Whether this tab follows another tab's connection (`shareAcrossTabs`). */
+  get follower() {
+    return this._role === "follower";
+  }
   /** Close the connection and stop reconnecting and polling. Positions are kept for `connect()`. */
   disconnect() {
     this._wanted = false;
-    if (globalThis.removeEventListener) {
+    if (typeof globalThis.removeEventListener === "function") {
       globalThis.removeEventListener("online", this._onlineHandler);
       globalThis.removeEventListener("offline", this._offlineHandler);
     }
     this._clearTimers();
     this._stopPolling();
     this._closeSocket(CloseCode.NORMAL, "client disconnect");
+    this._leaveTabs();
     this._setState(State.IDLE);
   }
-
   /** Try again now: from `failed`, `unauthorized`, `degraded` (probe now) or `reconnecting`. */
   retry() {
-    if (!this._wanted || [State.FAILED, State.UNAUTHORIZED].includes(this.state)) {
+    if (this._role === "follower") {
+      this._post({ kind: "request", tab: this._tab, id: `retry-${this._nextId++}`, type: "__retry", data: {} });
+      return;
+    }
+    if (!this._wanted || this.state === State.FAILED || this.state === State.UNAUTHORIZED) {
       this.connect();
       return;
     }
     if (this.state === State.DEGRADED) {
       clearTimeout(this._timers.probe);
-      this._open("connect");
+      void this._open("connect");
     } else if (this.state === State.RECONNECTING) {
       clearTimeout(this._timers.reconnect);
-      this._open("connect");
+      void this._open("connect");
     }
   }
-
   /**
    * Follow a channel. `callback(envelope)` gets every message of it, once, in offset order
    * within a connection. The user channel and `broadcast` are followed automatically by the
    * server; subscribing to them only adds a callback.
-   * @param {string} channel
-   * @param {(message: Envelope) => void} callback
-   * @returns {() => void} unsubscribe
    */
   subscribe(channel, callback) {
     if (typeof channel !== "string" || !channel) throw new TypeError("channel must be a non-empty string");
@@ -302,76 +243,62 @@ export class RealtimeClient {
     const first = !ch.wanted;
     ch.callbacks.add(entry);
     ch.wanted = true;
-    if (first && !ch.auto) {
-      if (this._isLive()) this._sendSubscribe(ch);
-      else if (this.state === State.DEGRADED) this._pollChannel(channel);
+    if (first && !ch.auto && !ch.server) {
+      if (this._role === "follower") this._post({ kind: "want", tab: this._tab, channels: [channel] });
+      else if (this._isLive()) this._sendSubscribe(ch);
+      else if (this.state === State.DEGRADED) this._restartPolling();
     }
     return () => {
       ch.callbacks.delete(entry);
       if (ch.callbacks.size || !ch.wanted) return;
+      if (ch.auto || ch.server) return;
       ch.wanted = false;
-      if (ch.auto) return;
       this._channels.delete(channel);
-      if (this._isLive()) this.send("unsubscribe", { channel }).catch(() => {});
+      if (this._role === "follower") this._post({ kind: "unwant", tab: this._tab, channel });
+      else if (this._isLive()) this.send("unsubscribe", { channel }).catch(() => {
+      });
     };
   }
-
   /**
    * Send a command frame and wait for its reply (matched by `reply_to`).
    * Resolves with the reply's `payload`; rejects with a RealtimeError on an `error` frame, a
    * timeout, or when the socket is not connected (`unavailable`: e.g. in `degraded`).
-   * @param {string} type `subscribe`, `unsubscribe`, `ping`, `auth.refresh`, `publish`, `command`
-   * @param {Record<string, unknown>} [data] the command's fields
-   * @returns {Promise<any>}
    */
   send(type, data = {}) {
     return this._request(type, data);
   }
-
-  /**
-   * Run a domain command (`{"type": "command", "payload": {name, args}}`).
-   * Resolves with the service's answer (`command_result.payload.result`).
-   * @param {string} name e.g. `notification.mark_read`
-   * @param {Record<string, unknown>} [args]
-   * @returns {Promise<any>}
-   */
+  /** Run a domain command; resolves with the service's answer (`command_result.payload.result`). */
   async command(name, args = {}) {
     const reply = await this._request("command", { payload: { name, args } });
     return reply?.result;
   }
-
-  /**
-   * Listen to a client event: `state` (state, info), `message` (envelope), `resync`
-   * ({channel, reason, epoch, offset}), `reconnect` ({userId}), `welcome` (payload),
-   * `error` (RealtimeError).
-   * @param {string} event
-   * @param {(...args: any[]) => void} callback
-   * @returns {() => void} remove the listener
-   */
   on(event, callback) {
-    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    let listeners = this._listeners.get(event);
+    if (!listeners) this._listeners.set(event, listeners = /* @__PURE__ */ new Set());
     const entry = { callback };
-    this._listeners.get(event).add(entry);
-    return () => this._listeners.get(event)?.delete(entry);
+    listeners.add(entry);
+    return () => {
+      this._listeners.get(event)?.delete(entry);
+    };
   }
-
-  /** `callback(state, info)` on every state change. @returns {() => void} */
-  onStateChange(callback) { return this.on("state", callback); }
-
-  /** `callback({userId})` each time a connection is re-established after a loss. @returns {() => void} */
-  onReconnect(callback) { return this.on("reconnect", callback); }
-
-  /** `callback({channel, reason, epoch, offset})` when state must be reloaded over REST. @returns {() => void} */
-  onResync(callback) { return this.on("resync", callback); }
-
-  /**
-   * `callback(envelope)` for messages of one type, on any channel (e.g. `notification` on the
-   * user channel). @returns {() => void}
-   */
+  /** `callback(state, info)` on every state change. */
+  onStateChange(callback) {
+    return this.on("state", callback);
+  }
+  /** `callback({userId})` each time a connection is re-established after a loss. */
+  onReconnect(callback) {
+    return this.on("reconnect", callback);
+  }
+  /** `callback({channel, reason, epoch, offset})` when state must be reloaded over REST. */
+  onResync(callback) {
+    return this.on("resync", callback);
+  }
+  /** `callback(envelope)` for messages of one type, on any channel. */
   onMessage(type, callback) {
-    return this.on("message", (message) => { if (message.type === type) callback(message); });
+    return this.on("message", (message) => {
+      if (message.type === type) callback(message);
+    });
   }
-
   /** The resume position of every channel: store it to resume across page loads. */
   positions() {
     const out = {};
@@ -380,41 +307,51 @@ export class RealtimeClient {
     }
     return out;
   }
-
+  /** The channels the connection follows (auto, server-subscribed and subscribed). */
+  channels() {
+    return [...this._channels.values()].filter((ch) => ch.wanted || ch.auto || ch.server).map((ch) => ch.name);
+  }
   // ---------------------------------------------------------------- events and state
-
   _emit(event, ...args) {
-    for (const { callback } of [...(this._listeners.get(event) || [])]) {
+    if (event === "resync" && this._role === "leader") this._post({ kind: "resync", event: args[0] });
+    for (const { callback } of [...this._listeners.get(event) || []]) {
       try {
         callback(...args);
       } catch (error) {
-        // A failing listener must not break delivery to the others.
-        setTimeout(() => { throw error; });
+        setTimeout(() => {
+          throw error;
+        });
       }
     }
   }
-
   _setState(state, info = {}) {
     const same = state === this.state && JSON.stringify(info) === JSON.stringify(this.stateInfo);
     this.state = state;
     this.stateInfo = info;
+    if (!same && this._role === "leader") this._post({ kind: "state", state, info });
     if (!same) this._emit("state", state, info);
   }
-
   _isLive() {
-    return this._welcomed && this._ws && this._ws.readyState === 1;
+    return this._welcomed && this._ws !== null && this._ws.readyState === OPEN;
   }
-
   _channel(name) {
     let ch = this._channels.get(name);
     if (!ch) {
-      ch = { name, callbacks: new Set(), wanted: false, auto: false, epoch: null, offset: -1, seen: new Set(),
-        resuming: false };
+      ch = {
+        name,
+        callbacks: /* @__PURE__ */ new Set(),
+        wanted: false,
+        auto: false,
+        server: false,
+        epoch: null,
+        offset: -1,
+        seen: /* @__PURE__ */ new Set(),
+        resuming: false
+      };
       this._channels.set(name, ch);
     }
     return ch;
   }
-
   _clearTimers() {
     for (const key of Object.keys(this._timers)) {
       clearTimeout(this._timers[key]);
@@ -422,9 +359,7 @@ export class RealtimeClient {
     }
     this._timers = {};
   }
-
   // ---------------------------------------------------------------- tokens
-
   async _getToken(reason) {
     const token = await this.options.getToken({ reason, previous: this._token });
     if (typeof token !== "string" || !token) throw new RealtimeError("unauthorized", "no access token");
@@ -436,60 +371,77 @@ export class RealtimeClient {
     }
     return token;
   }
-
-  _unauthorized(reason) {
+  _unauthorized(reason, cause, code) {
     this._clearTimers();
     this._stopPolling();
     this._closeSocket(CloseCode.NORMAL, "unauthorized");
-    this._setState(State.UNAUTHORIZED, { reason });
+    const info = { reason, cause };
+    if (code !== void 0) info.code = code;
+    this._setState(State.UNAUTHORIZED, info);
   }
-
   // ---------------------------------------------------------------- socket lifecycle
-
+  _socketUrl() {
+    const url = new URL(this.url);
+    url.searchParams.set("client_id", this.clientId);
+    return url.href;
+  }
   /** Open a socket; `token`, when given, was just obtained for this attempt. */
   async _open(reason, token = null) {
     clearTimeout(this._timers.reconnect);
     clearTimeout(this._timers.probe);
-    const generation = (this._openGeneration = (this._openGeneration || 0) + 1);
-    if (globalThis.navigator && globalThis.navigator.onLine === false) {
+    const generation = ++this._openGeneration;
+    const navigator = globalThis.navigator;
+    if (navigator && navigator.onLine === false) {
       this._offline();
       return;
     }
     try {
       token = token ?? await this._getToken(reason);
     } catch (error) {
-      if (generation === this._openGeneration && this._wanted) this._unauthorized(error?.message || String(error));
+      if (generation === this._openGeneration && this._wanted) {
+        this._unauthorized(errorMessage(error), reason === "connect" ? "credentials_refused" : "session_expired");
+      }
       return;
     }
     if (generation !== this._openGeneration || !this._wanted) return;
     this._closeSocket(CloseCode.NORMAL, "replaced");
     let ws;
     try {
-      ws = new this._WebSocket(this.url, [SUBPROTOCOL, `bearer.${token}`]);
+      if (!this._WebSocket) throw new Error("no WebSocket in this environment");
+      ws = new this._WebSocket(this._socketUrl(), [SUBPROTOCOL, `bearer.${token}`]);
     } catch (error) {
-      this._handleClose({ code: 1006, reason: String(error?.message || error) });
+      this._handleClose({ code: 1006, reason: errorMessage(error) });
       return;
     }
     this._ws = ws;
     this._welcomed = false;
-    ws.onmessage = (event) => { if (ws === this._ws) this._onFrame(event.data); };
-    ws.onclose = (event) => { if (ws === this._ws) this._handleClose(event); };
-    ws.onerror = () => {};
+    ws.onmessage = (event) => {
+      if (ws === this._ws) this._onFrame(event.data);
+    };
+    ws.onclose = (event) => {
+      if (ws === this._ws) this._handleClose(event);
+    };
+    ws.onerror = () => {
+    };
     this._timers.welcome = setTimeout(() => {
       if (ws === this._ws && !this._welcomed) this._dropSocket(CloseCode.HEARTBEAT_TIMEOUT, "no welcome in time");
     }, this.options.connectTimeoutMs);
   }
-
-  /** Close the current socket without reacting to its close event. */
-  _closeSocket(code, reason) {
+  /**
+   * Close the current socket without reacting to its close event. Always with 1000: browsers
+   * refuse any other code below 3000 (`InvalidAccessError`) and would leave the socket open.
+   */
+  _closeSocket(_code, reason) {
     const ws = this._ws;
     this._forgetSocket();
     if (ws) {
       ws.onmessage = ws.onclose = ws.onerror = null;
-      try { ws.close(code, reason); } catch { /* already closing */ }
+      try {
+        ws.close(CloseCode.NORMAL, reason.slice(0, 100));
+      } catch {
+      }
     }
   }
-
   /** Drop every piece of state that belonged to the current socket (timers, pending replies). */
   _forgetSocket() {
     this._ws = null;
@@ -499,30 +451,30 @@ export class RealtimeClient {
     clearTimeout(this._timers.refresh);
     this._rejectPending("disconnected", "the connection closed");
   }
-
   /** Give up on a socket that went silent, and react at once (its close may take minutes). */
   _dropSocket(code, reason) {
     this._closeSocket(code, reason);
     this._handleClose({ code, reason });
   }
-
   _handleClose(event) {
     const code = event.code;
     const reason = event.reason || "";
     const welcomed = this._welcomed;
     this._forgetSocket();
     if (!this._wanted || this.state === State.OFFLINE || this.state === State.UNAUTHORIZED) return;
-
     if (code === CloseCode.UNAUTHORIZED) {
-      this._renewAndReopen("unauthorized", reason);
+      if (DEACTIVATED.test(reason)) {
+        this._unauthorized(reason, "account_deactivated", code);
+        return;
+      }
+      void this._renewAndReopen("unauthorized", reason);
       return;
     }
     if (code === CloseCode.TOKEN_EXPIRED) {
-      this._renewAndReopen("expired", reason);
+      void this._renewAndReopen("expired", reason);
       return;
     }
     if (this.state === State.DEGRADED) {
-      // A failed probe: keep polling and try the socket again later.
       this._scheduleProbe();
       return;
     }
@@ -532,38 +484,44 @@ export class RealtimeClient {
       return;
     }
     const retryAfter = /retry after (\d+)\s*s/i.exec(reason);
-    this._scheduleReconnect({ code, reason, minDelayMs: retryAfter ? Number(retryAfter[1]) * 1000 : 0 });
+    this._scheduleReconnect({ code, reason, minDelayMs: retryAfter ? Number(retryAfter[1]) * 1e3 : 0 });
   }
-
   /** 4001 / 4011: a new token first; no retry loop with credentials the server refused. */
   async _renewAndReopen(why, closeReason) {
     const refused = this._token;
+    const code = why === "expired" ? CloseCode.TOKEN_EXPIRED : CloseCode.UNAUTHORIZED;
+    const cause = why === "expired" || /expired/i.test(closeReason) ? "session_expired" : "credentials_refused";
     if (why === "unauthorized" && this._renewedAfter4001) {
-      this._unauthorized(closeReason || "the server refused the credentials");
+      this._unauthorized(closeReason || "the server refused the credentials", cause, code);
       return;
     }
     let token;
     try {
       token = await this._getToken(why);
     } catch (error) {
-      if (this._wanted) this._unauthorized(error?.message || closeReason || "the session could not be renewed");
+      if (this._wanted) this._unauthorized(
+        errorMessage(error) || closeReason || "the session could not be renewed",
+        "session_expired",
+        code
+      );
       return;
     }
     if (!this._wanted) return;
     if (why === "unauthorized") {
       if (token === refused) {
-        this._unauthorized(closeReason || "the server refused the credentials");
+        this._unauthorized(closeReason || "the server refused the credentials", cause, code);
         return;
       }
       this._renewedAfter4001 = true;
     }
     if (this.state !== State.DEGRADED) {
-      this._setState(this._everWelcomed ? State.RECONNECTING : State.CONNECTING,
-        this._everWelcomed ? { attempt: 1, maxAttempts: this.options.maxAttempts, code: why === "expired" ? 4011 : 4001 } : {});
+      this._setState(
+        this._everWelcomed ? State.RECONNECTING : State.CONNECTING,
+        this._everWelcomed ? { attempt: 1, maxAttempts: this.options.maxAttempts, code } : {}
+      );
     }
-    this._open(why, token);
+    void this._open(why, token);
   }
-
   _scheduleReconnect({ immediate = false, minDelayMs = 0, code, reason }) {
     this._attempt += 1;
     const max = this.options.maxAttempts;
@@ -571,43 +529,39 @@ export class RealtimeClient {
       this._giveUp({ code, reason });
       return;
     }
-    const delay = Math.max(minDelayMs, immediate
-      ? Math.round(Math.random() * Math.min(1000, this.options.backoffBaseMs))
-      : backoffDelay(this.options.backoffBaseMs, this._attempt));
+    const delay = Math.max(minDelayMs, immediate ? Math.round(Math.random() * Math.min(1e3, this.options.backoffBaseMs)) : backoffDelay(this.options.backoffBaseMs, this._attempt));
     this._setState(State.RECONNECTING, { attempt: this._attempt, maxAttempts: max, delayMs: delay, code, reason });
-    this._timers.reconnect = setTimeout(() => this._open("connect"), delay);
+    this._timers.reconnect = setTimeout(() => {
+      void this._open("connect");
+    }, delay);
   }
-
   _giveUp(info) {
     if (this.pollUrl && this._fetch) this._startDegraded(info);
     else this._setState(State.FAILED, info);
   }
-
   // ---------------------------------------------------------------- online / offline
-
   _offline() {
-    if (!this._wanted || this.state === State.UNAUTHORIZED) return;
+    if (!this._wanted || this.state === State.UNAUTHORIZED || this._role === "follower") return;
     this._clearTimers();
     this._stopPolling();
-    this._closeSocket(CloseCode.GOING_AWAY, "offline");
+    this._closeSocket(CloseCode.NORMAL, "offline");
     this._setState(State.OFFLINE);
   }
-
   _online() {
-    if (!this._wanted || this.state !== State.OFFLINE) return;
+    if (!this._wanted || this.state !== State.OFFLINE || this._role === "follower") return;
     this._attempt = 0;
-    this._setState(this._everWelcomed ? State.RECONNECTING : State.CONNECTING,
-      this._everWelcomed ? { attempt: 1, maxAttempts: this.options.maxAttempts } : {});
-    this._open("connect");
+    this._setState(
+      this._everWelcomed ? State.RECONNECTING : State.CONNECTING,
+      this._everWelcomed ? { attempt: 1, maxAttempts: this.options.maxAttempts } : {}
+    );
+    void this._open("connect");
   }
-
   // ---------------------------------------------------------------- frames
-
   _onFrame(data) {
     this._lastFrameAt = Date.now();
     let frame;
     try {
-      frame = JSON.parse(data);
+      frame = JSON.parse(String(data));
     } catch {
       return;
     }
@@ -633,13 +587,33 @@ export class RealtimeClient {
       }
       return;
     }
+    if (frame.reply_to == null && frame.type === "subscribed" && typeof frame.payload?.channel === "string") {
+      this._onServerSubscribed(frame.payload);
+      return;
+    }
+    if (frame.reply_to == null && frame.type === "unsubscribed" && typeof frame.payload?.channel === "string") {
+      const ch = this._channels.get(frame.payload.channel);
+      if (ch) {
+        ch.server = false;
+        if (!ch.callbacks.size && !ch.auto) this._channels.delete(ch.name);
+      }
+      return;
+    }
     if (frame.type === "error") {
       const { code = "error", message = "" } = frame.payload || {};
       this._emit("error", new RealtimeError(code, message));
     }
-    // Anything else (pong, unknown control frames) is ignored, as the protocol asks.
   }
-
+  /**
+   * The server subscribed this socket (e.g. the user joined a team). The channel is remembered
+   * so that the next reconnect re-subscribes it with its position; otherwise it would be lost.
+   */
+  _onServerSubscribed(payload) {
+    const ch = this._channel(payload.channel);
+    ch.server = true;
+    if (ch.epoch == null || ch.epoch !== payload.epoch) this._reposition(ch, payload.epoch, payload.offset);
+    this._emit("subscribed", { channel: ch.name, server: true });
+  }
   _onWelcome(payload) {
     clearTimeout(this._timers.welcome);
     const reconnected = this._everWelcomed;
@@ -652,7 +626,6 @@ export class RealtimeClient {
     this.userId = payload.user_id != null ? String(payload.user_id) : this.userId;
     this._stopPolling();
     clearTimeout(this._timers.probe);
-
     for (const [name, position] of Object.entries(payload.channels || {})) {
       const ch = this._channel(name);
       ch.auto = true;
@@ -664,7 +637,7 @@ export class RealtimeClient {
       }
     }
     for (const ch of this._channels.values()) {
-      if (ch.wanted && !ch.auto) this._sendSubscribe(ch);
+      if ((ch.wanted || ch.server) && !ch.auto) this._sendSubscribe(ch);
     }
     this._startHeartbeat(this.options.heartbeatS ?? payload.heartbeat_s ?? 25);
     this._scheduleRefresh(payload.expires_at);
@@ -672,27 +645,24 @@ export class RealtimeClient {
     this._setState(State.CONNECTED, { connectionId: payload.connection_id });
     if (reconnected) this._emit("reconnect", { userId: this.userId });
   }
-
   _sendSubscribe(ch) {
     const since = ch.epoch != null ? { epoch: ch.epoch, offset: ch.offset } : null;
-    // While a resume is pending, live messages are delivered but do not move the position:
-    // the replay that follows the reply fills everything before them.
     ch.resuming = since !== null;
     const data = since ? { channel: ch.name, since } : { channel: ch.name };
     this._request("subscribe", data, (payload) => this._onSubscribed(ch, since, payload)).catch((error) => {
       ch.resuming = false;
       if (error.code === "disconnected") return;
+      if (ch.server && (error.code === "forbidden" || error.code === "not_found")) {
+        ch.server = false;
+      }
       error.detail = { ...error.detail, channel: ch.name };
       this._emit("error", error);
     });
   }
-
   _onSubscribed(ch, since, payload) {
     ch.resuming = false;
     this._acceptRecovery(ch, since, payload);
-    // Recovered: the missed messages follow this reply and move the position themselves.
   }
-
   /**
    * Apply the position a subscribe reply or a poll answered for `since`; true when the gap
    * was recovered, else the channel restarts at that position (with a `resync` if it had one).
@@ -701,58 +671,66 @@ export class RealtimeClient {
     if (since && answer.recovered && answer.epoch === since.epoch) return true;
     this._reposition(ch, answer.epoch, answer.offset);
     if (since) {
-      this._emit("resync", { channel: ch.name, reason: answer.epoch !== since.epoch ? "epoch_changed" : "gap",
-        epoch: answer.epoch, offset: answer.offset });
+      this._emit("resync", {
+        channel: ch.name,
+        reason: answer.epoch !== since.epoch ? "epoch_changed" : "gap",
+        epoch: answer.epoch,
+        offset: answer.offset
+      });
     }
     return false;
   }
-
   _reposition(ch, epoch, offset) {
-    if (ch.epoch !== epoch) ch.seen = new Set();
+    if (ch.epoch !== epoch) ch.seen = /* @__PURE__ */ new Set();
     ch.epoch = epoch;
     ch.offset = offset;
   }
-
   /** Deliver an envelope once per (channel, epoch, offset). */
   _onEnvelope(message) {
     const ch = this._channel(message.channel);
     if (message.snapshot) {
-      // A state snapshot, not a stored message: always delivered, and it marks the position.
       if (ch.epoch !== message.epoch || message.offset > ch.offset) this._reposition(ch, message.epoch, message.offset);
       this._dispatch(ch, message);
       return;
     }
     if (ch.epoch != null && message.epoch !== ch.epoch) {
-      // The channel's history was lost while we were connected: what came between is gone.
       this._reposition(ch, message.epoch, message.offset - 1);
-      this._emit("resync", { channel: ch.name, reason: "epoch_changed", epoch: message.epoch, offset: message.offset });
+      this._emit("resync", {
+        channel: ch.name,
+        reason: "epoch_changed",
+        epoch: message.epoch,
+        offset: message.offset
+      });
     } else if (ch.epoch == null) {
       this._reposition(ch, message.epoch, message.offset - 1);
     }
     const duplicate = message.offset <= ch.offset || ch.seen.has(message.offset);
     if (!ch.resuming && message.offset > ch.offset) {
-      // A replayed copy of a message already delivered live still moves the position.
       ch.offset = message.offset;
-      if (ch.seen.size) for (const offset of ch.seen) if (offset <= ch.offset) ch.seen.delete(offset);
+      if (ch.seen.size) {
+        for (const offset of ch.seen) if (offset <= ch.offset) ch.seen.delete(offset);
+      }
     } else if (ch.resuming && !duplicate) {
       ch.seen.add(message.offset);
       if (ch.seen.size > SEEN_LIMIT) ch.seen.delete(ch.seen.values().next().value);
     }
     if (!duplicate) this._dispatch(ch, message);
   }
-
   _dispatch(ch, message) {
+    if (this._role === "leader") this._post({ kind: "message", message });
     for (const { callback } of [...ch.callbacks]) {
       try {
         callback(message);
       } catch (error) {
-        setTimeout(() => { throw error; });
+        setTimeout(() => {
+          throw error;
+        });
       }
     }
     this._emit("message", message);
   }
-
   _request(type, data, onReply) {
+    if (this._role === "follower") return this._forward(type, data);
     if (!this._isLive()) {
       return Promise.reject(new RealtimeError("unavailable", `not connected (${this.state})`));
     }
@@ -768,11 +746,10 @@ export class RealtimeClient {
       } catch (error) {
         clearTimeout(timer);
         this._pending.delete(id);
-        reject(new RealtimeError("unavailable", String(error?.message || error)));
+        reject(new RealtimeError("unavailable", errorMessage(error)));
       }
     });
   }
-
   _rejectPending(code, message) {
     const pending = [...this._pending.values()];
     this._pending.clear();
@@ -781,163 +758,462 @@ export class RealtimeClient {
       reject(new RealtimeError(code, message));
     }
   }
-
   // ---------------------------------------------------------------- heartbeat and token refresh
-
   _startHeartbeat(heartbeatS) {
     this._stopHeartbeat();
-    const intervalMs = Math.max(0.05, heartbeatS) * 1000;
+    const intervalMs = Math.max(0.05, heartbeatS) * 1e3;
     this._lastFrameAt = Date.now();
     this._timers.ping = setInterval(() => {
       if (this._isLive()) {
-        try { this._ws.send(JSON.stringify({ type: "ping", id: `p${this._nextId++}` })); } catch { /* closing */ }
+        try {
+          this._ws.send(JSON.stringify({ type: "ping", id: `p${this._nextId++}` }));
+        } catch {
+        }
       }
     }, intervalMs);
     this._timers.dead = setInterval(() => {
       if (this._ws && Date.now() - this._lastFrameAt > 2.5 * intervalMs) {
         this._dropSocket(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout");
       }
-    }, Math.min(intervalMs / 2, 5000));
+    }, Math.min(intervalMs / 2, 5e3));
   }
-
   _stopHeartbeat() {
     clearInterval(this._timers.ping);
     clearInterval(this._timers.dead);
   }
-
   _scheduleRefresh(expiresAt) {
     clearTimeout(this._timers.refresh);
     const expires = expiresAt ? Date.parse(expiresAt) : NaN;
     if (Number.isNaN(expires)) return;
     const remaining = expires - Date.now();
     const lead = Math.min(this.options.refreshLeadMs, remaining / 5);
-    const delay = Math.min(2 ** 31 - 1, Math.max(1000, remaining - lead));
-    this._timers.refresh = setTimeout(() => this._refreshToken(expires), delay);
+    const delay = Math.min(2 ** 31 - 1, Math.max(1e3, remaining - lead));
+    this._timers.refresh = setTimeout(() => {
+      void this._refreshToken(expires);
+    }, delay);
   }
-
   async _refreshToken(expires) {
+    let token;
     try {
-      const token = await this._getToken("refresh");
+      token = await this._getToken("refresh");
+    } catch (error) {
+      if (this._wanted) this._unauthorized(errorMessage(error) || "the session could not be renewed", "session_expired");
+      return;
+    }
+    try {
       const reply = await this._request("auth.refresh", { token });
       this._scheduleRefresh(reply?.expires_at);
     } catch (error) {
       if (error?.code === "disconnected" || !this._isLive()) return;
+      const code = error?.code;
+      if (code === "unauthorized" || code === "forbidden") {
+        this._unauthorized(error.message, DEACTIVATED.test(error.message) ? "account_deactivated" : "session_expired");
+        return;
+      }
       this._emit("error", error instanceof RealtimeError ? error : new RealtimeError("refresh_failed", String(error)));
-      // Try again shortly while the session lasts; past expiry the server closes with 4011.
-      if (expires - Date.now() > 5000) this._timers.refresh = setTimeout(() => this._refreshToken(expires), 5000);
+      if (expires - Date.now() > 5e3) this._timers.refresh = setTimeout(() => {
+        void this._refreshToken(expires);
+      }, 5e3);
     }
   }
-
-  // ---------------------------------------------------------------- REST long-polling fallback
-
+  // ---------------------------------------------------------------- one connection per browser
+  _post(message) {
+    try {
+      this._bus?.postMessage(message);
+    } catch {
+    }
+  }
+  /** Follow the leader tab, and queue for the lock: the tab that gets it leads. */
+  async _joinTabs() {
+    const apis = tabApis();
+    try {
+      await this._getToken("connect");
+    } catch (error) {
+      if (this._wanted) this._unauthorized(errorMessage(error), "credentials_refused");
+      return;
+    }
+    if (!this._wanted || this._role !== null) return;
+    const name = `renum-realtime:${this.url}:${this.userId ?? "anonymous"}`;
+    this._role = "follower";
+    this._bus = new apis.Channel(name);
+    this._bus.onmessage = (event) => this._onTabMessage(event.data);
+    this._lockAbort = new AbortController();
+    this._post({ kind: "hello", tab: this._tab });
+    apis.locks.request(name, { signal: this._lockAbort.signal }, async () => {
+      if (!this._wanted || this._role === null) return;
+      this._lead();
+      await new Promise((resolve) => {
+        this._releaseLock = resolve;
+      });
+    }).catch(() => {
+    });
+  }
+  /** This tab got the lock: it opens the connection, from the positions it saw as a follower. */
+  _lead() {
+    this._role = "leader";
+    this._rejectForwarded("disconnected", "the leader tab changed");
+    this._post({ kind: "leader", tab: this._tab });
+    this._attempt = 0;
+    this._setState(
+      this._everWelcomed || this._channels.size ? State.RECONNECTING : State.CONNECTING,
+      this._channels.size ? { attempt: 1, maxAttempts: this.options.maxAttempts } : {}
+    );
+    void this._open("connect");
+  }
+  _leaveTabs() {
+    if (this._role === null) return;
+    if (this._role === "follower") this._post({ kind: "bye", tab: this._tab });
+    for (const wants of this._followerWants.values()) for (const off of wants.values()) off();
+    this._followerWants.clear();
+    this._rejectForwarded("disconnected", "the client disconnected");
+    this._role = null;
+    this._releaseLock?.();
+    this._releaseLock = null;
+    this._lockAbort?.abort();
+    this._lockAbort = null;
+    this._bus?.close();
+    this._bus = null;
+  }
+  _onTabMessage(message) {
+    if (!message || typeof message !== "object" || !this._wanted) return;
+    if (this._role === "leader") {
+      switch (message.kind) {
+        case "hello":
+          this._post({ kind: "state", state: this.state, info: this.stateInfo });
+          break;
+        case "want": {
+          let wants = this._followerWants.get(message.tab);
+          if (!wants) this._followerWants.set(message.tab, wants = /* @__PURE__ */ new Map());
+          for (const channel of message.channels) {
+            if (!wants.has(channel)) wants.set(channel, this.subscribe(channel, () => {
+            }));
+          }
+          break;
+        }
+        case "unwant":
+          this._followerWants.get(message.tab)?.get(message.channel)?.();
+          this._followerWants.get(message.tab)?.delete(message.channel);
+          break;
+        case "bye":
+          for (const off of this._followerWants.get(message.tab)?.values() ?? []) off();
+          this._followerWants.delete(message.tab);
+          break;
+        case "request":
+          if (message.type === "__retry") {
+            this.retry();
+            break;
+          }
+          this._request(message.type, message.data).then(
+            (payload) => this._post({ kind: "reply", tab: message.tab, id: message.id, payload }),
+            (error) => this._post({
+              kind: "reply",
+              tab: message.tab,
+              id: message.id,
+              error: { code: error.code ?? "error", message: error.message }
+            })
+          );
+          break;
+      }
+      return;
+    }
+    if (this._role !== "follower") return;
+    switch (message.kind) {
+      case "leader": {
+        this._rejectForwarded("disconnected", "the leader tab changed");
+        const channels = [...this._channels.values()].filter((ch) => ch.wanted && !ch.auto).map((ch) => ch.name);
+        if (channels.length) this._post({ kind: "want", tab: this._tab, channels });
+        break;
+      }
+      case "state":
+        if (message.state === State.CONNECTED) this._everWelcomed = true;
+        this._setState(message.state, { ...message.info, follower: true });
+        if (message.state === State.CONNECTED) {
+          const channels = [...this._channels.values()].filter((ch) => ch.wanted && !ch.auto).map((ch) => ch.name);
+          if (channels.length) this._post({ kind: "want", tab: this._tab, channels });
+        }
+        break;
+      case "message":
+        this._onEnvelope(message.message);
+        break;
+      case "resync": {
+        const ch = this._channel(message.event.channel);
+        this._reposition(ch, message.event.epoch, message.event.offset);
+        this._emit("resync", message.event);
+        break;
+      }
+      case "reply": {
+        if (message.tab !== this._tab) break;
+        const pending = this._forwarded.get(message.id);
+        if (!pending) break;
+        this._forwarded.delete(message.id);
+        clearTimeout(pending.timer);
+        if (message.error) pending.reject(new RealtimeError(message.error.code, message.error.message));
+        else pending.resolve(message.payload);
+        break;
+      }
+    }
+  }
+  /** A follower's request, sent by the leader on its socket. */
+  _forward(type, data) {
+    if (this.state !== State.CONNECTED) {
+      return Promise.reject(new RealtimeError("unavailable", `not connected (${this.state})`));
+    }
+    const id = `${this._tab}:${this._nextId++}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._forwarded.delete(id);
+        reject(new RealtimeError("timeout", `no reply to ${type} within ${this.options.requestTimeoutMs} ms`));
+      }, this.options.requestTimeoutMs);
+      this._forwarded.set(id, { resolve, reject, timer });
+      this._post({ kind: "request", tab: this._tab, id, type, data });
+    });
+  }
+  _rejectForwarded(code, message) {
+    const pending = [...this._forwarded.values()];
+    this._forwarded.clear();
+    for (const { reject, timer } of pending) {
+      clearTimeout(timer);
+      reject(new RealtimeError(code, message));
+    }
+  }
+  // ---------------------------------------------------------------- HTTP fallback
+  _pollChannels() {
+    const channels = /* @__PURE__ */ new Set(["broadcast"]);
+    if (this.userId) channels.add(`user:${this.userId}`);
+    for (const ch of this._channels.values()) if (ch.wanted || ch.auto || ch.server) channels.add(ch.name);
+    return [...channels];
+  }
   _startDegraded(info) {
     this._stopPolling();
-    this._setState(State.DEGRADED, { ...info, polling: true });
-    this._pollAbort = new AbortController();
-    const generation = ++this._pollGeneration;
-    const channels = new Set(["broadcast"]);
-    if (this.userId) channels.add(`user:${this.userId}`);
-    for (const ch of this._channels.values()) if (ch.wanted || ch.auto) channels.add(ch.name);
-    for (const name of channels) this._pollChannel(name, generation);
+    this._setState(State.DEGRADED, { ...info, polling: true, transport: this._legacyPolling ? "events" : "poll" });
+    this._startPolling();
     this._scheduleProbe();
   }
-
+  _startPolling() {
+    this._pollAbort = new AbortController();
+    const generation = ++this._pollGeneration;
+    if (this._legacyPolling) {
+      for (const name of this._pollChannels()) this._pollChannel(name, generation);
+    } else {
+      void this._pollLoop(generation);
+    }
+  }
+  /** A new channel while degraded: the one poll restarts with it (legacy: one more loop). */
+  _restartPolling() {
+    if (this._legacyPolling) {
+      for (const name of this._pollChannels()) this._pollChannel(name, this._pollGeneration);
+      return;
+    }
+    this._stopPolling();
+    this._startPolling();
+  }
   _stopPolling() {
     this._pollGeneration += 1;
     this._pollAbort?.abort();
     this._pollAbort = null;
     this._polling.clear();
   }
-
   _scheduleProbe() {
     clearTimeout(this._timers.probe);
     const delay = Math.round(this.options.probeIntervalMs * (0.8 + Math.random() * 0.4));
-    this._timers.probe = setTimeout(() => { if (this.state === State.DEGRADED) this._open("connect"); }, delay);
+    this._timers.probe = setTimeout(() => {
+      if (this.state === State.DEGRADED) void this._open("connect");
+    }, delay);
   }
-
-  _pollChannel(name, generation = this._pollGeneration) {
-    if (this._polling.has(name)) return;
-    this._polling.add(name);
-    this._pollLoop(name, generation).finally(() => {
-      if (generation === this._pollGeneration) this._polling.delete(name);
+  _pollFailed(error) {
+    this._pollFailures += 1;
+    if (this._pollFailures >= this.options.maxPollFailures) {
+      this._stopPolling();
+      clearTimeout(this._timers.probe);
+      this._setState(State.FAILED, { reason: `polling failed: ${errorMessage(error)}` });
+      return true;
+    }
+    return false;
+  }
+  async _authorizedFetch(url, init, renewed) {
+    const token = await this._tokenForPolling();
+    const response = await this._fetch(url, {
+      ...init,
+      headers: { ...init.headers, Authorization: `Bearer ${token}`, Accept: "application/json" },
+      cache: "no-store"
     });
+    if (response.status === 401) {
+      if (renewed.done) throw new RealtimeError("unauthorized", "the server refused the credentials");
+      renewed.done = true;
+      await this._getToken("unauthorized");
+      return null;
+    }
+    return response;
   }
-
-  async _pollLoop(name, generation) {
+  /** The multiplexed long poll: one request for every channel (v1.1 `POST /api/realtime/poll/`). */
+  async _pollLoop(generation) {
     const signal = this._pollAbort?.signal;
     let failures = 0;
-    let renewed = false;
+    const renewed = { done: false };
     const current = () => generation === this._pollGeneration && this.state === State.DEGRADED;
     while (current()) {
-      const ch = this._channel(name);
-      if (!ch.wanted && !ch.auto && name !== "broadcast" && name !== `user:${this.userId}`) return;
-      const since = ch.epoch != null ? { epoch: ch.epoch, offset: ch.offset } : null;
-      const url = new URL(this.pollUrl);
-      url.searchParams.set("channel", name);
-      url.searchParams.set("timeout", String(this.options.pollTimeoutS));
-      if (since) url.searchParams.set("since", `${since.epoch}:${since.offset}`);
+      const names = this._pollChannels();
+      const since = {};
+      for (const name of names) {
+        const ch = this._channel(name);
+        since[name] = ch.epoch != null ? { epoch: ch.epoch, offset: ch.offset } : null;
+      }
       let waitMs = 0;
       try {
-        const token = await this._tokenForPolling();
-        const response = await this._fetch(url.href, {
-          headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
-          cache: "no-store",
-          signal,
-        });
+        const response = await this._authorizedFetch(this.pollUrl, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ channels: since, timeout: this.options.pollTimeoutS }),
+          signal
+        }, renewed);
         if (!current()) return;
-        if (response.status === 401) {
-          if (renewed) throw new RealtimeError("unauthorized", "the server refused the credentials");
-          renewed = true;
-          await this._getToken("unauthorized");
-          continue;
-        }
-        if (response.status === 403 || response.status === 404) {
-          this._emit("error", new RealtimeError(response.status === 403 ? "forbidden" : "not_found",
-            `cannot read ${name}`, { channel: name }));
+        if (response === null) continue;
+        if (response.status === 404 || response.status === 405) {
+          this._legacyPolling = true;
+          this._setState(State.DEGRADED, { ...this.stateInfo, transport: "events" });
+          this._stopPolling();
+          this._startPolling();
           return;
         }
-        if (!response.ok) throw new RealtimeError(`http_${response.status}`, `events answered ${response.status}`);
+        if (!response.ok) throw new RealtimeError(`http_${response.status}`, `poll answered ${response.status}`);
         const body = await response.json();
         if (!current()) return;
-        renewed = false;
+        renewed.done = false;
         failures = 0;
         this._pollFailures = 0;
-        this._applyPoll(ch, since, body);
-        const interval = Number(response.headers.get("X-Poll-Interval"));
-        waitMs = body.messages?.length ? 0 : (Number.isFinite(interval) ? interval * 1000 : 1000);
+        let delivered = 0;
+        for (const [name, answer] of Object.entries(body.channels || {})) {
+          if (!(name in since)) continue;
+          if (answer.error) {
+            this._onPollRefused(name, answer.error.code, answer.error.message);
+            continue;
+          }
+          delivered += answer.messages?.length ?? 0;
+          this._applyPoll(this._channel(name), since[name], answer);
+        }
+        const header = response.headers.get("X-Poll-Interval");
+        const interval = header === null || header === "" ? NaN : Number(header);
+        waitMs = delivered ? 0 : Number.isFinite(interval) && interval >= 0 ? interval * 1e3 : 1e3;
       } catch (error) {
         if (!current() || error?.name === "AbortError") return;
         if (error?.code === "unauthorized") {
-          this._unauthorized(error.message);
+          this._unauthorized(error.message, "session_expired");
           return;
         }
         failures += 1;
-        this._pollFailures += 1;
-        if (this._pollFailures >= this.options.maxPollFailures) {
-          this._stopPolling();
-          clearTimeout(this._timers.probe);
-          this._setState(State.FAILED, { reason: `polling failed: ${error?.message || error}` });
-          return;
-        }
+        if (this._pollFailed(error)) return;
         waitMs = backoffDelay(this.options.backoffBaseMs, Math.min(failures, 5));
       }
       if (waitMs) await sleep(waitMs, signal);
     }
   }
-
+  _onPollRefused(name, code, message) {
+    const ch = this._channel(name);
+    ch.server = false;
+    if (!ch.callbacks.size) ch.wanted = false;
+    this._emit("error", new RealtimeError(code, message || `cannot read ${name}`, { channel: name }));
+  }
+  _pollChannel(name, generation) {
+    if (this._polling.has(name)) return;
+    this._polling.add(name);
+    void this._eventsLoop(name, generation).finally(() => {
+      if (generation === this._pollGeneration) this._polling.delete(name);
+    });
+  }
+  /** Per-channel long poll (`GET /api/realtime/events/`), for servers without `/poll/`. */
+  async _eventsLoop(name, generation) {
+    const signal = this._pollAbort?.signal;
+    let failures = 0;
+    const renewed = { done: false };
+    const current = () => generation === this._pollGeneration && this.state === State.DEGRADED;
+    while (current()) {
+      const ch = this._channel(name);
+      if (!ch.wanted && !ch.auto && !ch.server && name !== "broadcast" && name !== `user:${this.userId}`) return;
+      const since = ch.epoch != null ? { epoch: ch.epoch, offset: ch.offset } : null;
+      const url = new URL(this.eventsUrl);
+      url.searchParams.set("channel", name);
+      url.searchParams.set("timeout", String(this.options.pollTimeoutS));
+      if (since) url.searchParams.set("since", `${since.epoch}:${since.offset}`);
+      let waitMs = 0;
+      try {
+        const response = await this._authorizedFetch(url.href, { signal }, renewed);
+        if (!current()) return;
+        if (response === null) continue;
+        if (response.status === 403 || response.status === 404) {
+          this._onPollRefused(name, response.status === 403 ? "forbidden" : "not_found", `cannot read ${name}`);
+          return;
+        }
+        if (!response.ok) throw new RealtimeError(`http_${response.status}`, `events answered ${response.status}`);
+        const body = await response.json();
+        if (!current()) return;
+        renewed.done = false;
+        failures = 0;
+        this._pollFailures = 0;
+        this._applyPoll(ch, since, body);
+        const interval = Number(response.headers.get("X-Poll-Interval"));
+        waitMs = body.messages?.length ? 0 : Number.isFinite(interval) && interval > 0 ? interval * 1e3 : 1e3;
+      } catch (error) {
+        if (!current() || error?.name === "AbortError") return;
+        if (error?.code === "unauthorized") {
+          this._unauthorized(error.message, "session_expired");
+          return;
+        }
+        failures += 1;
+        if (this._pollFailed(error)) return;
+        waitMs = backoffDelay(this.options.backoffBaseMs, Math.min(failures, 5));
+      }
+      if (waitMs) await sleep(waitMs, signal);
+    }
+  }
   async _tokenForPolling() {
     const claims = this._token ? decodeJwt(this._token) : null;
-    const expiresSoon = !claims?.exp || claims.exp * 1000 - Date.now() < 30000;
+    const expiresSoon = !claims?.exp || claims.exp * 1e3 - Date.now() < 3e4;
     return expiresSoon ? this._getToken(this._token ? "refresh" : "connect") : this._token;
   }
-
   _applyPoll(ch, since, body) {
     if (!this._acceptRecovery(ch, since, body)) return;
     for (const message of body.messages || []) this._onEnvelope(message);
-    // Recovery is all or nothing up to the head, so the head is the new position (messages
-    // addressed to other users are left out and must not be waited for).
     if (body.offset > ch.offset) ch.offset = body.offset;
   }
 }
-
-export default RealtimeClient;
+function errorMessage(error) {
+  if (error && typeof error === "object" && "message" in error) return String(error.message);
+  return String(error);
+}
+function executionFromRest(row) {
+  return {
+    id: String(row.id),
+    teamId: String(row.team),
+    status: row.status,
+    progress: row.progress,
+    currentStep: row.current_step ?? null,
+    result: row.result ?? null,
+    error: row.error ?? null,
+    updatedAt: row.updated_at,
+    createdAt: row.created_at ?? null
+  };
+}
+function executionFromUpdate(update, previous) {
+  return {
+    id: String(update.execution_id),
+    teamId: String(update.team_id),
+    status: update.status,
+    progress: update.progress,
+    currentStep: update.current_step ?? null,
+    result: update.result ?? null,
+    error: update.error ?? null,
+    updatedAt: update.updated_at,
+    createdAt: previous?.createdAt ?? null
+  };
+}
+export {
+  CloseCode,
+  RealtimeClient,
+  RealtimeError,
+  SUBPROTOCOL,
+  State,
+  decodeJwt,
+  RealtimeClient as default,
+  executionFromRest,
+  executionFromUpdate
+};

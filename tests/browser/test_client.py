@@ -21,7 +21,7 @@ HARNESS = """async () => {
       FakeSocket.all.push(this);
     }
     send(text) { this.sent.push(JSON.parse(text)); }
-    close() { this.readyState = 3; }
+    close(code, reason) { this.closedWith = code; this.readyState = 3; }
     serverFrame(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
     welcome(channels = { 'user:7': { epoch: 'e1', offset: 3 }, broadcast: { epoch: 'b1', offset: 0 } }) {
       this.readyState = 1;
@@ -148,7 +148,7 @@ def test_4001_with_a_token_that_cannot_be_renewed_stops_without_a_loop(harness):
     assert result["sockets"] == 1
     assert result["tokens"] == ["connect", "unauthorized"]
     assert result["state"] == "unauthorized"
-    assert result["info"] == {"reason": "invalid token"}
+    assert result["info"] == {"reason": "invalid token", "cause": "credentials_refused", "code": 4001}
 
 
 def test_4001_then_a_new_token_reconnects_once_and_a_second_4001_stops(harness):
@@ -189,3 +189,80 @@ def test_silent_socket_is_dropped_after_two_and_a_half_heartbeats(harness):
     assert result["pings"] >= 2
     assert result["states"][:3] == ["connecting", "connected", "reconnecting:1"]
     assert result["sockets"] == 2
+
+
+def test_going_offline_closes_with_1000_which_browsers_accept(harness):
+    # A real WebSocket refuses close(1001) with InvalidAccessError: the socket would stay open.
+    result = harness.evaluate("""async () => {
+      const c = h.make(); c.connect(); await h.tick();
+      h.FakeSocket.all[0].welcome();
+      window.dispatchEvent(new Event('offline'));
+      const closedWith = h.FakeSocket.all[0].closedWith;
+      let refused = null;
+      try { new WebSocket('ws://127.0.0.1:9/').close(1001); } catch (e) { refused = e.name; }
+      return { closedWith, state: c.state, refused };
+    }""")
+    assert result == {"closedWith": 1000, "state": "offline", "refused": "InvalidAccessError"}
+
+
+def test_server_side_subscription_is_kept_and_resumed_after_a_reconnect(harness):
+    result = harness.evaluate("""async () => {
+      const c = h.make(); c.connect(); await h.tick();
+      const first = h.FakeSocket.all[0];
+      first.welcome();
+      // The user joined team 9: the server subscribes the socket, no reply_to.
+      first.serverFrame({ type: 'subscribed',
+        payload: { channel: 'team:9', epoch: 't1', offset: 4, recovered: false } });
+      first.serverFrame(h.envelope('team:9', 5, 't1'));
+      first.serverClose(1012);
+      await h.tick(1100);
+      const second = h.FakeSocket.all[1];
+      second.welcome();
+      await h.tick();
+      return { url: first.url, channels: c.channels().sort(),
+               resubscribe: second.sent.filter((f) => f.type === 'subscribe').map((f) => [f.channel, f.since]) };
+    }""")
+    assert "client_id=web-" in result["url"]
+    assert result["channels"] == ["broadcast", "team:9", "user:7"]
+    assert ["team:9", {"epoch": "t1", "offset": 5}] in result["resubscribe"]
+
+
+def test_deactivated_account_is_not_reported_as_an_expired_session(harness):
+    result = harness.evaluate("""async () => {
+      const c = h.make(); c.connect(); await h.tick();
+      h.FakeSocket.all[0].welcome();
+      h.FakeSocket.all[0].serverClose(4001, 'account deactivated');
+      await h.tick(50);
+      return { sockets: h.FakeSocket.all.length, state: c.state, info: c.stateInfo };
+    }""")
+    assert result == {"sockets": 1, "state": "unauthorized",
+                      "info": {"reason": "account deactivated", "cause": "account_deactivated", "code": 4001}}
+
+
+def test_a_refresh_that_cannot_succeed_leaves_connected_at_once(harness):
+    result = harness.evaluate("""async () => {
+      let calls = 0;
+      const c = h.make({ getToken: async ({ reason }) => {
+        calls++;
+        if (reason === 'refresh') throw new Error('refresh token revoked');
+        return 'tok';
+      } });
+      c.connect(); await h.tick();
+      const s = h.FakeSocket.all[0];
+      s.readyState = 1;
+      s.serverFrame({ type: 'welcome', payload: { user_id: '7', connection_id: 'c', heartbeat_s: 25,
+        expires_at: new Date(Date.now() + 1500).toISOString(), channels: {} } });
+      await h.tick(1700);
+      return { state: c.state, info: c.stateInfo, closedWith: s.closedWith };
+    }""")
+    assert result == {"state": "unauthorized", "closedWith": 1000,
+                      "info": {"reason": "refresh token revoked", "cause": "session_expired"}}
+
+
+def test_4003_keeps_its_reason_in_the_state(harness):
+    result = harness.evaluate("""async () => {
+      const c = h.make(); c.connect(); await h.tick();
+      h.FakeSocket.all[0].serverClose(4003, 'too many connections for this user');
+      return { state: c.state, code: c.stateInfo.code, reason: c.stateInfo.reason };
+    }""")
+    assert result == {"state": "reconnecting", "code": 4003, "reason": "too many connections for this user"}

@@ -47,7 +47,8 @@ def test_static_client_is_served_as_javascript(server):
         content_type = response.headers["Content-Type"]
     # then it is served, as JavaScript, by the ASGI app itself
     assert content_type.startswith("text/javascript") or content_type.startswith("application/javascript")
-    assert "export class RealtimeClient" in body
+    assert "class RealtimeClient" in body
+    assert body.startswith("// Built from clients/js/realtime")
 
 
 def test_login_live_notification_and_mark_read(server, page, make_user):
@@ -248,3 +249,40 @@ def test_demo_screenshot(servers, page, make_user, tmp_path):
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0
     page.screenshot(path=str(tmp_path / "phone.png"))
+
+
+def test_a_tab_refused_for_too_many_connections_says_why(servers, browser, make_user):
+    # Given a server allowing one socket per user, and the user signed in in one tab
+    server = servers(REALTIME_MAX_CONNECTIONS_PER_USER="1")
+    user = make_user()
+    context = browser.new_context()
+    try:
+        first, second = context.new_page(), context.new_page()
+        sign_in(first, server, user)
+
+        # When a second tab signs in, its socket is refused (4003)
+        sign_in(second, server, user, expect_state="reconnecting")
+
+        # Then that tab shows the server's reason, not only that it retries
+        expect(second.locator("#connection-pill")).to_contain_text(": too many connections for this user")
+        expect(first.locator("#connection-pill")).to_have_text("Connected")
+    finally:
+        context.close()
+
+
+def test_a_burst_keeps_the_list_bounded_and_toasts_capped(server, page, make_user):
+    # Given a signed-in user with the notification list open
+    user = make_user()
+    sign_in(page, server, user)
+    page.locator("#bell").click()
+
+    # When 150 notifications arrive at once
+    off_loop(lambda: [notification_create(user=user, type="info", title=f"Burst {n}", message="Burst.")
+                      for n in range(150)])
+
+    # Then the badge counts them all, the list keeps the newest 100, and 3 toasts show with the rest counted
+    expect(badge(page)).to_have_attribute("data-unread", "150", timeout=20_000)
+    expect(page.locator("#notification-list li").first).to_contain_text("Burst 149", timeout=10_000)
+    expect(page.locator("#notification-list li")).to_have_count(100)
+    assert page.locator("#toasts .toast").count() <= 3
+    expect(page.locator("#toasts .toast-more")).to_contain_text(re.compile(r"^\+\d+ more$"))
