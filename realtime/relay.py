@@ -180,8 +180,13 @@ def rotate_epochs(channels: Iterable[str]) -> None:
 
 
 def _delete(ids: list[int]) -> None:
-    for start in range(0, len(ids), IDS_PER_QUERY):
-        OutboxEvent.objects.filter(pk__in=ids[start:start + IDS_PER_QUERY]).delete()
+    # One plain DELETE per chunk: QuerySet.delete() would first load the rows (and their
+    # serialized messages) whenever any pre/post_delete receiver is connected in the project.
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            chunk = ids[start:start + IDS_PER_QUERY]
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
 
 
 # ---------------------------------------------------------------------- the relay
