@@ -276,3 +276,19 @@ def test_the_relay_command_delivers_what_waits_and_exits_with_once():
 
     assert payloads("user:10") == [{"n": 1}]
     assert OutboxEvent.objects.count() == 0
+
+
+def test_with_the_relay_elsewhere_a_failed_row_waits_for_the_relay_command(settings, own_redis):
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "RELAY_IN_PROCESS": False}
+    own_redis.kill()
+
+    publish_on_commit("user:11", "system_event", {"n": 1})
+
+    assert rt_relay.relay().queued == 0 and rt_relay.relay()._thread is None  # no thread in this process
+    assert OutboxEvent.objects.count() == 1
+    own_redis.start()
+    call_command("realtime_relay", "--once")
+
+    entries = own_redis.client().xrange(streams.history_key("user:11"))
+    assert [orjson.loads(streams.Record.parse(f[b"r"]).body)["payload"] for _, f in entries] == [{"n": 1}]
+    assert OutboxEvent.objects.count() == 0
