@@ -27,6 +27,7 @@ only (the channel layer's timeouts are long): delivered at least once, they are 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -196,8 +197,9 @@ def _delete(ids: list[int]) -> None:
     if not ids:
         return
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+    postgresql = connection.vendor == "postgresql"
+    with transaction.atomic() if postgresql else contextlib.nullcontext(), connection.cursor() as cursor:
+        if postgresql:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
         for start in range(0, len(ids), IDS_PER_QUERY):
             chunk = ids[start:start + IDS_PER_QUERY]
