@@ -107,16 +107,17 @@ def notification_create(
 ) -> Notification:
     """Store a notification for one user and deliver it live after commit.
 
-    One INSERT is atomic by itself: outside a transaction the row is committed (and the
-    messages sent) at once, inside one they wait for its commit.
+    The row and its outbox event are written in one transaction (the caller's, or their own):
+    the event is delivered exactly when the notification exists.
     """
     _content_validate(type=type, title=title, message=message)
     action = notification_action_validate(action)
-    notification = Notification.objects.create(user=user, type=type, title=title, message=message, action=action)
-    _publish_on_commit(
-        [Message(user_channel(user.pk), "notification", notification_payload(notification))],
-        unread_counts_of=[user.pk],
-    )
+    with transaction.atomic():
+        notification = Notification.objects.create(user=user, type=type, title=title, message=message, action=action)
+        _publish_on_commit(
+            [Message(user_channel(user.pk), "notification", notification_payload(notification))],
+            unread_counts_of=[user.pk],
+        )
     return notification
 
 

@@ -54,6 +54,24 @@ DEFAULTS: dict[str, Any] = {
     # Security events of one kind one source (an IP, else a user) may add to the admin's recent
     # list (and the log) per minute; more are still counted, so a flood from one source cannot push out the others.
     "SECURITY_EVENTS_PER_SOURCE_PER_MINUTE": 20,
+    # The transactional outbox (realtime/relay.py). Seconds the delivery attempt right after a
+    # commit may wait for Redis before leaving the events to the relay (a request never waits
+    # longer than this on Redis).
+    "PUBLISH_ATTEMPT_TIMEOUT_S": 0.04,
+    # Seconds a process owns the outbox rows it wrote or claimed; rows of a process that died
+    # are taken over by another one once this has passed.
+    "OUTBOX_LEASE_S": 30,
+    # Seconds between the relay's looks for rows whose lease ran out.
+    "RELAY_POLL_S": 1.0,
+    # Undelivered events older than this are discarded, and their channels get a new epoch.
+    "OUTBOX_RETENTION_S": 24 * 3600,
+    # Deliveries refused by Redis itself (not a connection failure) before a row is discarded.
+    "OUTBOX_MAX_ATTEMPTS": 10,
+    # /readyz fails while the oldest undelivered event is older than this (a stuck relay).
+    "OUTBOX_STUCK_S": 60,
+    # Whether server processes (and any process that publishes) run a relay thread; a
+    # deployment may run ``manage.py realtime_relay`` instead and set this to False.
+    "RELAY_IN_PROCESS": True,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
 }

@@ -227,6 +227,11 @@ class Hub:
         now = time.monotonic()
         self.stamps.update(registry=now, users=now)
         self._housekeeping = loop.create_task(self._run_housekeeping(), context=contextvars.Context())
+        # The outbox relay of this process: delivers what waits in the outbox (this process's
+        # rows after a Redis outage, and those of processes that died).
+        from realtime.relay import relay
+
+        relay().start()
         layer = get_channel_layer()
         if layer is not None:
             control = ControlPlane(layer, self.connections)
@@ -339,6 +344,9 @@ class Hub:
         offset_b, epoch_b, audience, key, body = raw.split(b"\t", 4)
         offset = int(offset_b)
         epoch = epoch_b.decode()
+        if not body:
+            self.epoch_changed(channel, epoch, offset)
+            return
         last = self.positions.get(channel)
         if last is not None and last[0] == epoch and offset <= last[1]:
             return  # already delivered (a replay after reconnect overlapped the live stream)
@@ -365,6 +373,16 @@ class Hub:
                 conn.deliver(channel, offset, text, key, message)
         _DELIVERED_INC(len(targets))
         _FANOUT_OBSERVE(perf_counter() - started)
+
+    def epoch_changed(self, channel: str, epoch: str, offset: int) -> None:
+        """A channel got a new epoch because some of its events were discarded (``ROTATE_LUA``):
+        its local sockets are closed with 1012, so their clients resubscribe and resync."""
+        last = self.positions.get(channel)
+        if last is not None and last[0] == epoch:
+            return
+        self.positions[channel] = (epoch, offset)
+        for conn in list(self.channels.get(channel, ())):
+            conn.close_soon(1012, "events lost; resubscribe and resync")
 
     async def _read_forever(self) -> None:
         backoff = 0.05

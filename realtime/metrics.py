@@ -26,3 +26,11 @@ PROTOCOL_ERRORS = Counter("renum_realtime_protocol_errors_total", "Error frames 
 REDIS_ERRORS = Counter("renum_realtime_redis_errors_total", "Redis failures", ["where"])
 CIRCUIT_OPEN = Gauge("renum_realtime_publish_circuit_open", "1 while the publish circuit breaker is open",
                      multiprocess_mode="livemax")
+OUTBOX_DEPTH = Gauge("renum_realtime_outbox_depth", "Outbox rows waiting for delivery to Redis (all processes)",
+                     multiprocess_mode="max")
+OUTBOX_OLDEST_AGE = Gauge("renum_realtime_outbox_oldest_age_seconds",
+                          "Age of the oldest undelivered outbox row (0 when the outbox is empty)",
+                          multiprocess_mode="max")
+OUTBOX_DISCARDED = Counter("renum_realtime_outbox_discarded_total",
+                           "Outbox rows discarded as undeliverable (their channels got a new epoch)")
+EPOCHS_ROTATED = Counter("renum_realtime_epochs_rotated_total", "Channels given a new epoch after discarded events")

@@ -2,10 +2,11 @@
 
 ``/healthz`` says the process answers (no database, no Redis: a load balancer must not take
 every process out of rotation because a shared dependency blinked); ``/readyz`` says whether
-this process can serve (database and Redis reachable), with 503 and the failed checks
-otherwise. ``/metrics`` serves prometheus-client metrics, aggregated over every process of
-the host when PROMETHEUS_MULTIPROC_DIR is set, optionally behind a bearer token
-(METRICS_TOKEN). The actions close sockets and broadcast, for the admin's monitoring panel.
+this process can serve (database and Redis reachable, and the outbox relay not stuck: no
+undelivered event older than OUTBOX_STUCK_S), with 503 and the failed checks otherwise.
+``/metrics`` serves prometheus-client metrics, aggregated over every process of the host
+when PROMETHEUS_MULTIPROC_DIR is set, optionally behind a bearer token (METRICS_TOKEN). The
+actions close sockets and broadcast, for the admin's monitoring panel.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from realtime import redis as rt_redis
 from realtime import registry
+from realtime.conf import setting
 from realtime.publish import Published, disconnect_user_on_commit, publish_rollback_unsafe
 
 logger = logging.getLogger("realtime.ops")
@@ -61,13 +63,25 @@ def _check_redis() -> None:
     rt_redis.sync_client().ping()
 
 
-READINESS_CHECKS = {"database": _check_database, "redis": _check_redis}
+class RelayStuck(Exception):
+    """The outbox holds an event older than OUTBOX_STUCK_S: no relay is delivering."""
+
+
+def _check_outbox() -> None:
+    from realtime.relay import outbox_state
+
+    depth, oldest = outbox_state()
+    if oldest > setting("OUTBOX_STUCK_S"):
+        raise RelayStuck(f"oldest undelivered event {oldest:.0f} s old ({depth} rows waiting)")
+
+
+READINESS_CHECKS = {"database": _check_database, "redis": _check_redis, "outbox": _check_outbox}
 
 
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness: 200 when the database and Redis answer, else 503 naming what failed."""
+    """Readiness: 200 when the database and Redis answer and the outbox drains, else 503 naming what failed."""
     checks: dict[str, str] = {}
     for name, check in READINESS_CHECKS.items():
         try:
@@ -75,7 +89,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
             checks[name] = "ok"
         except Exception as exc:  # any failure means "do not send traffic here"
             logger.warning("readiness check %s failed: %s", name, exc)
-            checks[name] = f"failed: {type(exc).__name__}"
+            checks[name] = f"failed: {exc}" if isinstance(exc, RelayStuck) else f"failed: {type(exc).__name__}"
             if name == "database":
                 connection.close()  # the next request reconnects instead of reusing a broken one
     ready = all(result == "ok" for result in checks.values())

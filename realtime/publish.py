@@ -1,14 +1,20 @@
-"""The one way to publish: called by services, deferred to commit, serialized once.
+"""The one way to publish: called by services, written to the outbox, serialized once.
 
 The design's WebSocketManager, as functions. Sync code (services, management commands,
-workers) uses the ``*_on_commit`` functions: inside a transaction they publish only after it
-commits, and nothing is sent for a rolled-back one. ``publish_rollback_unsafe`` sends at once
-and carries the danger in its name. Async code uses ``apublish`` (async code runs no
-transactions of its own).
+workers) uses the ``*_on_commit`` functions: each writes the prepared message to the outbox
+table (``realtime.models.OutboxEvent``) in the caller's transaction, and after the commit the
+relay (``realtime.relay``) delivers it to Redis and deletes the row. A rolled-back transaction
+sends nothing; a committed one is delivered exactly once into the channel's stream, however
+long Redis is away, in commit order per process; a request never waits on Redis for more
+than ``PUBLISH_ATTEMPT_TIMEOUT_S``. Outside a transaction the row is committed at once and
+delivered the same way. Events that must be discarded (retention, refused by Redis) give
+their channels a new epoch, so clients resync rather than miss them.
 
-Redis being down must never fail a business write: failures are logged and counted, and a
-circuit breaker skips Redis for a while instead of adding a timeout to every request. Clients
-learn of the gap from the channel's epoch/offset and resync over REST.
+Not transactional, and saying so: ``publish_rollback_unsafe`` (sync) and ``apublish``
+(async) send at once and return where the message landed, or None when Redis failed or the
+circuit breaker is open; then the message is not sent at all (logged and counted) and
+nothing retries it. They are for callers that need the offset now and can act on a failure
+(the REST publish API answers 503, the admin's broadcast reports "failed").
 """
 
 from __future__ import annotations
@@ -20,14 +26,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from realtime import metrics, streams
+from realtime import metrics, relay, streams
 from realtime import redis as rt_redis
 from realtime.channels import BROADCAST, user_channel
 from realtime.conf import setting
-from realtime.control import control_group
 from realtime.schemas import envelope_parts, validate_channel_name, validate_payload
 
 logger = logging.getLogger("realtime.publish")
@@ -110,8 +114,8 @@ def _audience(exclude_users: Iterable[Any] = (), only_users: Iterable[Any] | Non
     return "-" + excluded if excluded else ""
 
 
-def _prepare(channel: str, message_type: str, payload: Any, sender: str, target: Any,
-             exclude_users: Iterable[Any], coalesce_key: str = "") -> tuple[list[str], list]:
+def _prepared(channel: str, message_type: str, payload: Any, sender: str, target: Any,
+              exclude_users: Iterable[Any], coalesce_key: str = "") -> relay.Prepared:
     validate_channel_name(channel)
     if "\t" in coalesce_key:
         raise ValueError("coalesce_key must not contain a tab")
@@ -122,7 +126,14 @@ def _prepare(channel: str, message_type: str, payload: Any, sender: str, target:
         target = [str(t) for t in only] if isinstance(target, (list, tuple)) else str(target)
     head, tail = envelope_parts(channel=channel, message_type=message_type, payload=payload,
                                 sender=sender, target=target)
-    return streams.publish_args(channel, head, tail, _audience(exclude_users, only), coalesce_key)
+    return channel, head, tail, _audience(exclude_users, only), coalesce_key
+
+
+def _prepare(channel: str, message_type: str, payload: Any, sender: str, target: Any,
+             exclude_users: Iterable[Any], coalesce_key: str = "") -> tuple[list[str], list]:
+    """PUBLISH_LUA's keys and arguments for one message published at once (no idempotency key)."""
+    return streams.publish_args(*_prepared(channel, message_type, payload, sender, target, exclude_users,
+                                           coalesce_key))
 
 
 def _send(channel: str, message_type: str, keys: list[str], args: list) -> Published | None:
@@ -131,7 +142,7 @@ def _send(channel: str, message_type: str, keys: list[str], args: list) -> Publi
         logger.warning("publish skipped (circuit open): channel=%s type=%s", channel, message_type)
         return None
     try:
-        offset, epoch = rt_redis.sync_script(streams.PUBLISH_LUA)(keys=keys, args=args)
+        offset, epoch, _ = rt_redis.sync_script(streams.PUBLISH_LUA)(keys=keys, args=args)
     except RedisError as exc:
         cb.record_failure()
         logger.error("publish failed: channel=%s type=%s error=%s", channel, message_type, exc)
@@ -144,7 +155,13 @@ def publish_rollback_unsafe(
     channel: str, message_type: str, payload: Any, *, sender: str = "system",
     target: Any = None, exclude_users: Iterable[Any] = (), coalesce_key: str = "",
 ) -> Published | None:
-    """Publish now, even inside a transaction that may still roll back. Returns None when Redis failed."""
+    """Publish now, even inside a transaction that may still roll back; no outbox, no retry.
+
+    Returns where the message landed, or None when Redis failed or the circuit breaker is
+    open: then it was not sent and never will be (logged, counted in
+    ``renum_realtime_published_total{result="failed"|"skipped"}``). Waits up to the Redis
+    client's timeouts (5 s) while Redis does not answer.
+    """
     keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users, coalesce_key)
     return _send(channel, message_type, keys, args)
 
@@ -156,11 +173,13 @@ def publish_on_commit(
     """Publish to a channel once the current transaction commits (at once outside one).
 
     The payload is validated now, so a bad message fails in the caller, not after commit.
+    The message is written to the outbox in the caller's transaction and delivered exactly
+    once after the commit, however long Redis is unavailable (``realtime.relay``).
     ``coalesce_key`` marks a message that carries only the latest state of something (e.g.
     one execution's progress): a socket that is behind keeps only the newest per key.
     """
-    keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users, coalesce_key)
-    transaction.on_commit(lambda: _send(channel, message_type, keys, args))
+    relay.write(relay.PUBLISH, [[_prepared(channel, message_type, payload, sender, target, exclude_users,
+                                           coalesce_key)]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,78 +194,32 @@ class Message:
 
 
 def publish_many_on_commit(
-    messages: Iterable[Message], *, batch_size: int = 500,
+    messages: Iterable[Message], *, batch_size: int = 1000,
     then: Callable[[], Iterable[Message]] | None = None,
 ) -> None:
-    """Publish many messages after commit, pipelined (one round trip per ``batch_size``).
+    """Publish many messages after commit, pipelined, through the outbox.
 
     For fan-outs such as a notification to thousands of users; validated now, like
-    ``publish_on_commit``. ``then``, when given, is called after commit and its messages go
-    out after ``messages`` in the same pipeline: for what must be read after the commit (an
-    unread count). If ``then`` fails, ``messages`` are still sent.
+    ``publish_on_commit``, and written as outbox rows of at most ``batch_size`` messages
+    (one INSERT for all of them). ``then``, when given, is called right after commit and its
+    messages go out after ``messages``: for what must be read after the commit (an unread
+    count). They are stored in the outbox only when they cannot be sent at once (a process
+    that dies between the commit and that moment loses them; the next count replaces them).
+    If ``then`` fails, ``messages`` are still sent.
     """
-    prepared = [_prepare_message(m) for m in messages]
+    prepared = [_prepared_message(m) for m in messages]
     if not prepared and then is None:
         return
-
-    def send() -> None:
-        batch = prepared
-        if then is not None:
-            try:
-                batch = prepared + [_prepare_message(m) for m in then()]
-            except Exception:
-                logger.exception("messages to publish after commit could not be computed; sending the rest")
-        if batch:
-            _send_many(batch, batch_size)
-
-    transaction.on_commit(send)
+    rows = [prepared[start:start + batch_size] for start in range(0, len(prepared), batch_size)]
+    after = None
+    if then is not None:
+        def after() -> list[relay.Prepared]:
+            return [_prepared_message(m) for m in then()]
+    relay.write(relay.PUBLISH, rows, then=after)
 
 
-def _prepare_message(m: Message) -> tuple[str, tuple[list[str], list]]:
-    return m.channel, _prepare(m.channel, m.type, m.payload, m.sender, None, (), m.coalesce_key)
-
-
-def _send_many(prepared: list[tuple[str, tuple[list[str], list]]], batch_size: int) -> None:
-    cb = breaker()
-    if not cb.allow(len(prepared)):
-        logger.warning("publish of %d messages skipped (circuit open)", len(prepared))
-        return
-    start = 0
-    try:
-        for start in range(0, len(prepared), batch_size):
-            _publish_pipelined([keys_args for _, keys_args in prepared[start:start + batch_size]])
-    except RedisError as exc:
-        if start:  # the pipelines before the failed one went through
-            metrics.PUBLISHED.labels("ok").inc(start)
-        cb.record_failure(len(prepared) - start)
-        logger.error("publish of %d messages failed after %d: %s", len(prepared), start, exc)
-        return
-    cb.record_success(len(prepared))
-
-
-def _publish_pipelined(items: list[tuple[list[str], list]]) -> None:
-    """Run PUBLISH_LUA for each item in one pipeline, with EVALSHA.
-
-    A Script object in a pipeline makes redis-py ask SCRIPT EXISTS first: an extra round trip
-    on every batch. When Redis has lost the script (restart, SCRIPT FLUSH), only the
-    publishes that failed with NOSCRIPT are repeated after loading it, so none is sent twice.
-    """
-    client = rt_redis.sync_client()
-    script = rt_redis.sync_script(streams.PUBLISH_LUA)
-    pipe = client.pipeline(transaction=False)
-    for keys, args in items:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-    results = pipe.execute(raise_on_error=False)
-    missing = [item for item, result in zip(items, results, strict=True) if isinstance(result, NoScriptError)]
-    errors = [result for result in results if isinstance(result, Exception) and not isinstance(result, NoScriptError)]
-    if errors:
-        raise errors[0]
-    if missing:
-        client.script_load(script.script)
-        pipe = client.pipeline(transaction=False)
-        for keys, args in missing:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        pipe.execute()
+def _prepared_message(m: Message) -> relay.Prepared:
+    return _prepared(m.channel, m.type, m.payload, m.sender, None, (), m.coalesce_key)
 
 
 def send_to_user_on_commit(user_id: Any, message_type: str, payload: Any, *, sender: str = "system") -> None:
@@ -264,14 +237,19 @@ async def apublish(
     channel: str, message_type: str, payload: Any, *, sender: str = "system",
     target: Any = None, exclude_users: Iterable[Any] = (), coalesce_key: str = "",
 ) -> Published | None:
-    """Publish from async code, at once. Returns None when Redis failed (logged and counted)."""
+    """Publish from async code, at once; no outbox, no retry (async code runs no transactions).
+
+    Returns where the message landed, or None when Redis failed or the circuit breaker is
+    open: then it was not sent and never will be (logged and counted), as for
+    ``publish_rollback_unsafe``.
+    """
     keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users, coalesce_key)
     cb = breaker()
     if not cb.allow():
         logger.warning("publish skipped (circuit open): channel=%s type=%s", channel, message_type)
         return None
     try:
-        offset, epoch = await rt_redis.async_script(streams.PUBLISH_LUA)(keys=keys, args=args)
+        offset, epoch, _ = await rt_redis.async_script(streams.PUBLISH_LUA)(keys=keys, args=args)
     except RedisError as exc:
         cb.record_failure()
         logger.error("publish failed: channel=%s type=%s error=%s", channel, message_type, exc)
@@ -281,30 +259,26 @@ async def apublish(
 
 
 # ------------------------------------------------------------------ server-side membership
+# Control messages go through the outbox too (written in the caller's transaction), and are
+# delivered by the relay thread through the channel layer, at least once (each is idempotent).
 
-def _control(user_id: Any, message: dict) -> None:
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
 
-    try:
-        # The group holds one channel per server process; ``user_id`` picks the sockets there.
-        async_to_sync(get_channel_layer().group_send)(control_group(user_id), {**message, "user_id": str(user_id)})
-    except RedisError as exc:
-        logger.error("control message to user %s failed: %s", user_id, exc)
+def _control_on_commit(user_id: Any, message: dict) -> None:
+    relay.write(relay.CONTROL, [{"user_id": str(user_id), "message": message}])
 
 
 def subscribe_user_on_commit(user_id: Any, channel: str) -> None:
     """Subscribe every live connection of a user to a channel, after commit (e.g. team joined)."""
     validate_channel_name(channel)
-    transaction.on_commit(lambda: _control(user_id, {"type": "rt.subscribe", "channel": channel}))
+    _control_on_commit(user_id, {"type": "rt.subscribe", "channel": channel})
 
 
 def unsubscribe_user_on_commit(user_id: Any, channel: str) -> None:
     """Remove every live connection of a user from a channel, after commit (e.g. team left)."""
     validate_channel_name(channel)
-    transaction.on_commit(lambda: _control(user_id, {"type": "rt.unsubscribe", "channel": channel}))
+    _control_on_commit(user_id, {"type": "rt.unsubscribe", "channel": channel})
 
 
 def disconnect_user_on_commit(user_id: Any, code: int = 4001, reason: str = "") -> None:
     """Close every live connection of a user, after commit (e.g. user deactivated)."""
-    transaction.on_commit(lambda: _control(user_id, {"type": "rt.disconnect", "code": code, "reason": reason}))
+    _control_on_commit(user_id, {"type": "rt.disconnect", "code": code, "reason": reason})

@@ -2,11 +2,18 @@
 
 Both pools *wait* for a free connection instead of raising when they are exhausted: the
 default redis-py pool raises at ``max_connections`` and turns a connect storm into errors.
+
+Every new connection first checks that the server is the one that confirmed the data set's
+generation (``streams.GENERATION_LUA``): a Redis restarted from its AOF (which may lack the
+last second of writes) or a replica promoted in its place has another run id, and the
+generation is renewed before the connection runs anything else, so no offset a client has
+seen is handed out again in the same epoch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import weakref
@@ -16,7 +23,44 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 _POOL_SIZE = int(os.environ.get("REALTIME_REDIS_POOL_SIZE", "64"))
+logger = logging.getLogger("realtime.redis")
+
+
+def _run_id(info: bytes | str) -> str:
+    text = info.decode() if isinstance(info, bytes) else info
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line[7:].strip()
+    raise redis.exceptions.ResponseError("INFO server has no run_id")
+
+
+def _generation_command(run_id: str) -> list:
+    from realtime import streams
+
+    return ["EVAL", streams.CHECK_GENERATION_LUA, 2, streams.generation_key(), streams.generation_run_key(),
+            run_id, streams.new_epoch()]
+
+
+def _check_generation(connection: redis.Connection) -> None:
+    """``redis_connect_func`` of the sync pool: the usual handshake, then the generation check."""
+    connection.on_connect()
+    connection.send_command("INFO", "server")
+    run_id = _run_id(connection.read_response())
+    connection.send_command(*_generation_command(run_id))
+    if connection.read_response() == 1:
+        logger.warning("Redis server %s is new to this data set: channel epochs will change", run_id)
+
+
+async def _acheck_generation(connection: aioredis.Connection) -> None:
+    """The async twin of ``_check_generation``."""
+    await connection.on_connect()
+    await connection.send_command("INFO", "server")
+    run_id = _run_id(await connection.read_response())
+    await connection.send_command(*_generation_command(run_id))
+    if await connection.read_response() == 1:
+        logger.warning("Redis server %s is new to this data set: channel epochs will change", run_id)
 _sync_client: redis.Redis | None = None
+_fast_client: redis.Redis | None = None
 _sync_lock = threading.Lock()
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 
@@ -30,6 +74,7 @@ def sync_client() -> redis.Redis:
                 pool = redis.BlockingConnectionPool.from_url(
                     settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=5,
                     socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+                    redis_connect_func=_check_generation,
                 )
                 _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
@@ -43,10 +88,37 @@ def async_client() -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=5,
             socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+            redis_connect_func=_acheck_generation,
         )
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
+
+
+def fast_client() -> redis.Redis:
+    """A sync client with short timeouts, for the delivery attempt made right after a commit:
+    a request never waits long on Redis (what fails goes to the relay, with normal timeouts)."""
+    global _fast_client
+    if _fast_client is None:
+        from realtime.conf import setting
+
+        with _sync_lock:
+            if _fast_client is None:
+                timeout = setting("PUBLISH_ATTEMPT_TIMEOUT_S")
+                pool = redis.BlockingConnectionPool.from_url(
+                    settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=timeout,
+                    socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
+                    redis_connect_func=_check_generation,
+                )
+                _fast_client = redis.Redis(connection_pool=pool)
+    return _fast_client
+
+
+def reset() -> None:
+    """Forget the sync clients (tests that point REDIS_URL elsewhere)."""
+    global _sync_client, _fast_client
+    _sync_client = _fast_client = None
+    _sync_scripts.clear()
 
 
 def new_async_connection_client() -> aioredis.Redis:

@@ -4,7 +4,9 @@ Each channel has a meta hash (``epoch``, ``offset``) and a history stream whose 
 the offsets. One script assigns the next offset, appends to the history and publishes, so
 offsets grow by exactly one per message and history and live delivery never disagree.
 When the meta hash is lost (Redis restarted without persistence, or the channel idle past
-META_TTL_S) the next access creates a new epoch, which tells clients that offsets restarted.
+META_TTL_S), or was written under another generation of the data set (another Redis server:
+see GENERATION_LUA), the next access creates a new epoch, which tells clients to resync.
+Messages from the outbox carry an idempotency key, so a retried delivery is appended once.
 
 A *record* is what the history stores and pub/sub carries:
 ``<offset> TAB <epoch> TAB <audience> TAB <coalesce key> TAB <envelope JSON>``; the audience is
@@ -21,38 +23,91 @@ from dataclasses import dataclass
 
 from realtime.conf import setting
 
-PUBLISH_LUA = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[7]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
-  redis.call('DEL', KEYS[2])
+# The generation of the Redis data set: a key that a Redis replaced by an empty one (or by a
+# replica that never had it) lacks, and that ``realtime.redis`` renews whenever the server
+# behind a new connection is another one (its run id changed: restarted, possibly losing the
+# last writes of its AOF, or failed over). A channel whose meta hash was written under another
+# generation gets a new epoch on its next access: what clients saw may no longer be in Redis,
+# and an offset they saw may be assigned again, so they must resync. The key's name is derived
+# from the meta key's (one Redis node: see docs/operations.md).
+GENERATION_LUA = """
+local function generation(meta, fresh)
+  local key = string.sub(meta, 1, string.find(meta, ':{', 1, true) - 1) .. ':gen'
+  local current = redis.call('GET', key)
+  if not current then
+    current = fresh
+    redis.call('SET', key, current)
+  end
+  return current
 end
+"""
+
+# A channel's epoch and offset (meta hash, history stream), creating the epoch of a channel
+# never seen (or whose meta hash was lost, or was written under another generation): shared
+# by READ_LUA, PUBLISH_LUA and the registry's script. Offsets keep counting across epochs.
+POSITION_LUA = GENERATION_LUA + """
+local function position(meta, history, new_epoch, meta_ttl)
+  local gen = generation(meta, new_epoch)
+  local state = redis.call('HMGET', meta, 'epoch', 'g', 'offset')
+  local epoch = state[1]
+  if not epoch or state[2] ~= gen then
+    epoch = new_epoch
+    redis.call('HSET', meta, 'epoch', epoch, 'g', gen, 'offset', tonumber(state[3] or '0'))
+    redis.call('EXPIRE', meta, meta_ttl)
+    redis.call('DEL', history)
+  end
+  return epoch, tonumber(state[3] or '0')
+end
+"""
+
+# KEYS: meta, history, idempotency set. ARGV: head, tail, audience, history size, history TTL,
+# meta TTL, new epoch, pub/sub channel, coalesce key, idempotency key ('' for none).
+# A message whose idempotency key the channel's set already holds (a retried delivery that
+# had reached Redis) is not appended again: the reply is its offset, the current epoch and 1.
+# The set keeps the keys of the channel's last 2 x history-size messages.
+PUBLISH_LUA = POSITION_LUA + """
+local idem = ARGV[10]
+if idem and idem ~= '' then
+  local seen = redis.call('ZSCORE', KEYS[3], idem)
+  if seen then
+    return {tonumber(seen), redis.call('HGET', KEYS[1], 'epoch') or '', 1}
+  end
+end
+local epoch = position(KEYS[1], KEYS[2], ARGV[7], ARGV[6])
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 local record = offset .. '\\t' .. epoch .. '\\t' .. ARGV[3] .. '\\t' .. ARGV[9] .. '\\t' ..
   ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[2]
-if tonumber(ARGV[4]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-1', 'r', record)
+local size = tonumber(ARGV[4])
+if size > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-1', 'r', record)
   redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('PUBLISH', ARGV[8], record)
-return {offset, epoch}
+if idem and idem ~= '' then
+  redis.call('ZADD', KEYS[3], offset, idem)
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+  local keep = math.max(size, 100)
+  local count = redis.call('ZCARD', KEYS[3])
+  if count > 2 * keep then
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, count - keep - 1)
+  end
+end
+return {offset, epoch, 0}
 """
 
-# A channel's epoch and offset (meta hash, history stream), creating the epoch of a channel
-# never seen (or whose meta hash was lost): shared by READ_LUA and the registry's script.
-POSITION_LUA = """
-local function position(meta, history, new_epoch, meta_ttl)
-  local epoch = redis.call('HGET', meta, 'epoch')
-  if not epoch then
-    epoch = new_epoch
-    redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
-    redis.call('EXPIRE', meta, meta_ttl)
-    redis.call('DEL', history)
-  end
-  return epoch, tonumber(redis.call('HGET', meta, 'offset') or '0')
-end
+# Gives a channel a new epoch at once (events it should have carried were discarded), and
+# tells the hubs: an empty record in the new epoch, on which they close the channel's sockets
+# with 1012 so that clients resubscribe and resync. KEYS: meta, history; ARGV: new epoch,
+# meta TTL, pub/sub channel.
+ROTATE_LUA = GENERATION_LUA + """
+local gen = generation(KEYS[1], ARGV[1])
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'g', gen, 'offset', offset)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[3], offset .. '\\t' .. ARGV[1] .. '\\t\\t\\t')
+return offset
 """
 
 # Returns {epoch, offset, records after `since`}; creates the epoch of a channel never seen.
@@ -70,6 +125,18 @@ end
 return {epoch, offset, records}
 """
 
+# Renews the generation when the server behind a connection is not the one that last
+# confirmed it (``realtime.redis``). KEYS: generation, generation's run id; ARGV: run id,
+# fresh generation. Returns 1 when it renewed it.
+CHECK_GENERATION_LUA = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 
 def new_epoch() -> str:
     """A fresh epoch identifier (JSON-safe)."""
@@ -79,6 +146,21 @@ def new_epoch() -> str:
 def meta_key(channel: str) -> str:
     """Redis key of a channel's epoch and offset (hash-tagged with the channel for Cluster)."""
     return f"{setting('KEY_PREFIX')}:{{{channel}}}:m"
+
+
+def idempotency_key(channel: str) -> str:
+    """Redis key of the idempotency keys of a channel's last messages (sorted by offset)."""
+    return f"{setting('KEY_PREFIX')}:{{{channel}}}:i"
+
+
+def generation_key() -> str:
+    """Redis key of the data set's generation (see GENERATION_LUA)."""
+    return f"{setting('KEY_PREFIX')}:gen"
+
+
+def generation_run_key() -> str:
+    """Redis key of the run id of the server that last confirmed the generation."""
+    return f"{setting('KEY_PREFIX')}:gen:run"
 
 
 def history_key(channel: str) -> str:
@@ -124,14 +206,19 @@ class ReadResult:
 
 
 def publish_args(
-    channel: str, head: bytes, tail: bytes, audience: str, coalesce_key: str = ""
+    channel: str, head: bytes, tail: bytes, audience: str, coalesce_key: str = "", idempotency: str = ""
 ) -> tuple[list[str], list]:
-    """Keys and arguments of PUBLISH_LUA for one message."""
+    """Keys and arguments of PUBLISH_LUA for one message (``idempotency``: its key, or '')."""
     return (
-        [meta_key(channel), history_key(channel)],
+        [meta_key(channel), history_key(channel), idempotency_key(channel)],
         [head, tail, audience, setting("HISTORY_SIZE"), setting("HISTORY_TTL_S"), setting("META_TTL_S"),
-         new_epoch(), pubsub_name(channel), coalesce_key],
+         new_epoch(), pubsub_name(channel), coalesce_key, idempotency],
     )
+
+
+def rotate_args(channel: str) -> tuple[list[str], list]:
+    """Keys and arguments of ROTATE_LUA."""
+    return [meta_key(channel), history_key(channel)], [new_epoch(), setting("META_TTL_S"), pubsub_name(channel)]
 
 
 def read_args(channel: str, since: int) -> tuple[list[str], list]:

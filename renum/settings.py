@@ -235,6 +235,11 @@ RENUM_REALTIME = {
     "OUTBOX_MAX_BYTES": int(os.environ.get("REALTIME_OUTBOX_MAX_BYTES", str(1024 * 1024))),
     "REGISTRY_TTL_S": int(os.environ.get("REALTIME_REGISTRY_TTL_S", "90")),
     "REGISTRY_REFRESH_S": int(os.environ.get("REALTIME_REGISTRY_REFRESH_S", "30")),
+    # Transactional outbox: the relay's lease and the age at which /readyz calls it stuck.
+    "RELAY_IN_PROCESS": env_bool("REALTIME_RELAY_IN_PROCESS", True),
+    "OUTBOX_LEASE_S": int(os.environ.get("REALTIME_OUTBOX_LEASE_S", "30")),
+    "OUTBOX_RETENTION_S": int(os.environ.get("REALTIME_OUTBOX_RETENTION_S", str(24 * 3600))),
+    "OUTBOX_STUCK_S": int(os.environ.get("REALTIME_OUTBOX_STUCK_S", "60")),
     # Two deployments sharing one Redis need different prefixes (pub/sub ignores db numbers).
     "KEY_PREFIX": REALTIME_KEY_PREFIX,
 }

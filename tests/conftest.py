@@ -32,6 +32,16 @@ def _clean_realtime_redis(settings):
 
 
 @pytest.fixture(autouse=True)
+def _stop_outbox_relay():
+    """Each test gets its own outbox relay thread (started on demand), stopped after it, so no
+    relay of an earlier test touches the database of a later one."""
+    yield
+    from realtime import relay
+
+    relay.reset()
+
+
+@pytest.fixture(autouse=True)
 def _close_user_lookup_connections():
     """Each test's event loop opens its own user-lookup connection on PostgreSQL; close it after."""
     yield

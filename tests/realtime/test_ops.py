@@ -73,7 +73,7 @@ def test_readyz_is_200_when_database_and_redis_answer(client, db):
     response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "outbox": "ok"}}
 
 
 @pytest.mark.live
@@ -85,7 +85,8 @@ def test_readyz_is_503_naming_redis_when_redis_is_unreachable(live_server_factor
 
     assert status == 503
     assert orjson.loads(body) == {"status": "unavailable",
-                                  "checks": {"database": "ok", "redis": "failed: ConnectionError"}}
+                                  "checks": {"database": "ok", "redis": "failed: ConnectionError",
+                                                 "outbox": "ok"}}
     assert alive == 200
 
 
@@ -97,7 +98,8 @@ def test_readyz_is_503_naming_the_database_when_it_is_unreachable(live_server_fa
 
     assert status == 503
     assert orjson.loads(body) == {"status": "unavailable",
-                                  "checks": {"database": "failed: OperationalError", "redis": "ok"}}
+                                  "checks": {"database": "failed: OperationalError", "redis": "ok",
+                                                 "outbox": "failed: OperationalError"}}
 
 
 # ---------------------------------------------------------------------- metrics

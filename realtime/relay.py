@@ -1,0 +1,533 @@
+"""The outbox relay: delivers committed outbox rows to Redis, in order, exactly once.
+
+``write`` inserts a row (``realtime.models.OutboxEvent``) in the caller's transaction and
+registers its delivery for after the commit. Right after the commit the committing thread
+makes one attempt with short timeouts (``PUBLISH_ATTEMPT_TIMEOUT_S``) and deletes the row;
+when that fails, or while earlier rows still wait, the row goes to the process's relay
+thread, which retries with backoff, keeps each process's rows in commit order, and deletes
+each row once Redis has it. So a business write never waits on a Redis outage for longer
+than the attempt's timeout, and once the relay has failed, not at all: later commits go
+straight to the relay's queue.
+
+Exactly once into the stream: each message carries the idempotency key ``<row token>:<index>``
+and the publish script returns the existing offset for a key the channel already holds, so a
+delivery whose reply was lost (a timeout after Redis ran it) is not appended twice when retried.
+
+Rows belong to the process that wrote them for ``OUTBOX_LEASE_S`` (renewed while its relay
+holds them). The relay of any process (or ``manage.py realtime_relay``) claims rows whose lease
+ran out (their process died) with ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL and a
+conditional UPDATE on every database, so one process delivers each. Rows that cannot be
+delivered (older than ``OUTBOX_RETENTION_S``, or refused by Redis ``OUTBOX_MAX_ATTEMPTS``
+times) are discarded and their channels get a new epoch (``streams.ROTATE_LUA``): clients
+resync instead of silently missing them.
+
+Control messages (server-side subscribe, unsubscribe, disconnect) go through the relay thread
+only (the channel layer's timeouts are long): delivered at least once, they are idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from realtime import metrics, streams
+from realtime import redis as rt_redis
+from realtime.conf import setting
+from realtime.models import OutboxEvent
+from realtime.registry import PROCESS_ID
+
+logger = logging.getLogger("realtime.relay")
+
+PUBLISH = OutboxEvent.Kind.PUBLISH
+CONTROL = OutboxEvent.Kind.CONTROL
+
+# A prepared publish: channel, envelope head and tail (bytes), audience, coalesce key.
+Prepared = tuple[str, bytes, bytes, str, str]
+# Messages per pipeline (one round trip).
+PIPELINE_SIZE = 500
+# Rows the relay sends or claims at a time.
+BATCH_ROWS = 200
+# Ids per DELETE/UPDATE ... IN (...): below SQLite's parameter limit.
+IDS_PER_QUERY = 900
+
+
+@dataclass(slots=True)
+class Pending:
+    """An outbox row as the process holds it: what to send, in order."""
+
+    id: int | None
+    kind: str
+    records: Any  # PUBLISH: list[Prepared]; CONTROL: {"user_id": ..., "message": {...}}
+    token: str
+    created: float  # time.time() of the write
+    attempts: int = 0
+    then: Callable[[], list[Prepared]] | None = field(default=None, repr=False)
+
+
+def _encode(kind: str, records: Any) -> bytes:
+    if kind == PUBLISH:
+        return orjson.dumps([[c, h.decode(), t.decode(), a, k] for c, h, t, a, k in records])
+    return orjson.dumps(records)
+
+
+def _decode(kind: str, raw: bytes) -> Any:
+    data = orjson.loads(bytes(raw))
+    if kind == PUBLISH:
+        return [(c, h.encode(), t.encode(), a, k) for c, h, t, a, k in data]
+    return data
+
+
+def _lease_until() -> Any:
+    lease = setting("OUTBOX_LEASE_S") if setting("RELAY_IN_PROCESS") else 0
+    return timezone.now() + timedelta(seconds=lease)
+
+
+def write(kind: str, records_per_row: list[Any], *,
+          then: Callable[[], list[Prepared]] | None = None) -> None:
+    """Insert outbox rows in the current transaction (autocommit: at once) and deliver them
+    after its commit. ``then`` computes messages after the commit (unread counts): they are
+    sent after the rows, and stored only when they cannot be sent at once."""
+    now, lease_until = time.time(), _lease_until()
+    rows = [OutboxEvent(kind=kind, records=_encode(kind, records), token=uuid.uuid4().hex, claimed_by=PROCESS_ID,
+                        lease_until=lease_until) for records in records_per_row]
+    if len(rows) == 1:
+        rows[0].save(force_insert=True)
+    elif rows:
+        OutboxEvent.objects.bulk_create(rows)
+    pending = [Pending(row.id, kind, records, row.token, now) for row, records in zip(rows, records_per_row,
+                                                                                        strict=True)]
+    if then is not None:
+        pending.append(Pending(None, PUBLISH, None, uuid.uuid4().hex, now, then=then))
+    transaction.on_commit(lambda: relay().after_commit(pending), robust=True)
+
+
+# ---------------------------------------------------------------------- Redis side
+
+
+def _publish_items(rows: Iterable[Pending]) -> list[tuple[list[str], list]]:
+    items = []
+    for row in rows:
+        for index, (channel, head, tail, audience, key) in enumerate(row.records):
+            items.append(streams.publish_args(channel, head, tail, audience, key, f"{row.token}:{index}"))
+    return items
+
+
+def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[Any]:
+    """Run PUBLISH_LUA for each item, PIPELINE_SIZE per round trip, with EVALSHA; returns
+    the replies. Raises the first error (after the whole batch ran: what succeeded stays
+    succeeded, and its idempotency keys make a retry harmless).
+
+    A Script object in a pipeline makes redis-py ask SCRIPT EXISTS first: an extra round trip
+    on every batch. When Redis has lost the script (restart, SCRIPT FLUSH), only the
+    publishes that failed with NOSCRIPT are repeated after loading it, so none is sent twice.
+    """
+    sha = rt_redis.sync_script(streams.PUBLISH_LUA).sha
+    replies: list[Any] = []
+    for start in range(0, len(items), PIPELINE_SIZE):
+        chunk = items[start:start + PIPELINE_SIZE]
+        pipe = client.pipeline(transaction=False)
+        for keys, args in chunk:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            client.script_load(streams.PUBLISH_LUA)
+            pipe = client.pipeline(transaction=False)
+            for i in missing:
+                keys, args = chunk[i]
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            for i, result in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        replies.extend(results)
+    return replies
+
+
+def _control(records: dict, timeout: float | None = None) -> None:
+    """Send a control message through the channel layer (within ``timeout`` seconds, if given)."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from realtime.control import control_group
+
+    user_id = records["user_id"]
+
+    async def send() -> None:
+        # The group holds one channel per server process; ``user_id`` picks the sockets there.
+        sending = get_channel_layer().group_send(control_group(user_id), {**records["message"],
+                                                                          "user_id": str(user_id)})
+        await (asyncio.wait_for(sending, timeout) if timeout is not None else sending)
+
+    async_to_sync(send)()
+
+
+def rotate_epochs(channels: Iterable[str]) -> None:
+    """Give channels a new epoch now (their events were discarded): clients resync."""
+    script = rt_redis.sync_script(streams.ROTATE_LUA)
+    for channel in dict.fromkeys(channels):
+        keys, args = streams.rotate_args(channel)
+        script(keys=keys, args=args)
+        metrics.EPOCHS_ROTATED.inc()
+        logger.warning("channel %s got a new epoch: some of its events were discarded", channel)
+
+
+def _delete(ids: list[int]) -> None:
+    # One plain DELETE per chunk: QuerySet.delete() would first load the rows (and their
+    # serialized messages) whenever any pre/post_delete receiver is connected in the project.
+    # On PostgreSQL the DELETE does not wait for its WAL flush (synchronous_commit off for this
+    # transaction only): a delete lost in a crash only makes the relay send the row again, which
+    # the idempotency key turns into a no-op. The business write paid the one durable commit.
+    if not ids:
+        return
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    postgresql = connection.vendor == "postgresql"
+    with transaction.atomic() if postgresql else contextlib.nullcontext(), connection.cursor() as cursor:
+        if postgresql:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            chunk = ids[start:start + IDS_PER_QUERY]
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
+
+
+# ---------------------------------------------------------------------- the relay
+
+
+class Relay:
+    """The process's relay: a queue of rows in commit order and the thread that drains it."""
+
+    def __init__(self) -> None:
+        self._queue: deque[Pending] = deque()  # publishes, in commit order
+        self._controls: deque[Pending] = deque()  # control messages (another path: no order with publishes)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.healthy = True  # False from a failed delivery until the relay delivers again
+        self.delivered = 0
+
+    # -------------------------------------------------------------- after commit
+
+    def after_commit(self, pending: list[Pending]) -> None:
+        """Deliver a transaction's rows now when Redis answers quickly, else hand them to the thread."""
+        controls = [p for p in pending if p.kind == CONTROL]
+        if controls:
+            self._controls_after_commit(controls)
+            pending = [p for p in pending if p.kind == PUBLISH]
+            if not pending:
+                return
+        if self.healthy and not self._queue:
+            try:
+                self._resolve_then(pending)
+                publish_pipelined(rt_redis.fast_client(), _publish_items(pending))
+            except RedisError as exc:
+                self.healthy = False
+                metrics.REDIS_ERRORS.labels("publish").inc()
+                logger.warning("publish after commit failed (%s); the relay delivers it", exc)
+            else:
+                metrics.PUBLISHED.labels("ok").inc(sum(len(p.records) for p in pending))
+                try:
+                    _delete([p.id for p in pending if p.id is not None])
+                    return
+                except DatabaseError:  # delivered; the relay deletes it (a resend is a no-op)
+                    logger.exception("delivered outbox rows could not be deleted")
+        self._resolve_then(pending)
+        self._store_then(pending)
+        self.enqueue(pending)
+
+    def _controls_after_commit(self, controls: list[Pending]) -> None:
+        # Like publishes: one attempt within the short timeout, the rest to the thread. A
+        # message whose attempt timed out after reaching Redis may arrive twice (idempotent).
+        sent: list[Pending] = []
+        if self.healthy and not self._controls:
+            try:
+                for row in controls:
+                    _control(row.records, setting("PUBLISH_ATTEMPT_TIMEOUT_S"))
+                    sent.append(row)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.healthy = False
+                metrics.REDIS_ERRORS.labels("control").inc()
+                logger.warning("control message after commit failed (%s); the relay delivers it", exc)
+            try:
+                _delete([row.id for row in sent])
+            except DatabaseError:
+                logger.exception("delivered control rows could not be deleted")
+                sent = []  # sent again by the relay: idempotent
+        waiting = controls[len(sent):]
+        if waiting:
+            self.enqueue(waiting)
+
+    def _resolve_then(self, pending: list[Pending]) -> None:
+        for row in pending:
+            if row.then is not None:
+                then, row.then = row.then, None
+                try:
+                    row.records = then()
+                except Exception:
+                    logger.exception("messages to publish after commit could not be computed; sending the rest")
+                    row.records = []
+
+    def _store_then(self, pending: list[Pending]) -> None:
+        # Messages computed after commit (unread counts) that could not go at once: stored
+        # with the token they were tried with, so a try that did reach Redis is not repeated.
+        for row in pending:
+            if row.id is None and row.records:
+                try:
+                    stored = OutboxEvent.objects.create(kind=PUBLISH, records=_encode(PUBLISH, row.records),
+                                                        token=row.token, claimed_by=PROCESS_ID,
+                                                        lease_until=_lease_until())
+                    row.id = stored.id
+                except DatabaseError:
+                    logger.exception("messages computed after commit could not be stored; kept in memory")
+
+    def enqueue(self, pending: list[Pending]) -> None:
+        """Queue rows for the relay thread, behind those already waiting.
+
+        With RELAY_IN_PROCESS off the rows stay in the database only, claimable at once by
+        ``manage.py realtime_relay``, and every later commit still makes its one short attempt
+        (it could then overtake rows that wait for that relay)."""
+        if not setting("RELAY_IN_PROCESS"):
+            self.healthy = True
+            return
+        with self._lock:
+            for row in pending:
+                if row.records:
+                    (self._controls if row.kind == CONTROL else self._queue).append(row)
+        self.start()
+        self._wake.set()
+
+    # -------------------------------------------------------------- the thread
+
+    def start(self) -> None:
+        """Start the relay thread (once per process; a no-op when RELAY_IN_PROCESS is off)."""
+        if self._thread is not None or not setting("RELAY_IN_PROCESS"):
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self.run_forever, name="realtime-relay", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 6.0) -> None:
+        """Make ``run_forever`` return, and wait for the thread (tests, the management command)."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def run_forever(self) -> None:
+        """Drain the queue, claim rows of dead processes, renew leases; until ``stop``."""
+        poll = setting("RELAY_POLL_S")
+        backoff = 0.0
+        next_claim = next_renew = 0.0
+        while not self._stopping:
+            self._wake.wait(backoff if backoff else poll if not (self._queue or self._controls) else 0)
+            self._wake.clear()
+            if self._stopping:
+                break
+            now = time.monotonic()
+            try:
+                if now >= next_claim:
+                    next_claim = now + poll
+                    self.claim_expired()
+                    self.observe()
+                if now >= next_renew and (self._queue or self._controls):
+                    next_renew = now + setting("OUTBOX_LEASE_S") / 3
+                    self._renew()
+                if self._controls:
+                    self.drain_controls()
+                if self._queue:
+                    self.drain_once()
+                backoff = 0.0
+            except RedisError as exc:
+                self.healthy = False
+                metrics.REDIS_ERRORS.labels("relay").inc()
+                backoff = min(max(backoff * 2, 0.05), 1.0)
+                logger.warning("relay: Redis unavailable (%s); %d rows wait; retrying in %.2fs",
+                               exc, len(self._queue), backoff)
+            except DatabaseError as exc:
+                logger.warning("relay: database unavailable (%s); retrying", exc)
+                connection.close()
+                backoff = min(max(backoff * 2, 0.05), 1.0)
+            except Exception:
+                logger.exception("relay: unexpected failure; retrying")
+                backoff = min(max(backoff * 2, 0.05), 1.0)
+            if not (self._queue or self._controls):
+                # An idle relay holds no database connection (nor blocks a test database's drop).
+                connection.close()
+        connection.close()
+
+    def drain_once(self) -> int:
+        """Send the rows at the head of the queue (in order) and delete them; returns how many."""
+        with self._lock:
+            batch = []
+            for row in self._queue:
+                batch.append(row)
+                if len(batch) >= BATCH_ROWS:
+                    break
+        if not batch:
+            return 0
+        batch = self._discard_expired(batch)
+        self._publish_rows(batch)
+        _delete([row.id for row in batch if row.id is not None])
+        with self._lock:
+            for _ in batch:
+                self._queue.popleft()
+        self.healthy = True
+        self.delivered += len(batch)
+        return len(batch)
+
+    def drain_controls(self) -> int:
+        """Send the waiting control messages through the channel layer and delete their rows."""
+        with self._lock:
+            batch = list(self._controls)[:BATCH_ROWS]
+        oldest = time.time() - setting("OUTBOX_RETENTION_S")
+        for row in batch:
+            if row.created >= oldest:
+                _control(row.records)
+            else:
+                logger.error("outbox control row %s discarded: older than OUTBOX_RETENTION_S", row.id)
+                metrics.OUTBOX_DISCARDED.inc()
+        _delete([row.id for row in batch if row.id is not None])
+        with self._lock:
+            for _ in batch:
+                self._controls.popleft()
+        self.healthy = True
+        return len(batch)
+
+    def _publish_rows(self, rows: list[Pending]) -> None:
+        try:
+            publish_pipelined(rt_redis.sync_client(), _publish_items(rows))
+        except ResponseError as exc:
+            # Redis refused a message itself (not a connection failure): count it against
+            # every row of the run, and discard those that reach the limit.
+            for row in rows:
+                row.attempts += 1
+            doomed = [row for row in rows if row.attempts >= setting("OUTBOX_MAX_ATTEMPTS")]
+            if doomed:
+                self._discard(doomed, f"refused by Redis {setting('OUTBOX_MAX_ATTEMPTS')} times: {exc}")
+                remaining = [row for row in rows if row not in doomed]
+                if remaining:
+                    self._publish_rows(remaining)
+                return
+            raise
+        metrics.PUBLISHED.labels("ok").inc(sum(len(row.records) for row in rows))
+
+    def _discard_expired(self, batch: list[Pending]) -> list[Pending]:
+        oldest = time.time() - setting("OUTBOX_RETENTION_S")
+        expired = [row for row in batch if row.created < oldest]
+        if expired:
+            self._discard(expired, f"older than OUTBOX_RETENTION_S ({setting('OUTBOX_RETENTION_S')} s)")
+        return batch
+
+    def _discard(self, rows: list[Pending], why: str) -> None:
+        """Drop undeliverable rows: their channels get a new epoch first, so clients resync."""
+        channels = [channel for row in rows if row.kind == PUBLISH for channel, *_ in row.records]
+        rotate_epochs(channels)
+        for row in rows:
+            logger.error("outbox row %s discarded (%s): %d messages", row.id, why,
+                         len(row.records) if row.kind == PUBLISH else 1)
+            metrics.OUTBOX_DISCARDED.inc()
+            row.kind, row.records = PUBLISH, []  # sent as nothing, deleted with the batch
+
+    def _renew(self) -> None:
+        with self._lock:
+            ids = [row.id for row in (*self._queue, *self._controls) if row.id is not None]
+        until = timezone.now() + timedelta(seconds=setting("OUTBOX_LEASE_S"))
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            OutboxEvent.objects.filter(pk__in=ids[start:start + IDS_PER_QUERY]).update(
+                lease_until=until, claimed_by=PROCESS_ID)
+
+    def claim_expired(self) -> int:
+        """Take over rows whose lease ran out (a process died, or nobody relays); returns how many."""
+        now = timezone.now()
+        if not OutboxEvent.objects.filter(lease_until__lt=now).exists():
+            return 0  # the usual case, without a write transaction
+        with self._lock:
+            held = {row.id for row in (*self._queue, *self._controls)}
+        with transaction.atomic():
+            candidates = OutboxEvent.objects.filter(lease_until__lt=now).order_by("pk")
+            if connection.features.has_select_for_update_skip_locked:
+                candidates = candidates.select_for_update(skip_locked=True)
+            ids = [pk for pk in candidates.values_list("pk", flat=True)[:BATCH_ROWS] if pk not in held]
+            if not ids:
+                return 0
+            until = now + timedelta(seconds=setting("OUTBOX_LEASE_S"))
+            OutboxEvent.objects.filter(pk__in=ids, lease_until__lt=now).update(claimed_by=PROCESS_ID,
+                                                                                lease_until=until)
+            rows = list(OutboxEvent.objects.filter(pk__in=ids, claimed_by=PROCESS_ID, lease_until=until)
+                        .order_by("pk"))
+        claimed = [Pending(row.id, row.kind, _decode(row.kind, row.records), row.token,
+                           row.created_at.timestamp()) for row in rows]
+        if claimed:
+            logger.warning("relay claimed %d outbox rows whose lease had run out", len(claimed))
+            with self._lock:
+                for row in claimed:
+                    (self._controls if row.kind == CONTROL else self._queue).append(row)
+        return len(claimed)
+
+    def observe(self) -> None:
+        """Set the outbox gauges (rows waiting, age of the oldest) from the database."""
+        depth, oldest = outbox_state()
+        metrics.OUTBOX_DEPTH.set(depth)
+        metrics.OUTBOX_OLDEST_AGE.set(oldest)
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until this process's queue is empty (tests, shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._controls) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.01)
+        return not (self._queue or self._controls)
+
+    @property
+    def queued(self) -> int:
+        """Rows this process holds for delivery."""
+        return len(self._queue) + len(self._controls)
+
+
+def outbox_state() -> tuple[int, float]:
+    """(rows waiting in the outbox, age in seconds of the oldest; 0 when empty), of every process."""
+    from django.db.models import Count, Min
+
+    state = OutboxEvent.objects.aggregate(depth=Count("pk"), oldest=Min("created_at"))
+    oldest = state["oldest"]
+    return state["depth"], (timezone.now() - oldest).total_seconds() if oldest else 0.0
+
+
+_relay: Relay | None = None
+_relay_lock = threading.Lock()
+
+
+def reset() -> None:
+    """Stop the process's relay thread and forget it (tests)."""
+    global _relay
+    with _relay_lock:
+        current, _relay = _relay, None
+    if current is not None:
+        current.stop()
+
+
+def relay() -> Relay:
+    """The process's relay."""
+    global _relay
+    if _relay is None:
+        with _relay_lock:
+            if _relay is None:
+                _relay = Relay()
+    return _relay

@@ -1,0 +1,305 @@
+"""The transactional outbox and its relay, against a real database and real Redis servers.
+
+Tests that fault Redis use redis-server processes of their own (``tests.redis_servers``).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import orjson
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from django.utils import timezone
+
+from notifications.models import Notification
+from notifications.services import notification_create
+from realtime import publish as rt_publish
+from realtime import redis as rt_redis
+from realtime import relay as rt_relay
+from realtime import streams
+from realtime.models import OutboxEvent
+from realtime.publish import Message, publish_many_on_commit, publish_on_commit, subscribe_user_on_commit
+from tests.redis_servers import RedisServer, TcpProxy
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def history(channel: str) -> list[streams.Record]:
+    entries = rt_redis.sync_client().xrange(streams.history_key(channel))
+    return [streams.Record.parse(fields[b"r"]) for _, fields in entries]
+
+
+def payloads(channel: str) -> list:
+    return [orjson.loads(r.body)["payload"] for r in history(channel)]
+
+
+def meta(channel: str) -> dict[bytes, bytes]:
+    return rt_redis.sync_client().hgetall(streams.meta_key(channel))
+
+
+@pytest.fixture
+def use_redis(settings):
+    """``use_redis(url)`` points this process's realtime clients at another Redis."""
+    original = settings.REDIS_URL
+
+    def point(url: str) -> None:
+        settings.REDIS_URL = url
+        rt_redis.reset()
+        rt_publish._breaker = None
+        rt_relay.reset()
+
+    yield point
+    point(original)
+
+
+@pytest.fixture
+def own_redis(tmp_path, use_redis):
+    """A redis-server of this test's own (AOF on, fsync always), used by this process."""
+    server = RedisServer(tmp_path / "redis", aof=True).start()
+    use_redis(server.url)
+    yield server
+    server.kill()
+
+
+def test_a_committed_publish_is_delivered_and_its_outbox_row_deleted():
+    with transaction.atomic():
+        publish_on_commit("user:1", "system_event", {"n": 1})
+        assert OutboxEvent.objects.count() == 1  # written in the same transaction
+        assert history("user:1") == []
+
+    assert payloads("user:1") == [{"n": 1}]
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_a_rolled_back_transaction_leaves_no_row_and_sends_nothing():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        publish_many_on_commit([Message("user:2", "system_event", {"n": n}) for n in range(3)])
+        subscribe_user_on_commit(2, "team:2")
+        raise RuntimeError("rolled back")
+
+    assert OutboxEvent.objects.count() == 0
+    assert history("user:2") == []
+
+
+def test_many_messages_are_written_as_rows_of_batch_size_in_one_transaction():
+    with transaction.atomic():
+        publish_many_on_commit([Message(f"user:{n % 2}", "system_event", {"n": n}) for n in range(5)], batch_size=2)
+        rows = list(OutboxEvent.objects.order_by("pk"))
+        assert [len(orjson.loads(bytes(r.records))) for r in rows] == [2, 2, 1]
+
+    assert [p["n"] for p in payloads("user:0")] == [0, 2, 4]
+    assert [p["n"] for p in payloads("user:1")] == [1, 3]
+
+
+def test_the_publish_script_appends_a_retried_message_once_and_returns_its_offset():
+    client = rt_redis.sync_client()
+    head, tail = b'{"type":"system_event","channel":"user:3","offset":', b',"payload":{}}'
+    first = streams.publish_args("user:3", head, tail, "", "", "row-token:0")
+    again = streams.publish_args("user:3", head, tail, "", "", "row-token:0")
+    other = streams.publish_args("user:3", head, tail, "", "", "row-token:1")
+
+    replies = rt_relay.publish_pipelined(client, [first, again, other])
+
+    epoch = meta("user:3")[b"epoch"].decode()
+    assert replies == [[1, epoch.encode(), 0], [1, epoch.encode(), 1], [2, epoch.encode(), 0]]
+    assert [r.offset for r in history("user:3")] == [1, 2]
+
+
+def test_a_delivery_whose_reply_was_lost_is_not_appended_twice(own_redis, use_redis):
+    """Redis ran the publish but the reply never came back (the proxy swallows it): the
+    attempt after commit times out, the relay retries, and the stream holds it once."""
+    proxy = TcpProxy(own_redis.port)
+    use_redis(proxy.url)
+    publish_on_commit("user:40", "system_event", {"n": 0})  # the connection is made (and checked)
+    proxy.swallow_replies = True
+    started = time.monotonic()
+    with transaction.atomic():
+        publish_on_commit("user:4", "system_event", {"n": 1})
+    took = time.monotonic() - started
+    assert own_redis.client().xlen(streams.history_key("user:4")) == 1  # it reached Redis
+    assert OutboxEvent.objects.count() == 1  # but the process does not know it
+    proxy.cut()
+    proxy.swallow_replies = False
+
+    assert rt_relay.relay().drain(15)
+
+    entries = own_redis.client().xrange(streams.history_key("user:4"))
+    assert [streams.Record.parse(f[b"r"]).offset for _, f in entries] == [1]
+    assert OutboxEvent.objects.count() == 0
+    assert took < 0.5  # the commit waited for one short attempt only
+    proxy.close()
+
+
+def test_while_redis_is_down_commits_do_not_wait_and_events_follow_in_order(own_redis):
+    user_channel = "user:5"
+    publish_on_commit(user_channel, "system_event", {"n": 0})
+    own_redis.kill()
+    durations = []
+    for n in range(1, 6):
+        started = time.monotonic()
+        publish_on_commit(user_channel, "system_event", {"n": n})
+        durations.append(time.monotonic() - started)
+    assert OutboxEvent.objects.count() == 5
+    own_redis.start()  # AOF: offset 1 survived
+
+    assert rt_relay.relay().drain(20)
+
+    assert [p["n"] for p in [orjson.loads(streams.Record.parse(f[b"r"]).body)["payload"]
+                             for _, f in own_redis.client().xrange(streams.history_key(user_channel))]] == [
+        1, 2, 3, 4, 5]  # the history of the new epoch (the restart changed it)
+    assert OutboxEvent.objects.count() == 0
+    assert max(durations[1:]) < 0.05  # once the relay knows Redis is down, not even the attempt
+    assert durations[0] < 0.5
+
+
+def test_a_restarted_redis_gives_channels_a_new_epoch_and_offsets_keep_growing(own_redis):
+    first = rt_publish.publish_rollback_unsafe("user:6", "system_event", {"n": 1})
+    own_redis.kill()
+    own_redis.start()  # same data (AOF), another run id
+    rt_redis.reset()
+
+    second = rt_publish.publish_rollback_unsafe("user:6", "system_event", {"n": 2})
+
+    assert second.epoch != first.epoch
+    assert second.offset > first.offset
+
+
+def test_a_promoted_replica_gives_channels_a_new_epoch(tmp_path, use_redis):
+    primary = RedisServer(tmp_path / "a").start()
+    replica = RedisServer(tmp_path / "b").start()
+    try:
+        replica.client().replicaof("127.0.0.1", primary.port)
+        proxy = TcpProxy(primary.port)
+        use_redis(proxy.url)
+        first = rt_publish.publish_rollback_unsafe("user:7", "system_event", {"n": 1})
+        deadline = time.monotonic() + 10
+        while not replica.client().exists(streams.meta_key("user:7")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        replica.client().replicaof("no", "one")
+        primary.kill()
+        proxy.target_port = replica.port
+        proxy.cut()
+
+        # The pooled connection was cut: the first call may fail (it is not retried); the next reconnects.
+        second = (rt_publish.publish_rollback_unsafe("user:7", "system_event", {"n": 2})
+                  or rt_publish.publish_rollback_unsafe("user:7", "system_event", {"n": 3}))
+
+        assert second is not None and second.epoch != first.epoch
+        proxy.close()
+    finally:
+        primary.kill()
+        replica.kill()
+
+
+def test_rows_of_a_dead_process_are_claimed_once_their_lease_ran_out():
+    head, tail = b'{"type":"system_event","channel":"user:8","offset":', b',"payload":{"n":1}}'
+    records = rt_relay._encode(rt_relay.PUBLISH, [("user:8", head, tail, "", "")])
+    OutboxEvent.objects.create(records=records, token="dead", claimed_by="dead-process",
+                               lease_until=timezone.now() + timedelta(seconds=30))
+    relay = rt_relay.Relay()
+    assert relay.claim_expired() == 0  # still leased
+    OutboxEvent.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
+
+    assert relay.claim_expired() == 1
+    assert rt_relay.Relay().claim_expired() == 0  # another process finds it taken
+    relay.drain_once()
+
+    assert [r.offset for r in history("user:8")] == [1]
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_discarded_events_give_their_channel_a_new_epoch_and_tell_the_hubs(settings):
+    rt_publish.publish_rollback_unsafe("user:9", "system_event", {"n": 1})
+    before = meta("user:9")
+    pubsub = rt_redis.sync_client().pubsub()
+    pubsub.subscribe(streams.pubsub_name("user:9"))
+    pubsub.get_message(timeout=1)
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "OUTBOX_RETENTION_S": 60}
+    head, tail = b'{"type":"system_event","channel":"user:9","offset":', b',"payload":{"n":2}}'
+    relay = rt_relay.Relay()
+    relay.enqueue([rt_relay.Pending(None, rt_relay.PUBLISH, [("user:9", head, tail, "", "")], "old",
+                                    time.time() - 120)])
+    relay.stop()  # no thread: drained by hand
+
+    relay.drain_once()
+
+    after = meta("user:9")
+    assert after[b"epoch"] != before[b"epoch"] and after[b"offset"] == before[b"offset"] == b"1"
+    assert history("user:9") == []  # nothing of the old epoch can be replayed in the new one
+    notice = pubsub.get_message(timeout=1)
+    assert notice["data"] == b"1\t" + after[b"epoch"] + b"\t\t\t"
+    pubsub.close()
+
+
+def test_notification_create_writes_row_and_event_in_one_transaction(user):
+    notification = notification_create(user=user, type="info", title="t", message="m")
+
+    assert [orjson.loads(r.body)["type"] for r in history(f"user:{user.pk}")] == ["notification", "unread_count"]
+    assert orjson.loads(history(f"user:{user.pk}")[0].body)["payload"]["id"] == str(notification.id)
+    assert OutboxEvent.objects.count() == 0
+    assert Notification.objects.count() == 1
+
+
+def test_readyz_reports_a_stuck_relay(client, settings):
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "OUTBOX_STUCK_S": 5}
+    OutboxEvent.objects.create(records=b"[]", token="x", created_at=timezone.now() - timedelta(seconds=60),
+                               lease_until=timezone.now() + timedelta(seconds=60))
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["outbox"].startswith("failed: oldest undelivered event 60")
+
+
+def test_metrics_show_outbox_depth_and_oldest_age(client):
+    OutboxEvent.objects.create(records=b"[]", token="x", created_at=timezone.now() - timedelta(seconds=30),
+                               lease_until=timezone.now() + timedelta(seconds=60))
+    rt_relay.Relay().observe()
+
+    text = client.get("/metrics").content.decode()
+
+    assert "renum_realtime_outbox_depth 1.0" in text
+    age = float(next(line.split()[1] for line in text.splitlines()
+                     if line.startswith("renum_realtime_outbox_oldest_age_seconds ")))
+    assert 30 <= age < 40
+
+
+def test_the_relay_command_delivers_what_waits_and_exits_with_once():
+    head, tail = b'{"type":"system_event","channel":"user:10","offset":', b',"payload":{"n":1}}'
+    OutboxEvent.objects.create(records=rt_relay._encode(rt_relay.PUBLISH, [("user:10", head, tail, "", "")]),
+                               token="t", claimed_by="gone", lease_until=timezone.now() - timedelta(seconds=1))
+
+    call_command("realtime_relay", "--once")
+
+    assert payloads("user:10") == [{"n": 1}]
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_with_the_relay_elsewhere_a_failed_row_waits_for_the_relay_command(settings, own_redis):
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "RELAY_IN_PROCESS": False}
+    own_redis.kill()
+
+    publish_on_commit("user:11", "system_event", {"n": 1})
+
+    assert rt_relay.relay().queued == 0 and rt_relay.relay()._thread is None  # no thread in this process
+    assert OutboxEvent.objects.count() == 1
+    own_redis.start()
+    call_command("realtime_relay", "--once")
+
+    entries = own_redis.client().xrange(streams.history_key("user:11"))
+    assert [orjson.loads(streams.Record.parse(f[b"r"]).body)["payload"] for _, f in entries] == [{"n": 1}]
+    assert OutboxEvent.objects.count() == 0
+
+
+async def test_a_socket_on_a_channel_whose_events_were_discarded_is_closed_with_1012(connect, user):
+    from asgiref.sync import sync_to_async
+
+    _, sock, _ = await connect(user)
+
+    await sync_to_async(rt_relay.rotate_epochs)([f"user:{user.pk}"])
+
+    closed = await sock.communicator.receive_output(5)
+    assert closed == {"type": "websocket.close", "code": 1012, "reason": "events lost; resubscribe and resync"}
