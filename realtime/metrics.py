@@ -26,3 +26,7 @@ PROTOCOL_ERRORS = Counter("renum_realtime_protocol_errors_total", "Error frames 
 REDIS_ERRORS = Counter("renum_realtime_redis_errors_total", "Redis failures", ["where"])
 CIRCUIT_OPEN = Gauge("renum_realtime_publish_circuit_open", "1 while the publish circuit breaker is open",
                      multiprocess_mode="livemax")
+DATABASE_BUSY = Counter("renum_database_busy_total",
+                        "Requests answered 503: no database connection within the pool timeout")
+HTTP_WAITERS = Gauge("renum_realtime_http_waiters", "Long polls and event streams waiting on the hub",
+                     multiprocess_mode="livesum")
