@@ -424,9 +424,11 @@ async def poll_endpoint(scope: dict, receive: Receive, send: Send) -> None:
             messages = ([state.snapshot] if state.snapshot else []) + [text for _, text in state.messages]
             answer[channel] = {"epoch": state.epoch, "offset": state.offset, "recovered": state.recovered,
                                "messages": [orjson.Fragment(m) for m in messages]}
+    # A poll that waited may be followed at once; one that could not wait (timeout 0) and
+    # found nothing asks the client to pause, as the v1 endpoint does.
     news = any(s.messages or s.snapshot or not s.recovered for s in states.values())
     await respond(send, 200, orjson.dumps({"channels": answer}),
-                  [(b"x-poll-interval", b"0" if news else b"1")])
+                  [(b"x-poll-interval", b"0" if news or timeout > 0 else b"1")])
 
 
 # ---------------------------------------------------------------------- GET /api/realtime/events/

@@ -140,14 +140,16 @@ async def test_a_poll_waits_for_the_first_new_message_on_any_channel(user):
     assert response.headers["x-poll-interval"] == "0"
 
 
-async def test_a_poll_that_times_out_answers_its_positions_and_says_wait(user):
+async def test_a_poll_that_times_out_answers_its_positions(user):
     mine = await publish(f"user:{user.pk}", "system_event", {"n": 0})
 
-    response = await poll(user, {f"user:{user.pk}": position(mine)}, timeout=0.3)
+    waited = await poll(user, {f"user:{user.pk}": position(mine)}, timeout=0.3)
+    at_once = await poll(user, {f"user:{user.pk}": position(mine)}, timeout=0)
 
-    assert response.json()["channels"][f"user:{user.pk}"] == {
+    assert waited.json()["channels"][f"user:{user.pk}"] == {
         "epoch": mine.epoch, "offset": 1, "recovered": True, "messages": []}
-    assert response.headers["x-poll-interval"] == "1"
+    assert waited.headers["x-poll-interval"] == "0"  # it waited already: poll again at once
+    assert at_once.json() == waited.json() and at_once.headers["x-poll-interval"] == "1"
 
 
 async def test_a_poll_without_positions_answers_at_once_with_them(user):
