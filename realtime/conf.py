@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "CONNECT_LIMIT_EXEMPT_IPS": [],
     # Seconds between checks that connected users are still active (deactivated -> 4001).
     "USER_RECHECK_S": 10,
+    # Seconds a long poll or event stream reuses a user's granted channel permission before
+    # asking the channel policy again (0: every request asks). A socket asks once per subscribe.
+    "HTTP_PERMISSION_TTL_S": 10,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
 }

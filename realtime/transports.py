@@ -18,6 +18,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from realtime import auth, metrics
-from realtime.channels import ChannelPolicy, authorize_subscribe
+from realtime.channels import ChannelPolicy, authorize_subscribe, policy_for
 from realtime.conf import setting
 from realtime.hub import Hub, get_hub
 from realtime.recovery import CatchUp, catch_up
@@ -213,13 +214,35 @@ async def authenticate(scope: dict, query: dict[str, list[str]]) -> auth.Identit
 # ---------------------------------------------------------------------- the wait, shared by all
 
 
+# (user id, channel) -> until when (monotonic) a granted permission is reused. A long poller
+# asks again with every request, a few times a second under load: a team membership query
+# each time would be most of a poll's cost. Refusals are never remembered.
+_granted: dict[tuple[str, str], float] = {}
+_GRANTED_MAX = 200_000
+
+
 async def _authorize(user: Any, channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
-    checks = await asyncio.gather(*(authorize_subscribe(user, c) for c in channels), return_exceptions=True)
+    """The channel policy's answer for each channel (``authorize_subscribe``, as the socket asks),
+    reusing a grant for ``HTTP_PERMISSION_TTL_S``."""
+    ttl = setting("HTTP_PERMISSION_TTL_S")
+    user_id = str(user.pk)
+    now = time.monotonic()
     results: dict[str, ChannelPolicy | ProtocolError] = {}
-    for channel, outcome in zip(channels, checks, strict=True):
+    asking = []
+    for channel in channels:
+        if ttl > 0 and _granted.get((user_id, channel), 0.0) > now:
+            results[channel] = policy_for(channel)
+        else:
+            asking.append(channel)
+    checks = await asyncio.gather(*(authorize_subscribe(user, c) for c in asking), return_exceptions=True)
+    for channel, outcome in zip(asking, checks, strict=True):
         if isinstance(outcome, BaseException) and not isinstance(outcome, ProtocolError):
             raise outcome
         results[channel] = outcome
+        if ttl > 0 and isinstance(outcome, ChannelPolicy):
+            if len(_granted) >= _GRANTED_MAX:
+                _granted.clear()  # a crude bound: the next requests ask again
+            _granted[(user_id, channel)] = now + ttl
     return results
 
 
