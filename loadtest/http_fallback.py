@@ -292,7 +292,7 @@ def run_server(config: HttpConfig, name: str, users: list[int], teams: list[int]
     server = HttpServer(name, env, config.log_dir)
     result = HttpResult(server=server.label, clients=config.clients)
     pool_max = int(env.get("DATABASE_POOL_MAX_SIZE", "8"))
-    result.pg_ceiling = f"{pool_max} + 1" if not name.partition("@")[2] else "none"
+    result.pg_ceiling = ("none" if name.partition("@")[2] or pool_max == 0 else f"{pool_max} + 1")
     server.start()
     sampler = ConnectionSampler(config.database_url, server.env["PGAPPNAME"])
     sampler.start()
