@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -277,12 +279,74 @@ def _apply(states: dict[str, ChannelState], frames: list[tuple[str, int, str]]) 
     return changed
 
 
-async def _leave(hub: Hub, listener: Listener) -> None:
+class _Keeper:
+    """Holds a process's subscription to a channel for ``LINGER_S`` after its last HTTP reader left.
+
+    A long poller leaves its channels with every answer and joins them again a moment later:
+    without this, each cycle would UNSUBSCRIBE its ``user:`` channel from Redis and wait for a
+    new SUBSCRIBE to be confirmed. Frames it gets are dropped; it is the hub's subscriber only.
+    """
+
+    __slots__ = ("connection_id", "user_key", "held", "outbox", "subscribed", "until", "sweeper")
+
+    def __init__(self) -> None:
+        self.connection_id = ""
+        self.user_key = b""
+        self.held = ()
+        self.outbox = None
+        self.subscribed: set[str] = set()
+        self.until: dict[str, float] = {}
+        self.sweeper: asyncio.Task | None = None
+
+    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"", message: dict | None = None) -> None:
+        """Nothing to do: the keeper reads nothing."""
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Nothing to close."""
+
+    async def sweep(self, hub: Hub) -> None:
+        """Give up the channels whose linger time is over (the hub unsubscribes the unused ones)."""
+        while True:
+            await asyncio.sleep(LINGER_S / 2)
+            now = time.monotonic()
+            for channel, until in list(self.until.items()):
+                if until <= now:
+                    del self.until[channel]
+                    self.subscribed.discard(channel)
+                    try:
+                        await hub.leave(self, channel)
+                    except Exception:
+                        logger.debug("leaving %s failed", channel, exc_info=True)
+
+
+LINGER_S = 30.0
+_keepers: weakref.WeakKeyDictionary[Hub, _Keeper] = weakref.WeakKeyDictionary()
+
+
+def _keeper_of(hub: Hub) -> _Keeper:
+    keeper = _keepers.get(hub)
+    if keeper is None:
+        keeper = _keepers[hub] = _Keeper()
+        # A fresh context: the sweeper serves every reader, not the request that started it.
+        keeper.sweeper = asyncio.get_running_loop().create_task(keeper.sweep(hub), context=contextvars.Context())
+    return keeper
+
+
+def _leave(hub: Hub, listener: Listener) -> None:
+    """Take a listener off its channels; a channel left with no reader lingers (``_Keeper``)."""
     listener.waiter = None
-    try:
-        await hub.unregister(listener)
-    except Exception:  # the hub logs Redis trouble itself; a poll's answer is already out
-        logger.debug("leaving the hub failed", exc_info=True)
+    keeper = _keeper_of(hub)
+    until = time.monotonic() + LINGER_S
+    for channel in listener.subscribed:
+        subs = hub.channels.get(channel)
+        if subs is None:
+            continue
+        subs.pop(listener, None)
+        if not subs or keeper in subs:
+            subs[keeper] = None
+            keeper.subscribed.add(channel)
+            keeper.until[channel] = until
+    listener.subscribed.clear()
 
 
 async def poll(identity: auth.Identity, positions: dict[str, tuple[str, int] | None], timeout: float,
@@ -308,9 +372,7 @@ async def poll(identity: auth.Identity, positions: dict[str, tuple[str, int] | N
             _apply(states, listener.take())
         return states
     finally:
-        # After the answer is computed; the UNSUBSCRIBE (when it was the channel's last
-        # reader in this process) does not delay the response much, but runs after it.
-        asyncio.ensure_future(_leave(hub, listener))
+        _leave(hub, listener)
 
 
 # ---------------------------------------------------------------------- HTTP plumbing
@@ -573,7 +635,7 @@ async def sse_endpoint(scope: dict, receive: Receive, send: Send) -> None:
         await _stream(send, listener, identity, states, errors, gone, set(resume))
     finally:
         gone.cancel()
-        await _leave(hub, listener)
+        _leave(hub, listener)
 
 
 async def _stream(send: Send, listener: Listener, identity: auth.Identity, states: dict[str, ChannelState],
