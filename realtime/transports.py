@@ -719,6 +719,8 @@ async def _serve(handler: Callable[[dict, Receive, Send], Awaitable[None]], scop
     try:
         await handler(scope, receive, tracked)
     except HttpError as error:
+        if error.status >= 500:
+            logger.warning("%s %s: %s (%r)", scope.get("method"), scope.get("path"), error, error.__cause__)
         if not started:
             await respond(send, error.status, orjson.dumps(error.body), error.headers)
     except ConnectionError:
