@@ -42,6 +42,7 @@ logger = logging.getLogger("realtime.transports")
 Send = Callable[[dict], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict]]
 
+_WAITERS = metrics.HTTP_WAITERS
 MAX_TIMEOUT_S = 30
 DEFAULT_TIMEOUT_S = 25
 MAX_BODY_BYTES = 64 * 1024
@@ -112,12 +113,17 @@ class Listener:
         loop = asyncio.get_running_loop()
         self.waiter = waiter = loop.create_future()
         timer = loop.call_later(timeout, _settle, waiter)
+        wake = lambda _: _settle(waiter)  # noqa: E731 - removed again below
         if gone is not None:
-            gone.add_done_callback(lambda _: _settle(waiter))
+            gone.add_done_callback(wake)
+        _WAITERS.inc()
         try:
             await waiter
         finally:
+            _WAITERS.dec()
             timer.cancel()
+            if gone is not None:
+                gone.remove_done_callback(wake)
             self.waiter = None
 
 

@@ -477,3 +477,34 @@ async def test_a_stream_refuses_bad_requests_clearly(user, make_user):
     assert nothing_allowed.status == 403
     assert nothing_allowed.json()["channels"][f"user:{other.pk}"]["code"] == "forbidden"
     assert anonymous.status == 401
+
+
+def _team_of(user: Any, slug: str) -> int:
+    from executions.services import team_create
+
+    return team_create(name=slug, slug=slug, owner=user).pk
+
+
+def _leave_team(user: Any, team_id: int) -> None:
+    from executions.models import TeamMembership
+
+    TeamMembership.objects.filter(user=user, team_id=team_id).delete()
+
+
+async def test_a_granted_permission_is_asked_again_after_its_ttl(user, settings):
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "HTTP_PERMISSION_TTL_S": 0}
+    asked_each_time = await sync_to_async(_team_of)(user, "ttl-zero")
+    before = await poll(user, {f"team:{asked_each_time}": None})
+    await sync_to_async(_leave_team)(user, asked_each_time)
+    after = await poll(user, {f"team:{asked_each_time}": None})
+
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "HTTP_PERMISSION_TTL_S": 60}
+    remembered = await sync_to_async(_team_of)(user, "ttl-sixty")
+    granted = await poll(user, {f"team:{remembered}": None})
+    await sync_to_async(_leave_team)(user, remembered)
+    within_ttl = await poll(user, {f"team:{remembered}": None})
+
+    assert "epoch" in before.json()["channels"][f"team:{asked_each_time}"]
+    assert after.json()["channels"][f"team:{asked_each_time}"]["error"]["code"] == "forbidden"
+    assert "epoch" in granted.json()["channels"][f"team:{remembered}"]
+    assert "epoch" in within_ttl.json()["channels"][f"team:{remembered}"]  # the documented window
