@@ -34,7 +34,7 @@ from realtime import auth, metrics
 from realtime.channels import ChannelPolicy, authorize_subscribe, policy_for
 from realtime.conf import setting
 from realtime.hub import Hub, get_hub
-from realtime.recovery import CatchUp, catch_up
+from realtime.recovery import CatchUp, catch_up_many
 from realtime.schemas import ProtocolError, validate_channel_name
 
 logger = logging.getLogger("realtime.transports")
@@ -265,8 +265,7 @@ async def _join_and_catch_up(hub: Hub, listener: Listener, identity: auth.Identi
         raise HttpError(503, "the message bus is unavailable; retry later", headers=[(b"retry-after", b"2")]) from exc
     listener.subscribed.update(channels)
     try:
-        caught = await asyncio.gather(*(
-            catch_up(policies[c], identity.user, listener.user_key, c, positions[c]) for c in channels))
+        caught = await catch_up_many(policies, identity.user, listener.user_key, positions)
     except RedisError as exc:
         raise HttpError(503, "the message bus is unavailable; retry later", headers=[(b"retry-after", b"2")]) from exc
     states = {}
