@@ -53,6 +53,18 @@ def provision_users(env: dict[str, str], count: int, prefix: str, migrate: bool,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def provision_teams(env: dict[str, str], user_ids: list[int], size: int, prefix: str,
+                    timeout: float = 300) -> list[int]:
+    """One team per ``size`` consecutive users (created when missing); returns each user's team id."""
+    cmd = [sys.executable, "-m", "loadtest.provision", "--teams-of", str(size), "--prefix", prefix,
+           "--count", str(len(user_ids))]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"provisioning teams failed:\n{done.stderr[-3000:]}")
+    teams = json.loads(done.stdout.strip().splitlines()[-1])
+    return teams
+
+
 def mint_tokens(user_ids: list[int], lifetime_s: int) -> list[str]:
     """simplejwt access tokens for user ids (``AccessToken.for_user`` without loading the users)."""
     from rest_framework_simplejwt.settings import api_settings
@@ -86,12 +98,26 @@ def _create_users(count: int, prefix: str) -> list[int]:
     return [ids[n] for n in names]
 
 
+def _create_teams(user_ids: list[int], size: int, prefix: str) -> list[int]:
+    from executions.models import Team, TeamMembership
+
+    slugs = [f"{prefix}team-{start // size:05d}" for start in range(0, len(user_ids), size)]
+    Team.objects.bulk_create([Team(name=slug, slug=slug) for slug in slugs], ignore_conflicts=True)
+    team_ids = dict(Team.objects.filter(slug__in=slugs).values_list("slug", "pk"))
+    per_user = [team_ids[slugs[i // size]] for i in range(len(user_ids))]
+    TeamMembership.objects.bulk_create(
+        [TeamMembership(team_id=t, user_id=u) for u, t in zip(user_ids, per_user, strict=True)],
+        batch_size=2000, ignore_conflicts=True)
+    return per_user
+
+
 def main() -> None:
     """Child process entry point: migrate (optionally), create users, print their ids as JSON."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--prefix", default="loadtest-")
     parser.add_argument("--migrate", action="store_true")
+    parser.add_argument("--teams-of", type=int, default=0, help="put the users in teams of this size instead")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "renum.settings")
     import django
@@ -101,7 +127,8 @@ def main() -> None:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)
-    print(json.dumps(_create_users(args.count, args.prefix)))
+    users = _create_users(args.count, args.prefix)
+    print(json.dumps(_create_teams(users, args.teams_of, args.prefix) if args.teams_of else users))
 
 
 if __name__ == "__main__":

@@ -99,8 +99,12 @@ def _prepare_notify(config: dict) -> Callable[[], dict]:
     users = [user_model(pk=uid) for uid in config["targets"]]
 
     def publish(i: int) -> bool:
-        notification_create(user=users[i % len(users)], type="info", title=f"loadtest {i}", message="",
-                            action={"type": "loadtest", "payload": {"t": time.time(), "seq": i, "run": run}})
+        try:
+            notification_create(user=users[i % len(users)], type="info", title=f"loadtest {i}", message="",
+                                action={"type": "loadtest", "payload": {"t": time.time(), "seq": i, "run": run}})
+        except Exception:  # e.g. the database refused the connection: counted, not fatal to the thread
+            connections.close_all()
+            return False
         return True
 
     return lambda: _paced_threads(config["total"], config["rate"], config["threads"], publish,

@@ -19,6 +19,8 @@ class Scenario:
     # Servers a scenario can run on (notify needs the notifications domain: ours only).
     servers: tuple[str, ...] = ("ours", "bare", "textbook")
     description: str = ""
+    # "ws": WebSocket clients (loadtest.runner); "http": the HTTP fallback (loadtest.http_fallback).
+    transport: str = "ws"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -30,4 +32,10 @@ SCENARIOS: dict[str, Scenario] = {
                        description="`notification_create` (PostgreSQL row, then publish on commit) -> socket"),
     "storm": Scenario("storm", 5000, description="5,000 JWT connects as fast as possible, until all are welcomed"),
     "idle": Scenario("idle", 10000, description="10,000 idle authenticated connections on one server process"),
+    "longpoll": Scenario("longpoll", 5000, 200.0, 20.0, "notify", servers=("ours",), transport="http",
+                         description="multiplexed long pollers on user:, broadcast and team:; 200 notifications/s"),
+    "sse": Scenario("sse", 5000, 200.0, 20.0, "notify", servers=("ours",), transport="http",
+                    description="server-sent event streams on user:, broadcast and team:; 200 notifications/s"),
+    "events": Scenario("events", 50, 200.0, 20.0, "notify", servers=("ours",), transport="http",
+                       description="the v1 GET /api/realtime/events/, one request per channel; 200 notifications/s"),
 }

@@ -96,6 +96,7 @@ class ServerProcess:
         self.port = free_port()
         self.log_path = log_dir / f"{spec.label.replace(' ', '_').replace('(', '').replace(')', '')}-{self.port}.log"
         self.process: subprocess.Popen | None = None
+        self.cwd = ROOT  # another checkout's files for an A/B against an older commit
 
     @property
     def url(self) -> str:
@@ -127,7 +128,7 @@ class ServerProcess:
         """Start the process and wait until the port accepts connections."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log,
+            self.process = subprocess.Popen(self.command(), cwd=self.cwd, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, preexec_fn=_preexec)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

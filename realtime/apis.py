@@ -1,27 +1,21 @@
-"""HTTP side of the transport: connection tickets, service publishing, long-poll events."""
+"""HTTP side of the transport: connection tickets and service publishing (long polls and event
+streams are in ``realtime.transports``)."""
 
 from __future__ import annotations
 
-import time
-
-import orjson
-from asgiref.sync import async_to_sync
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from realtime import auth, streams
-from realtime import redis as rt_redis
-from realtime.channels import call_check, policy_for
-from realtime.hub import audience_allows
+from realtime import auth
 from realtime.publish import publish_rollback_unsafe
 from realtime.schemas import ProtocolError, validate_channel_name
 from realtime.service_auth import HasServiceScope, ServiceKeyAuthentication
 
-__all__ = ["EventsApi", "PublishApi", "ServiceKeyAuthentication", "TicketApi"]
+__all__ = ["PublishApi", "ServiceKeyAuthentication", "TicketApi"]
 
 
 class TicketApi(APIView):
@@ -84,69 +78,3 @@ class PublishApi(APIView):
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"channel": published.channel, "offset": published.offset, "epoch": published.epoch},
                         status=status.HTTP_201_CREATED)
-
-
-def parse_since(raw: str | None) -> tuple[str, int] | None:
-    """Parse ``<epoch>:<offset>``; None when absent; ValueError when malformed."""
-    if not raw:
-        return None
-    epoch, sep, offset = raw.rpartition(":")
-    if not sep or not epoch or not (offset.isascii() and offset.isdigit()):
-        raise ValueError("since must be <epoch>:<offset>")
-    return epoch, int(offset)
-
-
-class EventsApi(APIView):
-    """``GET /api/realtime/events/``: the channel stream over long polling (the WebSocket fallback)."""
-
-    permission_classes = [IsAuthenticated]
-    MAX_TIMEOUT_S = 30
-
-    @extend_schema(parameters=[
-        OpenApiParameter("channel", str, required=True),
-        OpenApiParameter("since", str, description="<epoch>:<offset> of the last message seen"),
-        OpenApiParameter("timeout", int, description="seconds to wait when nothing is new (0-30)"),
-    ], responses=inline_serializer("Events", {
-        "channel": serializers.CharField(), "epoch": serializers.CharField(),
-        "offset": serializers.IntegerField(), "recovered": serializers.BooleanField(),
-        "messages": serializers.ListField(child=serializers.DictField())}))
-    def get(self, request: Request) -> Response:
-        """Messages after ``since`` in the envelope, waiting up to ``timeout`` seconds for new ones."""
-        channel = request.query_params.get("channel", "")
-        try:
-            validate_channel_name(channel)
-            since = parse_since(request.query_params.get("since"))
-            timeout = min(self.MAX_TIMEOUT_S, max(0, int(request.query_params.get("timeout", "25"))))
-        except ProtocolError as exc:
-            return Response({"channel": [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
-        except ValueError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        try:
-            policy = policy_for(channel)
-        except ProtocolError as exc:
-            return Response({"detail": exc.message}, status=status.HTTP_404_NOT_FOUND)
-        if not async_to_sync(call_check)(policy.can_subscribe, request.user, channel):
-            return Response({"detail": f"not allowed to read {channel}"}, status=status.HTTP_403_FORBIDDEN)
-        body = self._poll(channel, since, timeout, str(request.user.pk))
-        response = Response(body)
-        response["X-Poll-Interval"] = "0" if body["messages"] else "1"
-        return response
-
-    def _poll(self, channel: str, since: tuple[str, int] | None, timeout: int, user_id: str) -> dict:
-        script = rt_redis.sync_script(streams.READ_LUA)
-        deadline = time.monotonic() + timeout
-        user_key = user_id.encode()
-        while True:
-            result = streams.parse_read(script(*streams.read_args(channel, since[1] if since else -1)))
-            records = streams.recover(result, *since) if since else None
-            recovered = records is not None
-            if not since or not recovered or records or time.monotonic() >= deadline:
-                break
-            # Nothing new yet: wait for the stream to move (a short sleep keeps this simple and
-            # bounded; a blocking XREAD would tie up a pooled Redis connection per poller).
-            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-        messages = [r.body for r in records or () if audience_allows(r.audience, user_key)]
-        return {
-            "channel": channel, "epoch": result.epoch, "offset": result.offset, "recovered": recovered,
-            "messages": [orjson.loads(m) for m in messages],
-        }

@@ -185,7 +185,8 @@ def ticket_issue(*, user: Any) -> tuple[str, int]:
     return ticket, TICKET_TTL_S
 
 
-async def _redeem_ticket(ticket: str) -> Any:
+async def redeem_ticket(ticket: str) -> Any:
+    """The active user a one-time ticket was issued to; the ticket is used up."""
     # GETDEL makes the ticket single-use even when two sockets race with it.
     user_id = await rt_redis.async_client().getdel(ticket_key(ticket))
     if user_id is None:
@@ -211,7 +212,7 @@ async def authenticate(scope: dict) -> Identity:
         return Identity(user, expires_at, "subprotocol")
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "ticket" in query:
-        user = await _redeem_ticket(query["ticket"][0])
+        user = await redeem_ticket(query["ticket"][0])
         # A ticket authenticates the connect; the session then lasts one access-token lifetime.
         return Identity(user, datetime.now(UTC) + jwt_settings.ACCESS_TOKEN_LIFETIME, "ticket")
     token = scope.get("url_route", {}).get("kwargs", {}).get("token")
@@ -240,10 +241,25 @@ class SessionAuthMiddleware:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         """Resolve the session user when the cookie is there; pass everything else through."""
-        cookie = header(scope, b"cookie")
-        if cookie:
-            session_key = parse_cookie(cookie).get(settings.SESSION_COOKIE_NAME)
-            if session_key:
-                scope = dict(scope, session=import_module(settings.SESSION_ENGINE).SessionStore(session_key))
-                scope["user"] = await channels_get_user(scope)
+        session_key = _session_key(scope)
+        if session_key:
+            scope = dict(scope, session=import_module(settings.SESSION_ENGINE).SessionStore(session_key))
+            scope["user"] = await channels_get_user(scope)
         return await self.inner(scope, receive, send)
+
+
+def _session_key(scope: dict) -> str | None:
+    cookie = header(scope, b"cookie")
+    return parse_cookie(cookie).get(settings.SESSION_COOKIE_NAME) if cookie else None
+
+
+async def session_user(scope: dict) -> tuple[Any, Any] | None:
+    """The active user of a request's session cookie and its session, or None (no query without a cookie)."""
+    session_key = _session_key(scope)
+    if not session_key:
+        return None
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = await channels_get_user({"session": session})
+    if not user.is_authenticated or not user.is_active:
+        return None
+    return user, session

@@ -15,7 +15,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from realtime.schemas import ProtocolError
+from realtime.schemas import ProtocolError, validate_channel_name
 
 Check = Callable[[Any, str], bool | Awaitable[bool]]
 # Returns (type, payload) of the current state sent to a new subscriber, or None.
@@ -96,3 +96,14 @@ def user_channel(user_id: Any) -> str:
 
 
 BROADCAST = "broadcast"
+
+
+async def authorize_subscribe(user: Any, channel: str) -> ChannelPolicy:
+    """The policy of a channel a user may read, or ProtocolError: ``invalid_message`` (bad
+    name), ``not_found`` (unknown namespace) or ``forbidden``. Every transport (socket, long
+    poll, server-sent events) asks this one function."""
+    validate_channel_name(channel)
+    policy = policy_for(channel)
+    if not await call_check(policy.can_subscribe, user, channel):
+        raise ProtocolError("forbidden", f"not allowed to subscribe to {channel}")
+    return policy

@@ -72,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
     # Whether server processes (and any process that publishes) run a relay thread; a
     # deployment may run ``manage.py realtime_relay`` instead and set this to False.
     "RELAY_IN_PROCESS": True,
+    # Seconds a long poll or event stream reuses a user's granted channel permission before
+    # asking the channel policy again (0: every request asks). A socket asks once per subscribe.
+    "HTTP_PERMISSION_TTL_S": 10,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
 }

@@ -26,16 +26,16 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from realtime import auth, limits, logs, metrics, registry, security, sessions, streams, users
-from realtime import redis as rt_redis
+from realtime import auth, limits, logs, metrics, registry, security, sessions, users
 from realtime.batching import Failed, PerLoop
-from realtime.channels import BROADCAST, call_check, policy_for, user_channel
+from realtime.channels import BROADCAST, authorize_subscribe, call_check, policy_for, user_channel
 from realtime.commands import run_command
 from realtime.conf import setting
 from realtime.control import ControlPlane
-from realtime.hub import HOUSEKEEPING_JOBS, Hub, Outbox, audience_allows, get_hub
+from realtime.hub import HOUSEKEEPING_JOBS, Hub, Outbox, get_hub
 from realtime.limits import TokenBucket
 from realtime.publish import apublish
+from realtime.recovery import catch_up
 from realtime.schemas import (
     AuthRefresh,
     Command,
@@ -44,8 +44,6 @@ from realtime.schemas import (
     Publish,
     Subscribe,
     Unsubscribe,
-    envelope_bytes,
-    envelope_parts,
     frame,
     parse_command,
     validate_channel_name,
@@ -388,10 +386,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise
 
     async def _subscribe(self, channel: str, since: Any, reply_to: Any, *, checked: bool = False) -> None:
-        validate_channel_name(channel)
-        policy = policy_for(channel)
-        if not checked and not await call_check(policy.can_subscribe, self.identity.user, channel):
-            raise ProtocolError("forbidden", f"not allowed to subscribe to {channel}")
+        if checked:
+            validate_channel_name(channel)
+            policy = policy_for(channel)
+        else:
+            policy = await authorize_subscribe(self.identity.user, channel)
         if channel not in self.subscribed and len(self.subscribed) >= setting("MAX_CHANNELS_PER_CONNECTION"):
             raise ProtocolError("limit_exceeded", "too many channels on this connection")
         self.held = self.held if self.held is not None else []
@@ -399,32 +398,23 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             if channel not in self.subscribed:
                 await self.hub.join(self, channel)
                 self.subscribed.add(channel)
-            since_offset = since.offset if since is not None else -1
-            result = streams.parse_read(await rt_redis.async_script(streams.READ_LUA)(
-                *streams.read_args(channel, since_offset)))
+            caught = await catch_up(policy, self.identity.user, self.user_key, channel,
+                                    (since.epoch, since.offset) if since is not None else None)
         except BaseException:
             self._release({})
             raise
-        self.hub.note_position(channel, result.epoch, result.offset)
-        records = streams.recover(result, since.epoch, since.offset) if since is not None else None
-        recovered = records is not None
-        replay = [r.body.decode() for r in records or () if audience_allows(r.audience, self.user_key)]
+        self.hub.note_position(channel, caught.epoch, caught.offset)
         # `replayed` tells the client how many of the frames that follow are the replay, so it
         # knows when its position may move past them (an extension of the v1 reply).
         self.outbox.push(frame("subscribed", {
-            "channel": channel, "epoch": result.epoch, "offset": result.offset, "recovered": recovered,
-            "replayed": len(replay),
+            "channel": channel, "epoch": caught.epoch, "offset": caught.offset, "recovered": caught.recovered,
+            "replayed": len(caught.replay),
         }, reply_to))
-        for text in replay:
+        for _, text in caught.replay:
             self.outbox.push(text)  # never coalesced: the client counts these frames
-        if policy.snapshot is not None and not recovered:
-            snapshot = await call_check(policy.snapshot, self.identity.user, channel)
-            if snapshot is not None:
-                message_type, payload = snapshot
-                head, tail = envelope_parts(channel=channel, message_type=message_type, payload=payload,
-                                            sender="system", snapshot=True)
-                self.outbox.push(envelope_bytes(head, tail, offset=result.offset, epoch=result.epoch).decode())
-        self._release({channel: result.offset})
+        if caught.snapshot is not None:
+            self.outbox.push(caught.snapshot)
+        self._release({channel: caught.offset})
 
     async def _unsubscribe(self, channel: str, reply_to: Any) -> None:
         validate_channel_name(channel)

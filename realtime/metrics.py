@@ -34,3 +34,7 @@ OUTBOX_OLDEST_AGE = Gauge("renum_realtime_outbox_oldest_age_seconds",
 OUTBOX_DISCARDED = Counter("renum_realtime_outbox_discarded_total",
                            "Outbox rows discarded as undeliverable (their channels got a new epoch)")
 EPOCHS_ROTATED = Counter("renum_realtime_epochs_rotated_total", "Channels given a new epoch after discarded events")
+DATABASE_BUSY = Counter("renum_database_busy_total",
+                        "Requests answered 503: no database connection within the pool timeout")
+HTTP_WAITERS = Gauge("renum_realtime_http_waiters", "Long polls and event streams waiting on the hub",
+                     multiprocess_mode="livesum")

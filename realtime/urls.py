@@ -2,10 +2,10 @@
 
 from django.urls import path
 
-from realtime.apis import EventsApi, PublishApi, TicketApi
+from realtime.apis import PublishApi, TicketApi
 
 urlpatterns = [
     path("ticket/", TicketApi.as_view(), name="realtime-ticket"),
     path("publish/", PublishApi.as_view(), name="realtime-publish"),
-    path("events/", EventsApi.as_view(), name="realtime-events"),
+    # poll/, sse/ and events/ are served before Django: realtime.transports.http_router.
 ]

@@ -1,4 +1,4 @@
-"""ASGI entry point: Django for HTTP, the realtime consumer for WebSockets."""
+"""ASGI entry point: Django for HTTP, the channel stream over HTTP, the consumer for WebSockets."""
 
 import os
 
@@ -14,12 +14,16 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from realtime.auth import SessionAuthMiddleware  # noqa: E402
 from realtime.routing import ExactPathURLRouter, websocket_urlpatterns  # noqa: E402
 from realtime.runtime import tune_gc  # noqa: E402
+from realtime.transports import http_router  # noqa: E402
 
 http_app = django_asgi_app
 if settings.DEBUG or os.environ.get("SERVE_STATIC", "").strip().lower() in {"1", "true", "yes", "on"}:
     # Development and tests serve /static/ (the demo page's scripts) from the app itself;
     # production leaves static files to the proxy or a CDN.
     http_app = ASGIStaticFilesHandler(django_asgi_app)
+# Long polls and event streams are served before Django (realtime/transports.py): they wait
+# on the hub without a thread, which a Django view under sync middleware cannot.
+http_app = http_router(http_app)
 
 application = ProtocolTypeRouter(
     {

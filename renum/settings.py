@@ -74,6 +74,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Before CommonMiddleware, so that preflights and redirects carry the CORS headers.
     "corsheaders.middleware.CorsMiddleware",
+    # A database at its connection ceiling: 503 with Retry-After, not 500.
+    "realtime.middleware.DatabaseBusyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -120,7 +122,21 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 # No health checks: Django would run one before every database_sync_to_async call (a round
 # trip per socket connect); a broken connection is closed after its error instead.
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# A fixed ceiling of PostgreSQL connections per process, whatever the traffic: Django's psycopg
+# pool. Under ASGI every sync view runs in a thread of its own request, so persistent
+# connections (CONN_MAX_AGE > 0) grew with concurrent requests, and CONN_MAX_AGE = 0 alone
+# would too, besides paying a connect per request (docs/operations.md has the measurements).
+# A request finding every connection busy waits DATABASE_POOL_TIMEOUT_S, then gets 503
+# (realtime.middleware). The process also has one connection of its own for the connect-path
+# user lookup (realtime.users): the ceiling is DATABASE_POOL_MAX_SIZE + 1.
+DATABASE_POOL_MAX_SIZE = int(os.environ.get("DATABASE_POOL_MAX_SIZE", "8"))
+DATABASE_POOL_TIMEOUT_S = float(os.environ.get("DATABASE_POOL_TIMEOUT_S", "2"))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE), "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": DATABASE_POOL_TIMEOUT_S,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that server processes started by the tests see the test data.
     _sqlite_name = Path(DATABASES["default"]["NAME"])

@@ -1,7 +1,7 @@
 """Property tests of the edge of the protocol: whatever a client sends, the answer is a typed command
 or a documented protocol error, never a crash.
 
-Covers ``realtime.schemas.parse_command`` and ``validate_channel_name``, ``realtime.apis.parse_since``,
+Covers ``realtime.schemas.parse_command`` and ``validate_channel_name``, ``realtime.transports.parse_since``,
 ``realtime.streams.Record.parse`` and ``realtime.hub.audience_allows``, then drives arbitrary frames
 through a real consumer (in-process communicator, real Redis and database).
 """
@@ -18,10 +18,10 @@ from channels.testing import WebsocketCommunicator
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from realtime.apis import parse_since
 from realtime.hub import audience_allows
 from realtime.schemas import COMMANDS, ProtocolError, parse_command, validate_channel_name
 from realtime.streams import Record
+from realtime.transports import parse_since
 from renum.asgi import application
 from tests.conftest import access_token_for
 

@@ -119,10 +119,18 @@ def test_publish_endpoint_without_configured_keys_refuses_everyone(api_client, s
     assert response.status_code == 401
 
 
-def test_events_endpoint_refuses_a_refresh_token(user):
-    response = bearer(crafted("refresh_as_access", user)).get(f"/api/realtime/events/?channel=user:{user.pk}")
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_http_transports_refuse_a_refresh_token(user):
+    from tests.realtime.test_transports import call
 
-    assert response.status_code == 401
+    token = await sync_to_async(crafted)("refresh_as_access", user)
+    events = await call("GET", "/api/realtime/events/", token=token, query=f"channel=user:{user.pk}")
+    polled = await call("POST", "/api/realtime/poll/", token=token, body={"channels": {f"user:{user.pk}": None}})
+    streamed = await call("GET", "/api/realtime/sse/", token=token, query=f"channel=user:{user.pk}",
+                          content_type=None)
+
+    assert [events.status, polled.status, streamed.status] == [401, 401, 401]
+    assert all("invalid token" in r.json()["detail"] for r in (events, polled, streamed))
 
 
 # ------------------------------------------------------------------ throttles (live)

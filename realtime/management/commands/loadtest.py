@@ -54,6 +54,8 @@ class Command(BaseCommand):
         parser.add_argument("--repeat", type=int, default=1,
                             help="runs per server, taken in turn; the table shows each server's median run")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--team-size", type=int, default=50,
+                            help="longpoll/sse/events: users per team (each client follows its team's channel)")
 
     def handle(self, *args, **o) -> None:
         """Run and report."""
@@ -67,6 +69,8 @@ class Command(BaseCommand):
             ours_settings=o["ours_settings"], ours_app=o["ours_app"], repeat=o["repeat"],
         )
         scenario, clients, rate, duration = config.resolved()
+        if scenario.transport == "http":
+            return self._http(o, scenario, clients, rate, duration)
         # SIGTERM unwinds like Ctrl-C, so the servers and workers this run started are stopped.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
@@ -77,6 +81,33 @@ class Command(BaseCommand):
                                + (f", {rate:g} messages/s for {duration:g} s" if scenario.publish else ""))
         command = "python manage.py loadtest " + shlex.join(sys.argv[2:])
         text = markdown(results, title, command)
+        self.stdout.write(text)
+        if o["output"]:
+            write_section(o["output"], o["section"] or scenario.name, text)
+            self.stdout.write(f"written to {o['output']}")
+
+    def _http(self, o: dict, scenario, clients: int, rate: float, duration: float) -> None:  # noqa: ANN001
+        """The HTTP fallback scenarios (``longpoll``, ``sse``, ``events``): loadtest.http_fallback."""
+        from loadtest import http_fallback
+
+        servers = [s.strip() for s in o["servers"].split(",") if s.strip()]
+        if o["servers"] == "ours,bare,textbook":  # the option's default is for the socket scenarios
+            servers = ["ours"]
+        for name in servers:
+            if name.partition("@")[0] != "ours":
+                raise CommandError(f"{scenario.name} runs on ours or ours@<commit> only, not {name!r}")
+        config = http_fallback.HttpConfig(
+            mode=scenario.name, secret_key=settings.SECRET_KEY, clients=clients, rate=rate, duration=duration,
+            servers=servers, workers=o["workers"], database_url=o["database_url"], redis_url=o["redis_url"],
+            team_size=o["team_size"], progress=not o["no_progress"],
+        )
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            results = http_fallback.run(config)
+        except (ValueError, RuntimeError, TimeoutError) as exc:
+            raise CommandError(str(exc)) from exc
+        title = o["title"] or f"{scenario.name}: {clients} clients, {rate:g} notifications/s for {duration:g} s"
+        text = http_fallback.markdown(results, title, "python manage.py loadtest " + shlex.join(sys.argv[2:]))
         self.stdout.write(text)
         if o["output"]:
             write_section(o["output"], o["section"] or scenario.name, text)
