@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from django.conf import settings
 from redis.exceptions import RedisError
 
 from realtime import auth, metrics
@@ -736,13 +737,40 @@ async def _serve(handler: Callable[[dict, Receive, Send], Awaitable[None]], scop
             await respond(send, 500, b'{"detail":"internal error"}')
 
 
+def cors_headers(scope: dict) -> list[tuple[bytes, bytes]]:
+    """The CORS headers of a transport's answer, from the settings django-cors-headers reads.
+
+    The transports are served before Django, so its CORS middleware never sees their answers;
+    their preflights (OPTIONS) go to Django, where it answers them. Credentials are bearer
+    tokens or tickets, never cookies across origins, so no ``Allow-Credentials``.
+    """
+    origin = next((value for name, value in scope.get("headers", ()) if name == b"origin"), None)
+    if origin is None:
+        return []
+    allowed = getattr(settings, "CORS_ALLOW_ALL_ORIGINS", False) or \
+        origin.decode("latin-1") in getattr(settings, "CORS_ALLOWED_ORIGINS", ())
+    if not allowed:
+        return [(b"vary", b"origin")]
+    return [(b"access-control-allow-origin", origin), (b"vary", b"origin"),
+            (b"access-control-expose-headers", ", ".join(getattr(settings, "CORS_EXPOSE_HEADERS", ())).encode())]
+
+
 def http_router(django_app: Any) -> Callable[[dict, Receive, Send], Awaitable[None]]:
     """An ASGI app serving the HTTP transports by exact path and everything else with Django."""
 
     async def app(scope: dict, receive: Receive, send: Send) -> None:
         handler = ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if handler is None:
+        if handler is None or scope.get("method") == "OPTIONS":  # preflights: Django's CORS middleware
             return await django_app(scope, receive, send)
-        return await _serve(handler, scope, receive, send)
+        extra = cors_headers(scope)
+        if not extra:
+            return await _serve(handler, scope, receive, send)
+
+        async def send_with_cors(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        return await _serve(handler, scope, receive, send_with_cors)
 
     return app

@@ -84,3 +84,35 @@ def test_an_origin_without_a_scheme_is_refused_at_startup():
     assert result.returncode != 0
     assert "corsheaders.E013" in result.stderr
     assert "localhost:3000" in result.stderr
+
+
+def test_the_http_transports_answer_other_origins_like_the_rest_api(live_server_factory, user):
+    """Long polls and event streams are served before Django; their answers carry CORS too."""
+    server = live_server_factory(CORS_ALLOWED_ORIGINS=APP)
+    port = int(server.http_url.rsplit(":", 1)[1])
+    auth = {"Authorization": f"Bearer {access_token_for(user)}", "Content-Type": "application/json"}
+    body = f'{{"channels": {{"user:{user.pk}": null}}, "timeout": 0}}'
+
+    def post_poll(origin: str) -> http.client.HTTPResponse:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/api/realtime/poll/", body=body, headers={**auth, "Origin": origin})
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response
+
+    allowed, other = post_poll(APP), post_poll("http://evil.example")
+    stream = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    stream.request("GET", f"/api/realtime/sse/?channel=user:{user.pk}", headers={**auth, "Origin": APP})
+    sse = stream.getresponse()
+    stream.close()
+
+    assert allowed.status == 200
+    assert allowed.getheader("Access-Control-Allow-Origin") == APP
+    assert {h.strip() for h in allowed.getheader("Access-Control-Expose-Headers").split(",")} == \
+        {"ETag", "X-Poll-Interval", "Retry-After"}
+    assert other.status == 200
+    assert other.getheader("Access-Control-Allow-Origin") is None
+    assert sse.status == 200
+    assert sse.getheader("Content-Type").startswith("text/event-stream")
+    assert sse.getheader("Access-Control-Allow-Origin") == APP
