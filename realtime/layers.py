@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 from channels_redis.core import RedisChannelLayer
 
+from realtime import topology
+
 # One command for a batch of memberships: KEYS are group keys, ARGV[1] the channel, ARGV[2]
 # the score (now), ARGV[3] the group expiry; exactly group_add's ZADD and EXPIRE per key.
 _GROUP_ADD_LUA = """
@@ -45,9 +47,10 @@ class RealtimeRedisChannelLayer(RedisChannelLayer):
 
     def group_keys_in(self, redis_url: str, groups: Iterable[str]) -> list[bytes] | None:
         """The Redis keys of ``groups``, when this layer keeps them all in the Redis at
-        ``redis_url`` (one host, that URL): another script there can then write them as
-        ``group_add`` does (ZADD now channel, EXPIRE group_expiry). None otherwise."""
-        if len(self.hosts) != 1 or self.hosts[0].get("address") != redis_url:
+        ``redis_url`` (one host, that server or that Sentinel master): another script there can
+        then write them as ``group_add`` does (ZADD now channel, EXPIRE group_expiry). None
+        otherwise."""
+        if len(self.hosts) != 1 or not _same_redis(self.hosts[0], topology.parse(redis_url)):
             return None
         return [self._group_key(group) for group in groups]
 
@@ -61,3 +64,11 @@ class RealtimeRedisChannelLayer(RedisChannelLayer):
             # eval, not evalsha: a Redis that restarted has no scripts, and these run once per
             # batch (Redis caches the compiled script either way).
             await self.connection(index).eval(script, len(keys), *keys, channel, *args)
+
+
+def _same_redis(host: dict, target: topology.Topology) -> bool:
+    """Whether a channels_redis ``hosts`` entry names the Redis of ``target``."""
+    if target.kind == "single":
+        return host.get("address") == target.url
+    return (host.get("master_name") == target.master and host.get("db", 0) == target.db
+            and [tuple(s) for s in host.get("sentinels", ())] == list(target.sentinels))

@@ -7,7 +7,9 @@ Every new connection first checks that the server is the one that confirmed the 
 generation (``streams.GENERATION_LUA``): a Redis restarted from its AOF (which may lack the
 last second of writes) or a replica promoted in its place has another run id, and the
 generation is renewed before the connection runs anything else, so no offset a client has
-seen is handed out again in the same epoch.
+seen is handed out again in the same epoch. Behind Sentinel (``realtime.topology``) each new
+connection goes to the master the sentinels name, so after a failover the first connection
+to the promoted replica renews the generation the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import weakref
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+
+from realtime import topology
 
 _POOL_SIZE = int(os.environ.get("REALTIME_REDIS_POOL_SIZE", "64"))
 logger = logging.getLogger("realtime.redis")
@@ -59,6 +63,13 @@ async def _acheck_generation(connection: aioredis.Connection) -> None:
     await connection.send_command(*_generation_command(run_id))
     if await connection.read_response() == 1:
         logger.warning("Redis server %s is new to this data set: channel epochs will change", run_id)
+
+
+def _topology() -> topology.Topology:
+    """Single server or Sentinel, as ``REDIS_URL`` says (``realtime.topology``)."""
+    return topology.parse(settings.REDIS_URL)
+
+
 _sync_client: redis.Redis | None = None
 _fast_client: redis.Redis | None = None
 _sync_lock = threading.Lock()
@@ -71,8 +82,8 @@ def sync_client() -> redis.Redis:
     if _sync_client is None:
         with _sync_lock:
             if _sync_client is None:
-                pool = redis.BlockingConnectionPool.from_url(
-                    settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=5,
+                pool = topology.sync_pool(
+                    _topology(), max_connections=_POOL_SIZE, timeout=5,
                     socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
                     redis_connect_func=_check_generation,
                 )
@@ -85,8 +96,8 @@ def async_client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=5,
+        pool = topology.async_pool(
+            _topology(), max_connections=_POOL_SIZE, timeout=5,
             socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
             redis_connect_func=_acheck_generation,
         )
@@ -105,8 +116,8 @@ def fast_client() -> redis.Redis:
         with _sync_lock:
             if _fast_client is None:
                 timeout = setting("PUBLISH_ATTEMPT_TIMEOUT_S")
-                pool = redis.BlockingConnectionPool.from_url(
-                    settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=timeout,
+                pool = topology.sync_pool(
+                    _topology(), max_connections=_POOL_SIZE, timeout=timeout,
                     socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
                     redis_connect_func=_check_generation,
                 )
@@ -123,7 +134,8 @@ def reset() -> None:
 
 def new_async_connection_client() -> aioredis.Redis:
     """A client with its own dedicated pool, for long-lived pub/sub readers."""
-    return aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, health_check_interval=0)
+    pool = topology.async_pool(_topology(), blocking=False, socket_connect_timeout=2, health_check_interval=0)
+    return aioredis.Redis.from_pool(pool)
 
 
 def sync_script(source: str):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from realtime import topology as redis_topology
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("RENUM_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -98,18 +100,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
+# One server (redis://, rediss://, unix://) or a master behind Sentinel
+# (redis+sentinel://host:26379,host2:26379/<master name>/<db>): realtime/topology.py.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if not REDIS_URL:
     from renum.embedded_redis import ensure_embedded_redis
 
     REDIS_URL = ensure_embedded_redis(VAR_DIR)
+REDIS_TOPOLOGY = redis_topology.parse(REDIS_URL)
 
 CACHES = {
     # Shared by every process, so DRF throttles hold across server processes.
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        # A list: Django splits a string LOCATION at commas (a Sentinel URL has some).
+        "LOCATION": [REDIS_URL],
         "KEY_PREFIX": "renum:cache",
+        "OPTIONS": {"pool_class": "realtime.topology.CachePool"},
     }
 }
 
@@ -123,8 +130,8 @@ CHANNEL_LAYERS = {
             # redis-py's default 5 s read timeout equals channels_redis's 5 s BZPOPMIN wait: an idle
             # receive would time out and end the consumer. Reads may take longer than the wait.
             # redis-py's pool raises (not waits) past max_connections: room for connect storms.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2,
-                       "max_connections": 2000}],
+            "hosts": [redis_topology.channel_layer_host(REDIS_TOPOLOGY, socket_timeout=15, socket_connect_timeout=2,
+                                                        max_connections=2000)],
             # Under the realtime prefix: deployments (and test runs) sharing a Redis stay apart.
             "prefix": os.environ.get("REALTIME_KEY_PREFIX", "renum:rt") + ":layer",
             "capacity": 1000,
