@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,3 +30,30 @@ def test_production_settings_start_when_given_what_they_need():
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def settings_of(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    clean.update(env, DJANGO_SETTINGS_MODULE="renum.settings")
+    script = ("from django.conf import settings as s; import json; "
+              "print(json.dumps([s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0], s.CACHES['default']['LOCATION']]))")
+    return subprocess.run([sys.executable, "-c", f"import django; django.setup(); {script}"], cwd=ROOT, env=clean,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_sentinel_redis_url_configures_the_channel_layer_and_the_cache():
+    url = "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/main/2"
+    result = settings_of(REDIS_URL=url)
+
+    assert result.returncode == 0, result.stderr
+    host, location = json.loads(result.stdout)
+    assert (host["sentinels"], host["master_name"], host["db"], host["password"]) == (
+        [["10.0.0.1", 26379], ["10.0.0.2", 26379]], "main", 2, "pw")
+    assert location == [url]
+
+
+def test_a_malformed_redis_url_stops_the_settings_with_the_reason():
+    result = settings_of(REDIS_URL="redis+sentinel://10.0.0.1:26379")
+
+    assert result.returncode != 0
+    assert "REDIS_URL: a Sentinel URL ends with /<master name> or /<master name>/<db>" in result.stderr
