@@ -14,8 +14,9 @@ def render(rows: list[dict[str, Any]], exitstatus: int) -> str:
     lines = [
         "# Reliability: what the failure scenarios showed",
         "",
-        f"Produced by `{COMMAND}` (the failure tests in `tests/realtime/test_failures.py`, which CI also",
-        "runs), against real uvicorn server processes, a real Redis and the test database, with the",
+        f"Produced by `{COMMAND}` (the failure tests in `tests/realtime/test_failures.py` and the Sentinel failover of",
+        "`tests/realtime/test_sentinel.py`, which CI also runs), against real uvicorn server processes,",
+        "a real Redis and the test database, with the",
         "reference client `realtime/client.py` (backoff 1, 2, 4, 8, 16 s plus jitter, at most 5 attempts,",
         "resume with `since`, de-duplication by `(channel, epoch, offset)`).",
         "",
