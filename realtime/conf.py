@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     # The transactional outbox (realtime/relay.py). Seconds the delivery attempt right after a
     # commit may wait for Redis before leaving the events to the relay (a request never waits
     # longer than this on Redis).
-    "PUBLISH_ATTEMPT_TIMEOUT_S": 0.05,
+    "PUBLISH_ATTEMPT_TIMEOUT_S": 0.04,
     # Seconds a process owns the outbox rows it wrote or claimed; rows of a process that died
     # are taken over by another one once this has passed.
     "OUTBOX_LEASE_S": 30,

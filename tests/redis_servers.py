@@ -124,11 +124,14 @@ class TcpProxy:
                 dst.sendall(data)
         except OSError:
             pass
+        # shutdown, not only close: close() does not wake the other pump's recv on the same
+        # socket, and the peer would never see the connection end.
         for sock in (src, dst):
             try:
-                sock.close()
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            sock.close()
 
     def cut(self) -> None:
         """Close every current connection (both sides), as a network failure would."""
