@@ -66,8 +66,14 @@ async def _acheck_generation(connection: aioredis.Connection) -> None:
 
 
 def _topology() -> topology.Topology:
-    """Single server or Sentinel, as ``REDIS_URL`` says (``realtime.topology``)."""
-    return topology.parse(settings.REDIS_URL)
+    """Single server, Sentinel or Cluster, as ``REDIS_URL`` says (``realtime.topology``)."""
+    url = settings.REDIS_URL
+    if _parsed[0] != url:
+        _parsed[:] = [url, topology.parse(url)]
+    return _parsed[1]
+
+
+_parsed: list = ["", None]
 
 
 _sync_client: redis.Redis | None = None
@@ -76,18 +82,30 @@ _sync_lock = threading.Lock()
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 
 
+def is_cluster() -> bool:
+    """Whether ``REDIS_URL`` names a Redis Cluster (sharded pub/sub, per-slot registry writes)."""
+    return _topology().kind == "cluster"
+
+
+def _sync(timeout: float) -> redis.Redis:
+    if is_cluster():
+        return topology.cluster_client(_topology(), asynchronous=False, max_connections=_POOL_SIZE,
+                                       socket_timeout=timeout, socket_connect_timeout=min(timeout, 2))
+    pool = topology.sync_pool(
+        _topology(), max_connections=_POOL_SIZE, timeout=timeout,
+        socket_timeout=timeout, socket_connect_timeout=min(timeout, 2), health_check_interval=30,
+        redis_connect_func=_check_generation,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
 def sync_client() -> redis.Redis:
     """The process's synchronous client (thread-safe; used by on-commit publishing)."""
     global _sync_client
     if _sync_client is None:
         with _sync_lock:
             if _sync_client is None:
-                pool = topology.sync_pool(
-                    _topology(), max_connections=_POOL_SIZE, timeout=5,
-                    socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-                    redis_connect_func=_check_generation,
-                )
-                _sync_client = redis.Redis(connection_pool=pool)
+                _sync_client = _sync(5)
     return _sync_client
 
 
@@ -96,12 +114,16 @@ def async_client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        pool = topology.async_pool(
-            _topology(), max_connections=_POOL_SIZE, timeout=5,
-            socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-            redis_connect_func=_acheck_generation,
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        if is_cluster():
+            client = topology.cluster_client(_topology(), asynchronous=True, max_connections=_POOL_SIZE,
+                                             socket_timeout=5, socket_connect_timeout=2)
+        else:
+            pool = topology.async_pool(
+                _topology(), max_connections=_POOL_SIZE, timeout=5,
+                socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+                redis_connect_func=_acheck_generation,
+            )
+            client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 
@@ -115,13 +137,7 @@ def fast_client() -> redis.Redis:
 
         with _sync_lock:
             if _fast_client is None:
-                timeout = setting("PUBLISH_ATTEMPT_TIMEOUT_S")
-                pool = topology.sync_pool(
-                    _topology(), max_connections=_POOL_SIZE, timeout=timeout,
-                    socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
-                    redis_connect_func=_check_generation,
-                )
-                _fast_client = redis.Redis(connection_pool=pool)
+                _fast_client = _sync(setting("PUBLISH_ATTEMPT_TIMEOUT_S"))
     return _fast_client
 
 
@@ -138,12 +154,33 @@ def new_async_connection_client() -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
+def script_source(source: str) -> str:
+    """A script as this topology runs it. The scripts are written for one server; on a Redis
+    Cluster their generation is the node's run id (a cluster has no key every slot can read;
+    the run id changes exactly when ``streams.GENERATION_LUA``'s key would be renewed: a restarted or
+    promoted node) and they publish with SPUBLISH, to the shard of the channel only."""
+    if not is_cluster():
+        return source
+    from realtime import streams
+
+    return (source.replace(streams.GENERATION_LUA, streams.CLUSTER_GENERATION_LUA)
+            .replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+
+
+def sharded_pubsub(prefix: str):
+    """The hub's pub/sub on a Redis Cluster (``realtime.sharded``), for the running loop."""
+    from realtime.sharded import ShardedPubSub
+
+    parsed = _topology()
+    return ShardedPubSub(async_client(), prefix, username=parsed.username, password=parsed.password)
+
+
 def sync_script(source: str):
     """A Lua script bound to the sync client (EVALSHA, loading the script when Redis lost it)."""
     client = sync_client()
     script = _sync_scripts.get(source)
     if script is None:
-        script = _sync_scripts[source] = client.register_script(source)
+        script = _sync_scripts[source] = client.register_script(script_source(source))
     return script
 
 
@@ -153,7 +190,7 @@ def async_script(source: str):
     scripts = _async_scripts.setdefault(client, {})
     script = scripts.get(source)
     if script is None:
-        script = scripts[source] = client.register_script(source)
+        script = scripts[source] = client.register_script(script_source(source))
     return script
 
 

@@ -8,6 +8,7 @@ sets (connection id scored by expiry) count a user's live connections across pro
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -38,8 +39,9 @@ def proc_key(process_id: str = PROCESS_ID) -> str:
 
 
 def user_key(user_id: str) -> str:
-    """Sorted set of a user's connection ids scored by expiry time."""
-    return _k("uconn", user_id)
+    """Sorted set of a user's connection ids scored by expiry time; hash-tagged like the user's
+    personal channel, so on a Redis Cluster a user's limit lives in one slot, beside their stream."""
+    return _k("uconn", f"{{user:{user_id}}}")
 
 
 # Adds a batch of connections and reads the positions of the channels their welcomes name.
@@ -91,9 +93,11 @@ async def add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]],
     One script call for the batch (the sockets starting together, ``realtime.consumers``),
     which also joins ``groups`` = (channel-layer group keys, member, expiry) when given.
     """
-    register = rt_redis.async_script(REGISTER_LUA)
     # Each channel is read once per batch: in a storm every socket asks for ``broadcast``.
     channels = list(dict.fromkeys(channel for _, read_channels in items for channel in read_channels))
+    if rt_redis.is_cluster():
+        return await _add_many_per_slot(items, channels)
+    register = rt_redis.async_script(REGISTER_LUA)
     group_keys, member, expiry = groups or ([], "", 0)
     keys: list[Any] = [proc_key(), procs_key()]
     args: list[Any] = [setting("REGISTRY_TTL_S"), repr(time.time()), PROCESS_ID, len(items), setting("META_TTL_S"),
@@ -110,6 +114,33 @@ async def add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]],
     read = {channel: streams.ReadResult(epoch.decode(), int(offset), [])
             for channel, (epoch, offset) in zip(channels, positions, strict=True)}
     return [(int(count), [read[c] for c in read_channels])
+            for count, (_, read_channels) in zip(counts, items, strict=True)]
+
+
+async def _add_many_per_slot(items: list[tuple[dict[str, Any], tuple[str, ...]]],
+                             channels: list[str]) -> list[tuple[int, list]]:
+    """``add_many`` on a Redis Cluster, where one script may only touch one slot: the same
+    writes as REGISTER_LUA in one pipeline (the client sends each node its commands), and the
+    positions with READ_LUA per channel, concurrently. The control memberships are the
+    channel layer's own (``realtime.layers.ClusterChannelLayer``)."""
+    client = rt_redis.async_client()
+    ttl, now = setting("REGISTRY_TTL_S"), time.time()
+    pipe = client.pipeline()
+    for entry, _ in items:
+        key = user_key(entry["user_id"])
+        pipe.zadd(key, {entry["connection_id"]: now + ttl})
+        pipe.expire(key, ttl)
+        pipe.zcount(key, now, "+inf")
+    pipe.hset(proc_key(), mapping={entry["connection_id"]: orjson.dumps(entry) for entry, _ in items})
+    pipe.expire(proc_key(), ttl)
+    pipe.zadd(procs_key(), {PROCESS_ID: now + ttl})
+    read = rt_redis.async_script(streams.READ_LUA)
+    replies, *positions = await asyncio.gather(
+        pipe.execute(), *(read(*streams.read_args(channel, -1)) for channel in channels))
+    # ZADD, EXPIRE, ZCOUNT per entry: a user's count right after adding that entry, as in the script.
+    counts = replies[2:3 * len(items):3]
+    found = {channel: streams.parse_read(reply) for channel, reply in zip(channels, positions, strict=True)}
+    return [(int(count), [found[c] for c in read_channels])
             for count, (_, read_channels) in zip(counts, items, strict=True)]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from realtime import redis as rt_redis
 from realtime.conf import setting
 
 # The generation of the Redis data set: a key that a Redis replaced by an empty one (or by a
@@ -37,6 +38,15 @@ local function generation(meta, fresh)
     redis.call('SET', key, current)
   end
   return current
+end
+"""
+
+# GENERATION_LUA on a Redis Cluster (``realtime.redis.script_source``): the generation is the
+# run id of the node that owns the channel's slot. A restarted node or a promoted replica has
+# another one, so its channels get a new epoch on their next access, as on one server.
+CLUSTER_GENERATION_LUA = """
+local function generation(meta, fresh)
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 end
 """
 
@@ -167,7 +177,10 @@ def history_key(channel: str) -> str:
 
 
 def pubsub_name(channel: str) -> str:
-    """Redis pub/sub channel that carries a channel's live records."""
+    """Redis pub/sub channel that carries a channel's live records; on a Cluster a shard
+    channel in the slot of the channel's keys (SPUBLISH from the publish script)."""
+    if rt_redis.is_cluster():
+        return f"{setting('KEY_PREFIX')}:p:{{{channel}}}"
     return f"{setting('KEY_PREFIX')}:p:{channel}"
 
 

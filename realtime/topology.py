@@ -1,15 +1,24 @@
-"""Which Redis the service talks to, chosen by one URL: one server, or a master behind Sentinel.
+"""Which Redis the service talks to, chosen by one URL: one server, a master behind Sentinel,
+or a Redis Cluster.
 
 ``REDIS_URL`` is either a plain redis-py URL (``redis://host:6379/0``, ``rediss://...``,
 ``unix:///path/redis.sock``) or a Sentinel URL::
 
     redis+sentinel://[[user]:password@]host:26379[,host2:26379...]/<master name>[/<db>][?sentinel_password=...]
 
+or a Cluster URL (any reachable nodes; the client learns the rest)::
+
+    redis+cluster://[[user]:password@]host:7000[,host2:7001...]
+
 For Sentinel every pool (history and publishing, the hub's pub/sub, the registry, the outbox
 relay, limits, the Django cache behind DRF throttles, the channel layer) asks the sentinels
 for the current master before each new connection, so after a failover every process finds the
 new master by itself once its old connections break. The password of the URL is the master's;
 ``sentinel_password`` is the sentinels' own, when they require one.
+
+For Cluster the keys of one channel share a hash slot (``{channel}`` tags), fan-out uses sharded
+pub/sub (SPUBLISH/SSUBSCRIBE: a message goes to the shard of its channel only) and the control
+plane uses ``realtime.layers.ClusterChannelLayer``; see docs/operations.md.
 
 This module reads no settings (``renum.settings`` builds CHANNEL_LAYERS and CACHES with it).
 """
@@ -26,13 +35,15 @@ import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 # How long a sentinel may take to name the master: a dead sentinel costs the next one this long.
 SENTINEL_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Topology:
-    """A parsed ``REDIS_URL``: ``kind`` is ``single`` or ``sentinel``."""
+    """A parsed ``REDIS_URL``: ``kind`` is ``single``, ``sentinel`` or ``cluster`` (whose
+    ``sentinels`` are the startup nodes)."""
 
     kind: str
     url: str
@@ -59,21 +70,15 @@ class RedisUrlError(ValueError):
 
 def parse(url: str) -> Topology:
     """Parse ``REDIS_URL``; raises RedisUrlError naming the problem for a malformed Sentinel URL."""
+    if url.startswith(CLUSTER_SCHEME + "://"):
+        return _parse_cluster(url)
     if not url.startswith(SENTINEL_SCHEME + "://"):
         return Topology("single", url)
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")
     userinfo, hosts = netloc[0], netloc[2]
-    username = password = None
-    if userinfo:
-        user, _, secret = userinfo.partition(":")
-        username, password = unquote(user) or None, unquote(secret) or None
-    sentinels = []
-    for item in hosts.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise RedisUrlError(f"REDIS_URL: sentinel address {item!r} is not host:port")
-        sentinels.append((host.strip("[]"), int(port)))
+    username, password = _credentials(userinfo)
+    sentinels = _addresses(hosts, "sentinel")
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2:
         raise RedisUrlError("REDIS_URL: a Sentinel URL ends with /<master name> or /<master name>/<db>")
@@ -87,6 +92,35 @@ def parse(url: str) -> Topology:
                     username, password, query.get("sentinel_password", [None])[0])
 
 
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    if not userinfo:
+        return None, None
+    user, _, secret = userinfo.partition(":")
+    return unquote(user) or None, unquote(secret) or None
+
+
+def _addresses(hosts: str, what: str) -> list[tuple[str, int]]:
+    addresses = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise RedisUrlError(f"REDIS_URL: {what} address {item!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def _parse_cluster(url: str) -> Topology:
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, password = _credentials(userinfo)
+    nodes = _addresses(hosts, "cluster node")
+    if parts.path.strip("/") not in ("", "0"):
+        raise RedisUrlError("REDIS_URL: a Redis Cluster has only database 0")
+    if parts.query:
+        raise RedisUrlError(f"REDIS_URL: unknown Cluster option(s) {parts.query}")
+    return Topology("cluster", url, tuple(nodes), username=username, password=password)
+
+
 # ---------------------------------------------------------------------- pools
 
 
@@ -96,6 +130,26 @@ class _SentinelBlockingPool(redis.sentinel.SentinelConnectionPool, redis.Blockin
 
 class _AsyncSentinelBlockingPool(aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool):
     """The async twin of ``_SentinelBlockingPool``."""
+
+
+def cluster_client(topology: Topology, *, asynchronous: bool, max_connections: int = 64,
+                   **kwargs: Any) -> Any:
+    """A RedisCluster client (sync or for the running loop) of a ``cluster`` topology; it
+    routes each command to the node owning its key's slot and follows MOVED replies."""
+    kwargs.pop("timeout", None)  # a pool-wait timeout: cluster pools do not wait
+    kwargs.pop("redis_connect_func", None)  # the cluster's own; generations are per node there
+    kwargs.pop("health_check_interval", None)
+    if asynchronous:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in topology.sentinels],
+                            username=topology.username, password=topology.password,
+                            max_connections=max_connections, **kwargs)
+    from redis.cluster import ClusterNode, RedisCluster
+
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in topology.sentinels],
+                        username=topology.username, password=topology.password,
+                        max_connections=max_connections, **kwargs)
 
 
 def sync_pool(topology: Topology, *, blocking: bool = True, **kwargs: Any) -> redis.ConnectionPool:

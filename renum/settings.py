@@ -100,8 +100,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
-# One server (redis://, rediss://, unix://) or a master behind Sentinel
-# (redis+sentinel://host:26379,host2:26379/<master name>/<db>): realtime/topology.py.
+# One server (redis://, rediss://, unix://), a master behind Sentinel
+# (redis+sentinel://host:26379,host2:26379/<master name>/<db>) or a Redis Cluster
+# (redis+cluster://host:7000,host2:7001): realtime/topology.py.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if not REDIS_URL:
     from renum.embedded_redis import ensure_embedded_redis
@@ -112,7 +113,7 @@ REDIS_TOPOLOGY = redis_topology.parse(REDIS_URL)
 CACHES = {
     # Shared by every process, so DRF throttles hold across server processes.
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "realtime.cache.RedisCache",
         # A list: Django splits a string LOCATION at commas (a Sentinel URL has some).
         "LOCATION": [REDIS_URL],
         "KEY_PREFIX": "renum:cache",
@@ -143,6 +144,13 @@ CHANNEL_LAYERS = {
         },
     }
 }
+
+if REDIS_TOPOLOGY.kind == "cluster":
+    # channels_redis cannot run on a Cluster (its scripts span many keys): the same semantics
+    # with one key per command (realtime/layers.py).
+    CHANNEL_LAYERS["default"]["BACKEND"] = "realtime.layers.ClusterChannelLayer"
+    CHANNEL_LAYERS["default"]["CONFIG"].pop("hosts")
+    CHANNEL_LAYERS["default"]["CONFIG"]["cluster_url"] = REDIS_URL
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -244,3 +244,63 @@ def _wait(condition, what: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too and below the ephemeral range."""
+    while True:
+        port = free_port()
+        if port + 10000 >= 32768:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class ClusterSet:
+    """A Redis Cluster of the test's own: ``masters`` nodes (no replicas), slots spread by
+    ``redis-cli --cluster create``."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.directory = directory
+        self.ports = [_cluster_port() for _ in range(masters)]
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        """The ``redis+cluster://`` URL of this cluster."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self) -> ClusterSet:
+        """Start the nodes, create the cluster and wait until every node says it is ok."""
+        for port in self.ports:
+            folder = self.directory / f"node{port}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.processes.append(subprocess.Popen(
+                [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(folder), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", "5000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in self.ports:
+            _wait(lambda port=port: self.node(port).ping(), "the cluster nodes to start")
+        cli = Path(redis_binary()).with_name("redis-cli")
+        subprocess.run([str(cli if cli.exists() else "redis-cli"), "--cluster", "create",
+                        *(f"127.0.0.1:{port}" for port in self.ports), "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        for port in self.ports:
+            _wait(lambda port=port: self.node(port).cluster("info")["cluster_state"] == "ok",
+                  "the cluster to be ok")
+        return self
+
+    def node(self, port: int) -> redis.Redis:
+        """A plain client of one node (for the test's own per-node commands)."""
+        return redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=1)
+
+    def stop(self) -> None:
+        """kill -9 every node."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)

@@ -1,0 +1,131 @@
+"""Redis Cluster: a 3-master cluster of the test's own (``tests.redis_servers.ClusterSet``).
+
+Keys of one channel share a slot, fan-out is sharded pub/sub (each message reaches only the
+node that owns its channel), the registry and per-user limits work per slot, the control plane
+runs on ``ClusterChannelLayer``, and a live server on the cluster runs the core scenarios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+from redis.cluster import key_slot
+
+from realtime import publish as rt_publish
+from realtime import redis as rt_redis
+from realtime import registry, streams
+from realtime import relay as rt_relay
+from realtime.layers import ClusterChannelLayer
+from tests.redis_servers import ClusterSet
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One cluster for the module (creating one takes seconds); each test uses its own prefix."""
+    group = ClusterSet(tmp_path_factory.mktemp("cluster")).start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def on_cluster(cluster, settings):
+    """This process's realtime clients, cache and channel layer on the cluster."""
+    settings.REDIS_URL = cluster.url
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": [cluster.url]}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.layers.ClusterChannelLayer", "CONFIG": {
+        "cluster_url": cluster.url, "prefix": f"t{time.monotonic_ns()}:layer", "expiry": 60}}}
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "KEY_PREFIX": f"t{time.monotonic_ns()}:rt"}
+    rt_redis.reset()
+    rt_publish._breaker = None
+    rt_relay.reset()
+    yield cluster
+    rt_relay.reset()
+    rt_redis.reset()
+    rt_publish._breaker = None
+
+
+def slot(key: str) -> int:
+    return key_slot(key.encode())
+
+
+def test_every_key_of_a_channel_and_a_users_limit_share_the_channels_slot(on_cluster):
+    for channel in ("user:42", "team:7", "broadcast", "execution:9f1c"):
+        keys = [streams.meta_key(channel), streams.history_key(channel), streams.idempotency_key(channel),
+                streams.pubsub_name(channel)]
+        assert {slot(k) for k in keys} == {slot(f"{{{channel}}}")}
+    assert slot(registry.user_key("42")) == slot(streams.meta_key("user:42"))
+
+
+def _calls(node, command: str) -> int:
+    return int(node.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_a_message_goes_only_to_the_node_that_owns_its_channel(on_cluster):
+    nodes = {port: on_cluster.node(port) for port in on_cluster.ports}
+    owner = {port: set() for port in on_cluster.ports}
+    client = rt_redis.sync_client()
+    channels = [f"user:{n}" for n in range(30)]
+    for channel in channels:
+        owner[client.get_node_from_key(streams.meta_key(channel)).port].add(channel)
+    before = {port: (_calls(node, "spublish"), _calls(node, "publish")) for port, node in nodes.items()}
+
+    published = [rt_publish.publish_rollback_unsafe(channel, "system_event", {"c": channel}) for channel in channels]
+
+    assert all(p is not None and p.offset == 1 for p in published)
+    assert all(len(owned) > 0 for owned in owner.values())  # 30 channels spread over all 3 nodes
+    for port, node in nodes.items():
+        spublish, publish = _calls(node, "spublish") - before[port][0], _calls(node, "publish") - before[port][1]
+        assert (spublish, publish) == (len(owner[port]), 0)
+
+
+def test_the_outbox_relay_publishes_exactly_once_per_channel_slot(on_cluster):
+    from realtime.publish import Message, publish_many_on_commit
+
+    publish_many_on_commit([Message(f"user:{n}", "system_event", {"n": n}) for n in range(20)])
+    assert rt_relay.relay().drain(10)
+
+    for n in range(20):
+        entries = rt_redis.sync_client().xrange(streams.history_key(f"user:{n}"))
+        assert [orjson.loads(streams.Record.parse(f[b"r"]).body)["payload"] for _, f in entries] == [{"n": n}]
+
+
+def test_the_registry_counts_connections_per_user_across_slots(on_cluster):
+    entries = [({"connection_id": f"c{n}", "user_id": str(n % 4), "connected_at": 1.0}, (f"user:{n % 4}",))
+               for n in range(8)]
+
+    added = asyncio.run(registry.add_many(entries))
+
+    assert [count for count, _ in added] == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert [positions[0].offset for _, positions in added] == [0] * 8
+    assert registry.user_connection_count("3") == 2
+    assert sorted(e["connection_id"] for e in registry.live_connections()) == [f"c{n}" for n in range(8)]
+
+
+def test_the_cluster_channel_layer_keeps_group_semantics(on_cluster):
+    layer = ClusterChannelLayer(on_cluster.url, prefix=f"g{time.monotonic_ns()}", capacity=2)
+
+    async def scenario() -> tuple:
+        first, second = await layer.new_channel("rtcontrol"), await layer.new_channel("rtcontrol")
+        await layer.group_add_many(["rt.user.1", "rt.user.2"], first)
+        await layer.group_add("rt.user.2", second)
+        await layer.group_send("rt.user.2", {"type": "rt.x", "n": 1})
+        got = (await layer.receive(first), await layer.receive(second))
+        await layer.group_discard("rt.user.2", first)
+        await layer.group_send("rt.user.2", {"type": "rt.x", "n": 2})
+        await layer.group_send("rt.user.1", {"type": "rt.x", "n": 3})
+        later = (await layer.receive(second), await layer.receive(first))
+        await layer.send(second, {"n": 4})
+        await layer.send(second, {"n": 5})
+        with pytest.raises(Exception) as full:
+            await layer.send(second, {"n": 6})
+        return got, later, type(full.value).__name__
+
+    got, later, full = asyncio.run(scenario())
+    assert got == ({"type": "rt.x", "n": 1}, {"type": "rt.x", "n": 1})
+    assert later == ({"type": "rt.x", "n": 2}, {"type": "rt.x", "n": 3})
+    assert full == "ChannelFull"
