@@ -12,6 +12,8 @@ import time
 
 import orjson
 import pytest
+import websockets
+from asgiref.sync import sync_to_async
 from redis.cluster import key_slot
 
 from realtime import publish as rt_publish
@@ -19,6 +21,7 @@ from realtime import redis as rt_redis
 from realtime import registry, streams
 from realtime import relay as rt_relay
 from realtime.layers import ClusterChannelLayer
+from tests.conftest import access_token_for
 from tests.redis_servers import ClusterSet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,11 +38,13 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def on_cluster(cluster, settings):
     """This process's realtime clients, cache and channel layer on the cluster."""
+    prefix = f"t{time.monotonic_ns()}:rt"  # as the servers started by the test derive theirs
     settings.REDIS_URL = cluster.url
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": [cluster.url]}}
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.layers.ClusterChannelLayer", "CONFIG": {
-        "cluster_url": cluster.url, "prefix": f"t{time.monotonic_ns()}:layer", "expiry": 60}}}
-    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "KEY_PREFIX": f"t{time.monotonic_ns()}:rt"}
+        **settings.CHANNEL_LAYERS["default"]["CONFIG"], "cluster_url": cluster.url, "prefix": prefix + ":layer"}}}
+    settings.CHANNEL_LAYERS["default"]["CONFIG"].pop("hosts", None)
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "KEY_PREFIX": prefix}
     rt_redis.reset()
     rt_publish._breaker = None
     rt_relay.reset()
@@ -129,3 +134,97 @@ def test_the_cluster_channel_layer_keeps_group_semantics(on_cluster):
     assert got == ({"type": "rt.x", "n": 1}, {"type": "rt.x", "n": 1})
     assert later == ({"type": "rt.x", "n": 2}, {"type": "rt.x", "n": 3})
     assert full == "ChannelFull"
+
+
+# ---------------------------------------------------------------------- live: the core scenarios
+
+
+async def _open(server, user, path: str = "") -> tuple:
+    ws = await websockets.connect(server.ws_url + path, subprotocols=["renum.v1", "bearer." + access_token_for(user)],
+                                  open_timeout=10)
+    return ws, orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+
+
+async def _next(ws, wanted, timeout: float = 10) -> dict:
+    """The next frame for which ``wanted(frame)`` holds (others, e.g. pongs, are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic())))
+        if wanted(frame):
+            return frame
+
+
+def _get_json(url: str, token: str) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return orjson.loads(response.read())
+
+
+@pytest.mark.live
+async def test_a_server_on_the_cluster_runs_the_core_scenarios(on_cluster, live_server_factory, make_user):
+    from executions.services import team_create, team_membership_add
+    from notifications.services import notification_create
+    from realtime.conf import setting
+
+    owner, member, other = [await sync_to_async(make_user)() for _ in range(3)]
+    env = {"REDIS_URL": on_cluster.url, "REALTIME_KEY_PREFIX": setting("KEY_PREFIX"),
+           "REALTIME_CONNECTS_PER_IP_PER_MINUTE": "0"}
+    ssubscribes = sum(_calls(on_cluster.node(port), "ssubscribe") for port in on_cluster.ports)
+    first, second = live_server_factory(**env), live_server_factory(**env)
+
+    # connect: the welcome names the positions of the user's channel and broadcast
+    ws_owner, welcome = await _open(first, owner)
+    ws_member, _ = await _open(second, member)
+    ws_other, _ = await _open(second, other)
+    assert welcome["type"] == "welcome"
+    assert sorted(welcome["payload"]["channels"]) == ["broadcast", f"user:{owner.pk}"]
+
+    # personal: a notification reaches its user only
+    await sync_to_async(notification_create)(user=owner, type="info", title="hello", message="on the cluster")
+    frame = await _next(ws_owner, lambda f: f["type"] == "notification")
+    assert (frame["channel"], frame["payload"]["title"]) == (f"user:{owner.pk}", "hello")
+
+    # broadcast: every socket of both processes
+    await sync_to_async(rt_publish.publish_rollback_unsafe)("broadcast", "system_event", {"all": 1})
+    for ws in (ws_owner, ws_member, ws_other):
+        frame = await _next(ws, lambda f: f["channel"] == "broadcast")
+        assert frame["payload"] == {"all": 1}
+
+    # team channel: joining the team subscribes the member's live socket server-side (a control
+    # message through ClusterChannelLayer), then the team's publications reach them
+    team = await sync_to_async(team_create)(name="Cluster", slug=f"cluster-{owner.pk}", owner=owner)
+    await sync_to_async(team_membership_add)(team=team, user=member)
+    channel = f"team:{team.pk}"
+    subscribed = await _next(ws_member, lambda f: f["type"] == "subscribed" and f["payload"]["channel"] == channel)
+    await sync_to_async(rt_publish.publish_rollback_unsafe)(channel, "system_event", {"team": 1})
+    frame = await _next(ws_member, lambda f: f["channel"] == channel)
+    assert (frame["payload"], frame["offset"]) == ({"team": 1}, subscribed["payload"]["offset"] + 1)
+
+    # recovery: away while three messages are published, back with `since`: all three, in order
+    position = {"epoch": frame["epoch"], "offset": frame["offset"]}
+    await ws_member.close()
+    for n in range(3):
+        await sync_to_async(rt_publish.publish_rollback_unsafe)(channel, "system_event", {"missed": n})
+    ws_member, _ = await _open(first, member)
+    await ws_member.send(orjson.dumps({"type": "subscribe", "id": 1, "channel": channel, "since": position}).decode())
+    reply = await _next(ws_member, lambda f: f["type"] == "subscribed")
+    assert (reply["payload"]["recovered"], reply["payload"]["replayed"]) == (True, 3)
+    replayed = [await _next(ws_member, lambda f: f["channel"] == channel) for _ in range(3)]
+    assert [f["payload"] for f in replayed] == [{"missed": 0}, {"missed": 1}, {"missed": 2}]
+
+    # long poll: the REST fallback waits on the cluster and answers with what was published meanwhile
+    last = replayed[-1]
+    url = f"{first.http_url}/api/realtime/events/?channel={channel}&since={last['epoch']}:{last['offset']}&timeout=10"
+    polling = asyncio.ensure_future(asyncio.to_thread(_get_json, url, access_token_for(member)))
+    await asyncio.sleep(1.0)
+    await sync_to_async(rt_publish.publish_rollback_unsafe)(channel, "system_event", {"polled": 1})
+    body = await polling
+    assert (body["recovered"], [m["payload"] for m in body["messages"]]) == (True, [{"polled": 1}])
+
+    for ws in (ws_owner, ws_member, ws_other):
+        await ws.close()
+    # The servers' hubs subscribed with SSUBSCRIBE on the nodes, and nothing used plain PUBLISH.
+    assert sum(_calls(on_cluster.node(port), "ssubscribe") for port in on_cluster.ports) > ssubscribes
+    assert sum(_calls(on_cluster.node(port), "publish") for port in on_cluster.ports) == 0
