@@ -68,7 +68,13 @@ class TicketApi(APIView):
 
 
 class PublishApi(APIView):
-    """``POST /api/realtime/publish/``: other services publish to any channel with a server API key."""
+    """``POST /api/realtime/publish/``: other services publish to any channel with a server API key.
+
+    Not transactional and not through the outbox: the message is published at once
+    (``publish_rollback_unsafe``). 201 with its offset and epoch means it is in the channel's
+    stream; 503 means it is not and the caller must retry. The endpoint takes no idempotency
+    key, so a retry after a lost 201 may append the message twice.
+    """
 
     authentication_classes = [ServiceKeyAuthentication]
     permission_classes = [HasServiceKey]

@@ -14,11 +14,15 @@ def render(rows: list[dict[str, Any]], exitstatus: int) -> str:
     lines = [
         "# Reliability: what the failure scenarios showed",
         "",
-        f"Produced by `{COMMAND}` (the failure tests in `tests/realtime/test_failures.py` and the Sentinel failover of",
-        "`tests/realtime/test_sentinel.py`, which CI also runs), against real uvicorn server processes,",
-        "a real Redis and the test database, with the",
+        f"Produced by `{COMMAND}` (the failure tests in `tests/realtime/test_failures.py`,",
+        "`tests/realtime/test_outbox_faults.py` and `tests/realtime/test_sentinel.py`, which CI also runs), against",
+        "real uvicorn server processes, real Redis servers (the Redis faults: servers, a TCP proxy and Sentinel sets",
+        "of the tests' own) and the test database, with the",
         "reference client `realtime/client.py` (backoff 1, 2, 4, 8, 16 s plus jitter, at most 5 attempts,",
         "resume with `since`, de-duplication by `(channel, epoch, offset)`).",
+        "",
+        "In the `outbox:` rows a notification counts as lost when its client neither received it live nor",
+        "was told to resync with a REST reload that holds it; `delivered twice` counts live deliveries.",
         "",
         f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python "
         f"{platform.python_version()}; test session exit status {exitstatus}.",
