@@ -228,3 +228,32 @@ async def test_a_server_on_the_cluster_runs_the_core_scenarios(on_cluster, live_
     # The servers' hubs subscribed with SSUBSCRIBE on the nodes, and nothing used plain PUBLISH.
     assert sum(_calls(on_cluster.node(port), "ssubscribe") for port in on_cluster.ports) > ssubscribes
     assert sum(_calls(on_cluster.node(port), "publish") for port in on_cluster.ports) == 0
+
+
+def test_the_admin_numbers_add_up_the_masters(on_cluster):
+    from realtime import stats
+
+    before = stats.published_total()
+    for n in range(6):
+        rt_publish.publish_rollback_unsafe(f"user:{n}", "system_event", {"n": n})
+
+    assert stats.published_total() - before == 6
+    summary = stats.redis_summary()
+    assert summary["version"].startswith("7.") and summary["used_memory"].count(" + ") == 2
+
+
+def test_realtime_prune_finds_the_user_sets_of_every_node(on_cluster):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    client = rt_redis.sync_client()
+    now = time.time()
+    for n in range(12):
+        client.zadd(registry.user_key(str(n)), {"gone": now - 5, "live": now + 60})
+    out = StringIO()
+
+    call_command("realtime_prune", stdout=out)
+
+    assert "removed 12 expired connection id(s) from 12 user set(s)" in out.getvalue()
+    assert {client.get_node_from_key(registry.user_key(str(n))).port for n in range(12)} == set(on_cluster.ports)
