@@ -27,6 +27,7 @@ from django.conf import settings
 from realtime import topology
 
 _POOL_SIZE = int(os.environ.get("REALTIME_REDIS_POOL_SIZE", "64"))
+_CLUSTER_POOL_SIZE = max(_POOL_SIZE, 1000)
 logger = logging.getLogger("realtime.redis")
 
 
@@ -115,7 +116,9 @@ def async_client() -> aioredis.Redis:
     client = _async_clients.get(loop)
     if client is None:
         if is_cluster():
-            client = topology.cluster_client(_topology(), asynchronous=True, max_connections=_POOL_SIZE,
+            # Per node; the async cluster client raises (not waits) past it, and holds a
+            # connection per command in flight: room for a connect storm.
+            client = topology.cluster_client(_topology(), asynchronous=True, max_connections=_CLUSTER_POOL_SIZE,
                                              socket_timeout=5, socket_connect_timeout=2)
         else:
             pool = topology.async_pool(

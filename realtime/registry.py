@@ -117,6 +117,10 @@ async def add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]],
             for count, (_, read_channels) in zip(counts, items, strict=True)]
 
 
+# Channel positions read at once per batch of connects on a Redis Cluster.
+READS_IN_FLIGHT = 32
+
+
 async def _add_many_per_slot(items: list[tuple[dict[str, Any], tuple[str, ...]]],
                              channels: list[str]) -> list[tuple[int, list]]:
     """``add_many`` on a Redis Cluster, where one script may only touch one slot: the same
@@ -135,8 +139,15 @@ async def _add_many_per_slot(items: list[tuple[dict[str, Any], tuple[str, ...]]]
     pipe.expire(proc_key(), ttl)
     pipe.zadd(procs_key(), {PROCESS_ID: now + ttl})
     read = rt_redis.async_script(streams.READ_LUA)
-    replies, *positions = await asyncio.gather(
-        pipe.execute(), *(read(*streams.read_args(channel, -1)) for channel in channels))
+    # At most READS_IN_FLIGHT at a time: each is a connection of the cluster client's pool,
+    # which raises (not waits) when it is exhausted, and a storm's batch names hundreds.
+    gate = asyncio.Semaphore(READS_IN_FLIGHT)
+
+    async def position(channel: str) -> Any:
+        async with gate:
+            return await read(*streams.read_args(channel, -1))
+
+    replies, *positions = await asyncio.gather(pipe.execute(), *(position(channel) for channel in channels))
     # ZADD, EXPIRE, ZCOUNT per entry: a user's count right after adding that entry, as in the script.
     counts = replies[2:3 * len(items):3]
     found = {channel: streams.parse_read(reply) for channel, reply in zip(channels, positions, strict=True)}

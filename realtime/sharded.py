@@ -36,7 +36,7 @@ class ShardedPubSub:
         self._cluster = cluster  # redis.asyncio.cluster.RedisCluster: its slot map
         self._prefix = prefix
         self._credentials = {"username": username, "password": password}
-        self._pubsubs: dict[str, aioredis.client.PubSub] = {}
+        self._pubsubs: dict[str, asyncio.Future] = {}  # node name -> its PubSub, connected
         self._readers: dict[str, asyncio.Task] = {}
         self._queue: asyncio.Queue = asyncio.Queue()
 
@@ -46,11 +46,22 @@ class ShardedPubSub:
     async def _node_pubsub(self, shard: str) -> tuple[str, aioredis.client.PubSub]:
         await self._cluster.initialize()
         node = self._cluster.get_node_from_key(shard)
-        pubsub = self._pubsubs.get(node.name)
-        if pubsub is None:
+        opening = self._pubsubs.get(node.name)
+        if opening is None:
+            opening = self._pubsubs[node.name] = asyncio.ensure_future(self._open(node))
+        return node.name, await asyncio.shield(opening)
+
+    async def _open(self, node: Any) -> aioredis.client.PubSub:
+        # Connected here, once per node: redis-py's PubSub connects on its first command, and
+        # two subscribes racing there would each open a connection, one of them never read.
+        try:
             client = aioredis.Redis(host=node.host, port=node.port, socket_connect_timeout=2, **self._credentials)
-            pubsub = self._pubsubs[node.name] = client.pubsub()
-        return node.name, pubsub
+            pubsub = client.pubsub()
+            await pubsub.connect()
+            return pubsub
+        except BaseException:
+            self._pubsubs.pop(node.name, None)
+            raise
 
     async def subscribe(self, *names: str) -> None:
         """SSUBSCRIBE each name's shard channel on its node (one command per slot: SSUBSCRIBE
@@ -83,9 +94,11 @@ class ShardedPubSub:
 
     async def ping(self) -> None:
         """Reconnect every node's connection that broke (their subscriptions are renewed)."""
-        for pubsub in list(self._pubsubs.values()):
+        for opening in list(self._pubsubs.values()):
+            if not opening.done() or opening.exception() is not None:
+                continue
             try:
-                await pubsub.ping()
+                await opening.result().ping()
             except (RedisError, OSError) as exc:
                 logger.warning("sharded pub/sub: a node is still unreachable (%s)", exc)
 

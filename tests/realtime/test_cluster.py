@@ -257,3 +257,25 @@ def test_realtime_prune_finds_the_user_sets_of_every_node(on_cluster):
 
     assert "removed 12 expired connection id(s) from 12 user set(s)" in out.getvalue()
     assert {client.get_node_from_key(registry.user_key(str(n))).port for n in range(12)} == set(on_cluster.ports)
+
+
+@pytest.mark.live
+async def test_a_connect_storm_on_the_cluster_leaves_every_socket_subscribed(on_cluster, live_server_factory):
+    from realtime.conf import setting
+    from tests.realtime.test_failures import create_users
+
+    users = await sync_to_async(create_users)(300)
+    server = live_server_factory(REDIS_URL=on_cluster.url, REALTIME_KEY_PREFIX=setting("KEY_PREFIX"),
+                                 REALTIME_CONNECTS_PER_IP_PER_MINUTE="0")
+    sockets = await asyncio.gather(*(_open(server, user) for user in users))
+
+    for user in users:
+        await sync_to_async(rt_publish.publish_rollback_unsafe)(f"user:{user.pk}", "system_event", {"u": user.pk})
+    frames = await asyncio.gather(*(_next(ws, lambda f: f["type"] == "system_event") for ws, _ in sockets),
+                                  return_exceptions=True)
+
+    missing = [user.pk for user, frame in zip(users, frames, strict=True) if isinstance(frame, BaseException)]
+    assert missing == []
+    assert [frame["payload"]["u"] for frame in frames] == [user.pk for user in users]
+    for ws, _ in sockets:
+        await ws.close()
