@@ -57,3 +57,17 @@ def test_a_malformed_redis_url_stops_the_settings_with_the_reason():
 
     assert result.returncode != 0
     assert "REDIS_URL: a Sentinel URL ends with /<master name> or /<master name>/<db>" in result.stderr
+
+
+def test_a_cluster_redis_url_selects_the_cluster_channel_layer():
+    clean = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    clean.update(REDIS_URL="redis+cluster://10.0.0.1:7000", DJANGO_SETTINGS_MODULE="renum.settings")
+    script = ("import django; django.setup(); from django.conf import settings as s; import json; "
+              "print(json.dumps(s.CHANNEL_LAYERS['default']))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean, capture_output=True, text=True,
+                            timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    layer = json.loads(result.stdout)
+    assert (layer["BACKEND"], layer["CONFIG"]["cluster_url"], "hosts" in layer["CONFIG"]) == (
+        "realtime.layers.ClusterChannelLayer", "redis+cluster://10.0.0.1:7000", False)

@@ -34,7 +34,16 @@ def test_a_sentinel_url_names_sentinels_master_db_and_passwords():
     assert (parsed.username, parsed.password, parsed.sentinel_password) == (None, "s@cret", "x")
 
 
+def test_a_cluster_url_names_its_startup_nodes():
+    parsed = topology.parse("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001")
+
+    assert (parsed.kind, parsed.sentinels, parsed.password) == (
+        "cluster", (("10.0.0.1", 7000), ("10.0.0.2", 7001)), "pw")
+
+
 @pytest.mark.parametrize(("url", "error"), [
+    ("redis+cluster://10.0.0.1:7000/3", "a Redis Cluster has only database 0"),
+    ("redis+cluster://10.0.0.1", "cluster node address '10.0.0.1' is not host:port"),
     ("redis+sentinel://h1/m/0", "sentinel address 'h1' is not host:port"),
     ("redis+sentinel://h1:26379", "a Sentinel URL ends with /<master name> or /<master name>/<db>"),
     ("redis+sentinel://h1:26379/m/x", "database 'x' is not a number"),
