@@ -6,7 +6,9 @@
    subscribed connections (each stands for one server process subscribed to the channel, as
    for ``broadcast``). Subscribers are raw sockets that read and discard, so the client side
    never holds Redis back.
-2. Memory: a channel's history and meta after HISTORY_SIZE notification-sized messages
+2. Redis CPU per message of the publish script when pipelined as the relay sends (the cost
+   per message when Redis is busy, without the per-command network round trip).
+3. Memory: a channel's history and meta after HISTORY_SIZE notification-sized messages
    published with the real publish script, and the registry's keys per connection after
    registering 1,000 connections with the real registry code.
 
@@ -31,6 +33,7 @@ from django.test.utils import override_settings
 from realtime import redis as rt_redis
 from realtime import registry, streams
 from realtime.conf import setting
+from realtime.relay import PIPELINE_SIZE
 
 
 class Command(BaseCommand):
@@ -62,6 +65,7 @@ class Command(BaseCommand):
         with override_settings(REDIS_URL=url, RENUM_REALTIME=realtime):
             rt_redis.reset()
             try:
+                pipelined = _script_cpu(client, o["messages"])
                 history, meta, size = _history_memory(client)
                 per_connection = asyncio.run(_registry_memory(client))
             finally:
@@ -69,6 +73,8 @@ class Command(BaseCommand):
                     client.delete(key)
                 rt_redis.reset()
         self.stdout.write("")
+        self.stdout.write(f"- Redis CPU per message published by the publish script in pipelines of "
+                          f"{PIPELINE_SIZE} (as the relay sends), 1,000 channels, no subscriber: {pipelined:.1f} us")
         self.stdout.write(f"- history of one channel after {size} notification-sized messages: "
                           f"{history / 1024:.0f} KB ({history / size:.0f} bytes per message); meta hash {meta} bytes")
         self.stdout.write(f"- registry per connection (process hash entry + user set): {per_connection:.0f} bytes")
@@ -129,6 +135,23 @@ def _drain(sock: socket.socket, received: list[int], index: int, total: int, don
             received[index] += len(data)
     except OSError:
         return
+
+
+def _script_cpu(client: redis.Redis, messages: int) -> float:
+    """Redis CPU (us) per message of the publish script, pipelined as the relay sends them."""
+    from realtime.relay import publish_pipelined
+    from realtime.schemas import envelope_parts
+
+    items = []
+    for n in range(messages):
+        channel = f"user:{n % 1000}"
+        head, tail = envelope_parts(channel=channel, message_type="system_event", payload={"n": n, "pad": "x" * 300},
+                                    sender="system")
+        items.append(streams.publish_args(channel, head, tail, "", "", f"capacity:{n}"))
+    publish_pipelined(rt_redis.sync_client(), items[:100])  # loads the script, warms the connection
+    before = _cpu_us(client)
+    publish_pipelined(rt_redis.sync_client(), items[100:])
+    return (_cpu_us(client) - before) / (messages - 100)
 
 
 def _history_memory(client: redis.Redis) -> tuple[int, int, int]:
