@@ -182,16 +182,24 @@ def _publish_per_node(cluster: Any, items: list[tuple[list[str], list]]) -> list
     return replies
 
 
-def _control(records: dict) -> None:
+def _control(records: dict, timeout: float | None = None) -> None:
+    """Send a control message through the channel layer (within ``timeout`` seconds, if given)."""
+    import asyncio
+
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
     from realtime.control import control_group
 
     user_id = records["user_id"]
-    # The group holds one channel per server process; ``user_id`` picks the sockets there.
-    async_to_sync(get_channel_layer().group_send)(control_group(user_id), {**records["message"],
+
+    async def send() -> None:
+        # The group holds one channel per server process; ``user_id`` picks the sockets there.
+        sending = get_channel_layer().group_send(control_group(user_id), {**records["message"],
                                                                           "user_id": str(user_id)})
+        await (asyncio.wait_for(sending, timeout) if timeout is not None else sending)
+
+    async_to_sync(send)()
 
 
 def rotate_epochs(channels: Iterable[str]) -> None:
@@ -236,7 +244,7 @@ class Relay:
         """Deliver a transaction's rows now when Redis answers quickly, else hand them to the thread."""
         controls = [p for p in pending if p.kind == CONTROL]
         if controls:
-            self.enqueue(controls)
+            self._controls_after_commit(controls)
             pending = [p for p in pending if p.kind == PUBLISH]
             if not pending:
                 return
@@ -258,6 +266,28 @@ class Relay:
         self._resolve_then(pending)
         self._store_then(pending)
         self.enqueue(pending)
+
+    def _controls_after_commit(self, controls: list[Pending]) -> None:
+        # Like publishes: one attempt within the short timeout, the rest to the thread. A
+        # message whose attempt timed out after reaching Redis may arrive twice (idempotent).
+        sent: list[Pending] = []
+        if self.healthy and not self._controls:
+            try:
+                for row in controls:
+                    _control(row.records, setting("PUBLISH_ATTEMPT_TIMEOUT_S"))
+                    sent.append(row)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.healthy = False
+                metrics.REDIS_ERRORS.labels("control").inc()
+                logger.warning("control message after commit failed (%s); the relay delivers it", exc)
+            try:
+                _delete([row.id for row in sent])
+            except DatabaseError:
+                logger.exception("delivered control rows could not be deleted")
+                sent = []  # sent again by the relay: idempotent
+        waiting = controls[len(sent):]
+        if waiting:
+            self.enqueue(waiting)
 
     def _resolve_then(self, pending: list[Pending]) -> None:
         for row in pending:
@@ -393,6 +423,7 @@ class Relay:
         with self._lock:
             for _ in batch:
                 self._controls.popleft()
+        self.healthy = True
         return len(batch)
 
     def _publish_rows(self, rows: list[Pending]) -> None:
