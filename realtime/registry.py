@@ -51,8 +51,8 @@ def user_key(user_id: str) -> str:
 # epoch per channel. Each group gets what channels_redis's group_add writes (ZADD now member,
 # EXPIRE). Returns {each user's live connection count, counted right after adding that entry;
 # {epoch, offset} per channel}. One command per batch instead of four per connection and one
-# per channel: the keys of many users in one script need a single Redis node (or Redis
-# Cluster hash tags), as documented in docs/operations.md.
+# per channel: the keys of many users in one script need one Redis server (or a Sentinel
+# master); on a Redis Cluster ``add_many`` makes the same writes per slot instead.
 REGISTER_LUA = streams.POSITION_LUA + """
 local ttl = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])

@@ -28,7 +28,8 @@ from realtime.conf import setting
 # last writes of its AOF, or failed over). A channel whose meta hash was written under another
 # generation gets a new epoch on its next access: what clients saw may no longer be in Redis,
 # and an offset they saw may be assigned again, so they must resync. The key's name is derived
-# from the meta key's (one Redis node: see docs/operations.md).
+# from the meta key's: one server or a Sentinel master; on a Redis Cluster the scripts use
+# CLUSTER_GENERATION_LUA instead (``realtime.redis.script_source``).
 GENERATION_LUA = """
 local function generation(meta, fresh)
   local key = string.sub(meta, 1, string.find(meta, ':{', 1, true) - 1) .. ':gen'
