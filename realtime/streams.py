@@ -4,7 +4,9 @@ Each channel has a meta hash (``epoch``, ``offset``) and a history stream whose 
 the offsets. One script assigns the next offset, appends to the history and publishes, so
 offsets grow by exactly one per message and history and live delivery never disagree.
 When the meta hash is lost (Redis restarted without persistence, or the channel idle past
-META_TTL_S) the next access creates a new epoch, which tells clients that offsets restarted.
+META_TTL_S), or was written under another generation of the data set (another Redis server:
+see GENERATION_LUA), the next access creates a new epoch, which tells clients to resync.
+Messages from the outbox carry an idempotency key, so a retried delivery is appended once.
 
 A *record* is what the history stores and pub/sub carries:
 ``<offset> TAB <epoch> TAB <audience> TAB <coalesce key> TAB <envelope JSON>``; the audience is

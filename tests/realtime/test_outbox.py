@@ -292,3 +292,14 @@ def test_with_the_relay_elsewhere_a_failed_row_waits_for_the_relay_command(setti
     entries = own_redis.client().xrange(streams.history_key("user:11"))
     assert [orjson.loads(streams.Record.parse(f[b"r"]).body)["payload"] for _, f in entries] == [{"n": 1}]
     assert OutboxEvent.objects.count() == 0
+
+
+async def test_a_socket_on_a_channel_whose_events_were_discarded_is_closed_with_1012(connect, user):
+    from asgiref.sync import sync_to_async
+
+    _, sock, _ = await connect(user)
+
+    await sync_to_async(rt_relay.rotate_epochs)([f"user:{user.pk}"])
+
+    closed = await sock.communicator.receive_output(5)
+    assert closed == {"type": "websocket.close", "code": 1012, "reason": "events lost; resubscribe and resync"}

@@ -20,6 +20,7 @@ import urllib.request
 import orjson
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connections
 
 from notifications.services import notification_create
 from realtime import publish as rt_publish
@@ -69,7 +70,7 @@ def rest_notification_ids(server, user) -> list[str]:
 
 @pytest.mark.parametrize("fault", list(SCENARIOS))
 async def test_notifications_committed_during_a_redis_fault_reach_every_client_exactly_once(
-        fault, tmp_path, live_server_factory, use_redis, reliability):
+        fault, tmp_path, live_server_factory, use_redis, reliability, close_thread_connections):
     primary = RedisServer(tmp_path / "primary", aof=fault == "kill9_aof").start()
     replica = None
     if fault == "replica_promoted":
@@ -90,11 +91,14 @@ async def test_notifications_committed_during_a_redis_fault_reach_every_client_e
 
     def create(title: str) -> list[float]:
         durations = []
-        for user in users:
-            started = time.perf_counter()
-            notification = notification_create(user=user, type="info", title=title, message=fault)
-            durations.append(time.perf_counter() - started)
-            expected[user.pk].append(str(notification.id))
+        try:
+            for user in users:
+                started = time.perf_counter()
+                notification = notification_create(user=user, type="info", title=title, message=fault)
+                durations.append(time.perf_counter() - started)
+                expected[user.pk].append(str(notification.id))
+        finally:
+            connections.close_all()  # a pool thread's connection would outlive the test database
         return durations
 
     screate = sync_to_async(create, thread_sensitive=False)
