@@ -163,14 +163,22 @@ async def remove(connection_id: str, user_id: str) -> None:
     await pipe.execute()
 
 
+# Registry entries per HSET of a refresh.
+REFRESH_CHUNK = 1000
+
+
 async def refresh(entries: list[dict[str, Any]]) -> None:
     """Rewrite this process's entries (activity, channels) and push their expiry forward."""
     ttl = setting("REGISTRY_TTL_S")
     expires = time.time() + ttl
     pipe = rt_redis.async_client().pipeline(transaction=False)
     pipe.delete(proc_key())
+    # HSETs of REFRESH_CHUNK entries: one HSET of a process's 20,000 entries would be a ~10 MB
+    # command that holds Redis (or its shard) for milliseconds.
+    for start in range(0, len(entries), REFRESH_CHUNK):
+        chunk = entries[start:start + REFRESH_CHUNK]
+        pipe.hset(proc_key(), mapping={e["connection_id"]: orjson.dumps(e) for e in chunk})
     if entries:
-        pipe.hset(proc_key(), mapping={e["connection_id"]: orjson.dumps(e) for e in entries})
         pipe.expire(proc_key(), ttl)
     pipe.zadd(procs_key(), {PROCESS_ID: expires})
     for entry in entries:
