@@ -58,10 +58,9 @@ class Topology:
         """Connection arguments of the master (Sentinel only names its address)."""
         return {"db": self.db, "username": self.username, "password": self.password}
 
-    def sentinel_kwargs(self) -> dict[str, Any]:
+    def sentinel_kwargs(self, timeout: float = SENTINEL_TIMEOUT_S) -> dict[str, Any]:
         """Connection arguments of the sentinels themselves."""
-        return {"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S,
-                "password": self.sentinel_password}
+        return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "password": self.sentinel_password}
 
 
 class RedisUrlError(ValueError):
@@ -157,7 +156,10 @@ def sync_pool(topology: Topology, *, blocking: bool = True, **kwargs: Any) -> re
     if topology.kind == "single":
         pool_class = redis.BlockingConnectionPool if blocking else redis.ConnectionPool
         return pool_class.from_url(topology.url, **kwargs)
-    manager = redis.sentinel.Sentinel(list(topology.sentinels), sentinel_kwargs=topology.sentinel_kwargs())
+    # A pool with short timeouts (the delivery attempt right after a commit) asks the sentinels
+    # within them too: a dead sentinel must not hold a request longer than its Redis calls.
+    timeout = min(SENTINEL_TIMEOUT_S, kwargs.get("socket_connect_timeout") or SENTINEL_TIMEOUT_S)
+    manager = redis.sentinel.Sentinel(list(topology.sentinels), sentinel_kwargs=topology.sentinel_kwargs(timeout))
     pool_class = _SentinelBlockingPool if blocking else redis.sentinel.SentinelConnectionPool
     return pool_class(topology.master, manager, is_master=True, **topology.master_kwargs(), **kwargs)
 

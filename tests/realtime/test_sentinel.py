@@ -55,6 +55,19 @@ def test_a_malformed_sentinel_url_says_what_is_wrong(url, error):
     assert str(raised.value) == "REDIS_URL: " + error
 
 
+def test_a_short_timeout_pool_asks_the_sentinels_within_it_too():
+    parsed = topology.parse("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/m/0")
+
+    fast = topology.sync_pool(parsed, socket_timeout=0.05, socket_connect_timeout=0.05)
+    normal = topology.sync_pool(parsed, socket_timeout=5, socket_connect_timeout=2)
+
+    def sentinel_timeouts(pool) -> set:
+        kwargs = [s.connection_pool.connection_kwargs for s in pool.sentinel_manager.sentinels]
+        return {(k["socket_timeout"], k["socket_connect_timeout"]) for k in kwargs}
+
+    assert (sentinel_timeouts(fast), sentinel_timeouts(normal)) == ({(0.05, 0.05)}, {(1.0, 1.0)})
+
+
 @pytest.fixture
 def sentinel_set(tmp_path, settings):
     """A Sentinel set of this test's own, used by this process's realtime clients and cache."""
