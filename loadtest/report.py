@@ -39,6 +39,9 @@ class Result:
     cpu_s: float = 0.0
     load_before: float = 0.0
     note: str = ""
+    # INFO commandstats differences (``loadtest.redisstats``), with --redis-stats only.
+    redis_connect: dict[str, tuple[int, int]] = field(default_factory=dict)
+    redis_publish: dict[str, tuple[int, int]] = field(default_factory=dict)
     runs: list[Result] = field(default_factory=list)  # every run of this server, with --repeat
 
     @property
@@ -138,6 +141,15 @@ def rows(results: list[Result]) -> list[tuple[str, list[str]]]:
         if any(r.publishes for r in results):
             out.append(("runs: server CPU per delivery",
                         [" / ".join(f"{run.cpu_per_delivery_us:.1f}" for run in r.runs) + " us" for r in results]))
+    if any(r.redis_connect or r.redis_publish for r in results):
+        from loadtest.redisstats import summary
+
+        out += [
+            ("Redis per connect (commands, Redis CPU; most run)",
+             [summary(r.redis_connect, r.connected) for r in results]),
+            ("Redis per message published (commands, Redis CPU; most run)",
+             [summary(r.redis_publish, r.published) for r in results]),
+        ]
     out.append(("load average before", [f"{r.load_before:.2f}" for r in results]))
     return out
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest import procstat
+from loadtest import procstat, redisstats
 from loadtest.clients import C_CONNECTED, C_DELIVERED, C_DROPPED, C_ERRORS, WorkerPool
 from loadtest.provision import ensure_database, mint_tokens, provision_users
 from loadtest.report import Result, median_run
@@ -65,6 +65,7 @@ class LoadConfig:
     ours_settings: str = "renum.settings"
     ours_app: str = "renum.asgi:application"
     repeat: int = 1
+    redis_stats: bool = False  # count Redis commands per phase (a Redis of the run's own only)
 
     def resolved(self) -> tuple[Scenario, int, float, float]:
         """The scenario and its effective clients, rate and duration."""
@@ -246,6 +247,7 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
         progress.phase = f"{spec.label}: connecting"
         profiler = Profiler.maybe(config, server.pid, _file_name(label)) if not scenario.publish else None
         connect_cpu_before = server.cpu_seconds()
+        redis_before = redisstats.snapshot(config.redis_url) if config.redis_stats else None
         try:
             replies = pool.call("connect", {
                 "url": server.url, "concurrency": max(1, config.connect_concurrency // len(pool.pipes)),
@@ -256,6 +258,8 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
             if profiler is not None:
                 profiler.stop()
         result.connect_cpu_s = server.cpu_seconds() - connect_cpu_before
+        if redis_before is not None:
+            result.redis_connect = redisstats.delta(redis_before, redisstats.snapshot(config.redis_url))
         result.connected = sum(r["ok"] for r in replies)
         result.connect_s = max(r["finished"] for r in replies) - min(r["started"] for r in replies)
         durations = sorted(d for r in replies for d in r["durations"])
@@ -306,6 +310,7 @@ def _publish_and_measure(config: LoadConfig, spec: ServerSpec, label: str, env: 
         publisher_profiler = Profiler.maybe(config, publisher.process.pid, "publisher-" + _file_name(label))
         progress.phase = f"{spec.label}: publishing"
         progress.expected = int(rate * duration) * (result.connected if scenario.publish == "broadcast" else 1)
+        redis_before = redisstats.snapshot(config.redis_url) if config.redis_stats else None
         cpu_before, started = server.cpu_seconds(), time.monotonic()
         publisher.go()
         report = publisher.result(timeout=duration * 3 + 60)
@@ -320,6 +325,8 @@ def _publish_and_measure(config: LoadConfig, spec: ServerSpec, label: str, env: 
         progress.phase = f"{spec.label}: draining"
         finished = _drain(pool, result.expected, config.drain_timeout or max(10.0, duration))
         result.cpu_s = server.cpu_seconds() - cpu_before
+        if redis_before is not None:
+            result.redis_publish = redisstats.delta(redis_before, redisstats.snapshot(config.redis_url))
         if profiler is not None:
             profiler.stop()
         result.window_s = finished - started

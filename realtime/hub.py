@@ -214,8 +214,11 @@ class Hub:
         await asyncio.shield(starting)
 
     async def _start(self) -> None:
-        self._client = rt_redis.new_async_connection_client()
-        self._pubsub = self._client.pubsub()
+        if rt_redis.is_cluster():  # SSUBSCRIBE, each channel on the node of its slot
+            self._pubsub = rt_redis.sharded_pubsub(self._prefix)
+        else:
+            self._client = rt_redis.new_async_connection_client()
+            self._pubsub = self._client.pubsub()
         # A channel of its own keeps the pub/sub connection open while no socket is subscribed.
         await self._pubsub.subscribe(self._prefix + "__hub__")
         # Fresh contexts: these tasks serve every socket, not the one whose connect started them.

@@ -7,7 +7,9 @@ Every new connection first checks that the server is the one that confirmed the 
 generation (``streams.GENERATION_LUA``): a Redis restarted from its AOF (which may lack the
 last second of writes) or a replica promoted in its place has another run id, and the
 generation is renewed before the connection runs anything else, so no offset a client has
-seen is handed out again in the same epoch.
+seen is handed out again in the same epoch. Behind Sentinel (``realtime.topology``) each new
+connection goes to the master the sentinels name, so after a failover the first connection
+to the promoted replica renews the generation the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from realtime import topology
+
 _POOL_SIZE = int(os.environ.get("REALTIME_REDIS_POOL_SIZE", "64"))
+_CLUSTER_POOL_SIZE = max(_POOL_SIZE, 1000)
 logger = logging.getLogger("realtime.redis")
 
 
@@ -59,10 +64,40 @@ async def _acheck_generation(connection: aioredis.Connection) -> None:
     await connection.send_command(*_generation_command(run_id))
     if await connection.read_response() == 1:
         logger.warning("Redis server %s is new to this data set: channel epochs will change", run_id)
+
+
+def _topology() -> topology.Topology:
+    """Single server, Sentinel or Cluster, as ``REDIS_URL`` says (``realtime.topology``)."""
+    url = settings.REDIS_URL
+    if _parsed[0] != url:
+        _parsed[:] = [url, topology.parse(url)]
+    return _parsed[1]
+
+
+_parsed: list = ["", None]
+
+
 _sync_client: redis.Redis | None = None
 _fast_client: redis.Redis | None = None
 _sync_lock = threading.Lock()
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+
+
+def is_cluster() -> bool:
+    """Whether ``REDIS_URL`` names a Redis Cluster (sharded pub/sub, per-slot registry writes)."""
+    return _topology().kind == "cluster"
+
+
+def _sync(timeout: float) -> redis.Redis:
+    if is_cluster():
+        return topology.cluster_client(_topology(), asynchronous=False, max_connections=_POOL_SIZE,
+                                       socket_timeout=timeout, socket_connect_timeout=min(timeout, 2))
+    pool = topology.sync_pool(
+        _topology(), max_connections=_POOL_SIZE, timeout=timeout,
+        socket_timeout=timeout, socket_connect_timeout=min(timeout, 2), health_check_interval=30,
+        redis_connect_func=_check_generation,
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 def sync_client() -> redis.Redis:
@@ -71,12 +106,7 @@ def sync_client() -> redis.Redis:
     if _sync_client is None:
         with _sync_lock:
             if _sync_client is None:
-                pool = redis.BlockingConnectionPool.from_url(
-                    settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=5,
-                    socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-                    redis_connect_func=_check_generation,
-                )
-                _sync_client = redis.Redis(connection_pool=pool)
+                _sync_client = _sync(5)
     return _sync_client
 
 
@@ -85,12 +115,18 @@ def async_client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=5,
-            socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-            redis_connect_func=_acheck_generation,
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        if is_cluster():
+            # Per node; the async cluster client raises (not waits) past it, and holds a
+            # connection per command in flight: room for a connect storm.
+            client = topology.cluster_client(_topology(), asynchronous=True, max_connections=_CLUSTER_POOL_SIZE,
+                                             socket_timeout=5, socket_connect_timeout=2)
+        else:
+            pool = topology.async_pool(
+                _topology(), max_connections=_POOL_SIZE, timeout=5,
+                socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
+                redis_connect_func=_acheck_generation,
+            )
+            client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 
@@ -104,13 +140,7 @@ def fast_client() -> redis.Redis:
 
         with _sync_lock:
             if _fast_client is None:
-                timeout = setting("PUBLISH_ATTEMPT_TIMEOUT_S")
-                pool = redis.BlockingConnectionPool.from_url(
-                    settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=timeout,
-                    socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
-                    redis_connect_func=_check_generation,
-                )
-                _fast_client = redis.Redis(connection_pool=pool)
+                _fast_client = _sync(setting("PUBLISH_ATTEMPT_TIMEOUT_S"))
     return _fast_client
 
 
@@ -123,7 +153,29 @@ def reset() -> None:
 
 def new_async_connection_client() -> aioredis.Redis:
     """A client with its own dedicated pool, for long-lived pub/sub readers."""
-    return aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, health_check_interval=0)
+    pool = topology.async_pool(_topology(), blocking=False, socket_connect_timeout=2, health_check_interval=0)
+    return aioredis.Redis.from_pool(pool)
+
+
+def script_source(source: str) -> str:
+    """A script as this topology runs it. The scripts are written for one server; on a Redis
+    Cluster their generation is the node's run id (a cluster has no key every slot can read;
+    the run id changes exactly when ``streams.GENERATION_LUA``'s key would be renewed: a restarted or
+    promoted node) and they publish with SPUBLISH, to the shard of the channel only."""
+    if not is_cluster():
+        return source
+    from realtime import streams
+
+    return (source.replace(streams.GENERATION_LUA, streams.CLUSTER_GENERATION_LUA)
+            .replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+
+
+def sharded_pubsub(prefix: str):
+    """The hub's pub/sub on a Redis Cluster (``realtime.sharded``), for the running loop."""
+    from realtime.sharded import ShardedPubSub
+
+    parsed = _topology()
+    return ShardedPubSub(async_client(), prefix, username=parsed.username, password=parsed.password)
 
 
 def sync_script(source: str):
@@ -131,7 +183,7 @@ def sync_script(source: str):
     client = sync_client()
     script = _sync_scripts.get(source)
     if script is None:
-        script = _sync_scripts[source] = client.register_script(source)
+        script = _sync_scripts[source] = client.register_script(script_source(source))
     return script
 
 
@@ -141,7 +193,7 @@ def async_script(source: str):
     scripts = _async_scripts.setdefault(client, {})
     script = scripts.get(source)
     if script is None:
-        script = scripts[source] = client.register_script(source)
+        script = scripts[source] = client.register_script(script_source(source))
     return script
 
 

@@ -8,6 +8,7 @@ sets (connection id scored by expiry) count a user's live connections across pro
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -38,8 +39,9 @@ def proc_key(process_id: str = PROCESS_ID) -> str:
 
 
 def user_key(user_id: str) -> str:
-    """Sorted set of a user's connection ids scored by expiry time."""
-    return _k("uconn", user_id)
+    """Sorted set of a user's connection ids scored by expiry time; hash-tagged like the user's
+    personal channel, so on a Redis Cluster a user's limit lives in one slot, beside their stream."""
+    return _k("uconn", f"{{user:{user_id}}}")
 
 
 # Adds a batch of connections and reads the positions of the channels their welcomes name.
@@ -49,8 +51,8 @@ def user_key(user_id: str) -> str:
 # epoch per channel. Each group gets what channels_redis's group_add writes (ZADD now member,
 # EXPIRE). Returns {each user's live connection count, counted right after adding that entry;
 # {epoch, offset} per channel}. One command per batch instead of four per connection and one
-# per channel: the keys of many users in one script need a single Redis node (or Redis
-# Cluster hash tags), as documented in docs/operations.md.
+# per channel: the keys of many users in one script need one Redis server (or a Sentinel
+# master); on a Redis Cluster ``add_many`` makes the same writes per slot instead.
 REGISTER_LUA = streams.POSITION_LUA + """
 local ttl = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
@@ -91,9 +93,11 @@ async def add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]],
     One script call for the batch (the sockets starting together, ``realtime.consumers``),
     which also joins ``groups`` = (channel-layer group keys, member, expiry) when given.
     """
-    register = rt_redis.async_script(REGISTER_LUA)
     # Each channel is read once per batch: in a storm every socket asks for ``broadcast``.
     channels = list(dict.fromkeys(channel for _, read_channels in items for channel in read_channels))
+    if rt_redis.is_cluster():
+        return await _add_many_per_slot(items, channels)
+    register = rt_redis.async_script(REGISTER_LUA)
     group_keys, member, expiry = groups or ([], "", 0)
     keys: list[Any] = [proc_key(), procs_key()]
     args: list[Any] = [setting("REGISTRY_TTL_S"), repr(time.time()), PROCESS_ID, len(items), setting("META_TTL_S"),
@@ -113,6 +117,44 @@ async def add_many(items: list[tuple[dict[str, Any], tuple[str, ...]]],
             for count, (_, read_channels) in zip(counts, items, strict=True)]
 
 
+# Channel positions read at once per batch of connects on a Redis Cluster.
+READS_IN_FLIGHT = 32
+
+
+async def _add_many_per_slot(items: list[tuple[dict[str, Any], tuple[str, ...]]],
+                             channels: list[str]) -> list[tuple[int, list]]:
+    """``add_many`` on a Redis Cluster, where one script may only touch one slot: the same
+    writes as REGISTER_LUA in one pipeline (the client sends each node its commands), and the
+    positions with READ_LUA per channel, concurrently. The control memberships are the
+    channel layer's own (``realtime.layers.ClusterChannelLayer``)."""
+    client = rt_redis.async_client()
+    ttl, now = setting("REGISTRY_TTL_S"), time.time()
+    pipe = client.pipeline()
+    for entry, _ in items:
+        key = user_key(entry["user_id"])
+        pipe.zadd(key, {entry["connection_id"]: now + ttl})
+        pipe.expire(key, ttl)
+        pipe.zcount(key, now, "+inf")
+    pipe.hset(proc_key(), mapping={entry["connection_id"]: orjson.dumps(entry) for entry, _ in items})
+    pipe.expire(proc_key(), ttl)
+    pipe.zadd(procs_key(), {PROCESS_ID: now + ttl})
+    read = rt_redis.async_script(streams.READ_LUA)
+    # At most READS_IN_FLIGHT at a time: each is a connection of the cluster client's pool,
+    # which raises (not waits) when it is exhausted, and a storm's batch names hundreds.
+    gate = asyncio.Semaphore(READS_IN_FLIGHT)
+
+    async def position(channel: str) -> Any:
+        async with gate:
+            return await read(*streams.read_args(channel, -1))
+
+    replies, *positions = await asyncio.gather(pipe.execute(), *(position(channel) for channel in channels))
+    # ZADD, EXPIRE, ZCOUNT per entry: a user's count right after adding that entry, as in the script.
+    counts = replies[2:3 * len(items):3]
+    found = {channel: streams.parse_read(reply) for channel, reply in zip(channels, positions, strict=True)}
+    return [(int(count), [found[c] for c in read_channels])
+            for count, (_, read_channels) in zip(counts, items, strict=True)]
+
+
 async def remove(connection_id: str, user_id: str) -> None:
     """Forget a closed connection."""
     pipe = rt_redis.async_client().pipeline(transaction=False)
@@ -121,14 +163,22 @@ async def remove(connection_id: str, user_id: str) -> None:
     await pipe.execute()
 
 
+# Registry entries per HSET of a refresh.
+REFRESH_CHUNK = 1000
+
+
 async def refresh(entries: list[dict[str, Any]]) -> None:
     """Rewrite this process's entries (activity, channels) and push their expiry forward."""
     ttl = setting("REGISTRY_TTL_S")
     expires = time.time() + ttl
     pipe = rt_redis.async_client().pipeline(transaction=False)
     pipe.delete(proc_key())
+    # HSETs of REFRESH_CHUNK entries: one HSET of a process's 20,000 entries would be a ~10 MB
+    # command that holds Redis (or its shard) for milliseconds.
+    for start in range(0, len(entries), REFRESH_CHUNK):
+        chunk = entries[start:start + REFRESH_CHUNK]
+        pipe.hset(proc_key(), mapping={e["connection_id"]: orjson.dumps(e) for e in chunk})
     if entries:
-        pipe.hset(proc_key(), mapping={e["connection_id"]: orjson.dumps(e) for e in entries})
         pipe.expire(proc_key(), ttl)
     pipe.zadd(procs_key(), {PROCESS_ID: expires})
     for entry in entries:

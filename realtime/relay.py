@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from realtime import metrics, streams
@@ -134,6 +135,8 @@ def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[
     on every batch. When Redis has lost the script (restart, SCRIPT FLUSH), only the
     publishes that failed with NOSCRIPT are repeated after loading it, so none is sent twice.
     """
+    if isinstance(client, RedisCluster):
+        return _publish_per_node(client, items)
     sha = rt_redis.sync_script(streams.PUBLISH_LUA).sha
     replies: list[Any] = []
     for start in range(0, len(items), PIPELINE_SIZE):
@@ -144,7 +147,7 @@ def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[
         results = pipe.execute(raise_on_error=False)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
-            client.script_load(streams.PUBLISH_LUA)
+            client.script_load(rt_redis.script_source(streams.PUBLISH_LUA))
             pipe = client.pipeline(transaction=False)
             for i in missing:
                 keys, args = chunk[i]
@@ -155,6 +158,28 @@ def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[
             if isinstance(result, Exception):
                 raise result
         replies.extend(results)
+    return replies
+
+
+def _publish_per_node(cluster: Any, items: list[tuple[list[str], list]]) -> list[Any]:
+    """``publish_pipelined`` on a Redis Cluster, whose pipelines refuse scripts: the items of
+    each node go through a pipeline of that node's own connection (each item's keys share the
+    slot of its channel), and the replies come back in the items' order."""
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for index, (keys, _) in enumerate(items):
+        node = cluster.get_node_from_key(keys[0])
+        by_node.setdefault(node.name, (node.redis_connection, []))[1].append(index)
+    replies: list[Any] = [None] * len(items)
+    failure: Exception | None = None
+    for node_client, indexes in by_node.values():
+        try:
+            for index, reply in zip(indexes, publish_pipelined(node_client, [items[i] for i in indexes]),
+                                    strict=True):
+                replies[index] = reply
+        except Exception as exc:  # the other nodes still get theirs; retries are idempotent
+            failure = failure or exc
+    if failure is not None:
+        raise failure
     return replies
 
 

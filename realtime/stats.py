@@ -42,10 +42,20 @@ def _samples_key() -> str:
     return f"{setting('KEY_PREFIX')}:stats:publish_samples"
 
 
+def _per_node(section: str | None = None) -> list[dict[str, Any]]:
+    """INFO of the Redis server, or of every master of a Redis Cluster."""
+    client = rt_redis.sync_client()
+    args = (section,) if section else ()
+    if rt_redis.is_cluster():
+        return list(client.info(*args, target_nodes=client.PRIMARIES).values())
+    return [client.info(*args)]
+
+
 def published_total() -> int:
-    """PUBLISH commands the Redis server ran since its start (or its last CONFIG RESETSTAT)."""
-    stats = rt_redis.sync_client().info("commandstats")
-    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+    """PUBLISH (on a Cluster: SPUBLISH) commands the Redis servers ran since their start (or
+    their last CONFIG RESETSTAT)."""
+    return sum(int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+               for stats in _per_node("commandstats") for command in ("publish", "spublish"))
 
 
 def rate_between(first: Sample, last: Sample) -> float | None:
@@ -102,13 +112,14 @@ def circuit_state() -> dict[str, Any]:
 
 
 def redis_summary() -> dict[str, Any]:
-    """A few numbers about the Redis server (version, memory, clients, operations per second)."""
-    info = rt_redis.sync_client().info()
+    """A few numbers about the Redis server (version, memory, clients, operations per second);
+    on a Cluster, of its masters together (memory per master)."""
+    nodes = _per_node()
     return {
-        "version": info.get("redis_version", ""),
-        "used_memory": info.get("used_memory_human", ""),
-        "connected_clients": info.get("connected_clients", 0),
-        "ops_per_sec": info.get("instantaneous_ops_per_sec", 0),
+        "version": nodes[0].get("redis_version", ""),
+        "used_memory": " + ".join(str(info.get("used_memory_human", "")) for info in nodes),
+        "connected_clients": sum(int(info.get("connected_clients", 0)) for info in nodes),
+        "ops_per_sec": sum(int(info.get("instantaneous_ops_per_sec", 0)) for info in nodes),
     }
 
 

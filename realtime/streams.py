@@ -21,6 +21,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from realtime import redis as rt_redis
 from realtime.conf import setting
 
 # The generation of the Redis data set: a key that a Redis replaced by an empty one (or by a
@@ -29,7 +30,8 @@ from realtime.conf import setting
 # last writes of its AOF, or failed over). A channel whose meta hash was written under another
 # generation gets a new epoch on its next access: what clients saw may no longer be in Redis,
 # and an offset they saw may be assigned again, so they must resync. The key's name is derived
-# from the meta key's (one Redis node: see docs/operations.md).
+# from the meta key's: one server or a Sentinel master; on a Redis Cluster the scripts use
+# CLUSTER_GENERATION_LUA instead (``realtime.redis.script_source``).
 GENERATION_LUA = """
 local function generation(meta, fresh)
   local key = string.sub(meta, 1, string.find(meta, ':{', 1, true) - 1) .. ':gen'
@@ -39,6 +41,15 @@ local function generation(meta, fresh)
     redis.call('SET', key, current)
   end
   return current
+end
+"""
+
+# GENERATION_LUA on a Redis Cluster (``realtime.redis.script_source``): the generation is the
+# run id of the node that owns the channel's slot. A restarted node or a promoted replica has
+# another one, so its channels get a new epoch on their next access, as on one server.
+CLUSTER_GENERATION_LUA = """
+local function generation(meta, fresh)
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 end
 """
 
@@ -169,7 +180,10 @@ def history_key(channel: str) -> str:
 
 
 def pubsub_name(channel: str) -> str:
-    """Redis pub/sub channel that carries a channel's live records."""
+    """Redis pub/sub channel that carries a channel's live records; on a Cluster a shard
+    channel in the slot of the channel's keys (SPUBLISH from the publish script)."""
+    if rt_redis.is_cluster():
+        return f"{setting('KEY_PREFIX')}:p:{{{channel}}}"
     return f"{setting('KEY_PREFIX')}:p:{channel}"
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from realtime import topology as redis_topology
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("RENUM_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -144,11 +146,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
+# One server (redis://, rediss://, unix://), a master behind Sentinel
+# (redis+sentinel://host:26379,host2:26379/<master name>/<db>) or a Redis Cluster
+# (redis+cluster://host:7000,host2:7001): realtime/topology.py.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if not REDIS_URL:
     from renum.embedded_redis import ensure_embedded_redis
 
     REDIS_URL = ensure_embedded_redis(VAR_DIR)
+REDIS_TOPOLOGY = redis_topology.parse(REDIS_URL)
 
 # Every Redis key of a deployment is under this prefix: the realtime layer's, the channel
 # layer's and the cache's (throttle counters); deployments sharing a Redis keep theirs apart.
@@ -157,9 +163,11 @@ REALTIME_KEY_PREFIX = os.environ.get("REALTIME_KEY_PREFIX", "renum:rt")
 CACHES = {
     # Shared by every process, so DRF throttles and login throttles hold across server processes.
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "BACKEND": "realtime.cache.RedisCache",
+        # A list: Django splits a string LOCATION at commas (a Sentinel URL has some).
+        "LOCATION": [REDIS_URL],
         "KEY_PREFIX": REALTIME_KEY_PREFIX + ":cache",
+        "OPTIONS": {"pool_class": "realtime.topology.CachePool"},
     }
 }
 
@@ -173,8 +181,8 @@ CHANNEL_LAYERS = {
             # redis-py's default 5 s read timeout equals channels_redis's 5 s BZPOPMIN wait: an idle
             # receive would time out and end the consumer. Reads may take longer than the wait.
             # redis-py's pool raises (not waits) past max_connections: room for connect storms.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2,
-                       "max_connections": 2000}],
+            "hosts": [redis_topology.channel_layer_host(REDIS_TOPOLOGY, socket_timeout=15, socket_connect_timeout=2,
+                                                        max_connections=2000)],
             # Under the realtime prefix: deployments (and test runs) sharing a Redis stay apart.
             "prefix": REALTIME_KEY_PREFIX + ":layer",
             "capacity": 1000,
@@ -186,6 +194,13 @@ CHANNEL_LAYERS = {
         },
     }
 }
+
+if REDIS_TOPOLOGY.kind == "cluster":
+    # channels_redis cannot run on a Cluster (its scripts span many keys): the same semantics
+    # with one key per command (realtime/layers.py).
+    CHANNEL_LAYERS["default"]["BACKEND"] = "realtime.layers.ClusterChannelLayer"
+    CHANNEL_LAYERS["default"]["CONFIG"].pop("hosts")
+    CHANNEL_LAYERS["default"]["CONFIG"]["cluster_url"] = REDIS_URL
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-exec .venv/bin/python -m pytest tests/realtime/test_failures.py tests/realtime/test_outbox_faults.py -q -p no:cacheprovider \
+exec .venv/bin/python -m pytest tests/realtime/test_failures.py tests/realtime/test_outbox_faults.py \
+  tests/realtime/test_sentinel.py -q -p no:cacheprovider \
   --reliability-report docs/reliability.md "$@"

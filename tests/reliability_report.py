@@ -14,10 +14,10 @@ def render(rows: list[dict[str, Any]], exitstatus: int) -> str:
     lines = [
         "# Reliability: what the failure scenarios showed",
         "",
-        f"Produced by `{COMMAND}` (the failure tests in `tests/realtime/test_failures.py` and",
-        "`tests/realtime/test_outbox_faults.py`, which CI also runs), against real uvicorn server processes,",
-        "real Redis servers (the Redis faults: servers and a TCP proxy of the tests' own) and the test database, "
-        "with the",
+        f"Produced by `{COMMAND}` (the failure tests in `tests/realtime/test_failures.py`,",
+        "`tests/realtime/test_outbox_faults.py` and `tests/realtime/test_sentinel.py`, which CI also runs), against",
+        "real uvicorn server processes, real Redis servers (the Redis faults: servers, a TCP proxy and Sentinel sets",
+        "of the tests' own) and the test database, with the",
         "reference client `realtime/client.py` (backoff 1, 2, 4, 8, 16 s plus jitter, at most 5 attempts,",
         "resume with `since`, de-duplication by `(channel, epoch, offset)`).",
         "",

@@ -53,6 +53,9 @@ class Command(BaseCommand):
                             help="ASGI application of `ours` (A/B runs of a code change)")
         parser.add_argument("--repeat", type=int, default=1,
                             help="runs per server, taken in turn; the table shows each server's median run")
+        parser.add_argument("--redis-stats", action="store_true",
+                            help="count Redis commands and Redis CPU per connect and per message "
+                                 "(INFO commandstats; only meaningful on a Redis of the run's own)")
         parser.add_argument("--no-progress", action="store_true")
         parser.add_argument("--team-size", type=int, default=50,
                             help="longpoll/sse/events: users per team (each client follows its team's channel)")
@@ -67,6 +70,7 @@ class Command(BaseCommand):
             redis_url=o["redis_url"], publisher_threads=o["publisher_threads"], drain_timeout=o["drain_timeout"],
             compression=o["compression"], profile_dir=o["profile"], progress=not o["no_progress"],
             ours_settings=o["ours_settings"], ours_app=o["ours_app"], repeat=o["repeat"],
+            redis_stats=o["redis_stats"],
         )
         scenario, clients, rate, duration = config.resolved()
         if scenario.transport == "http":
