@@ -279,6 +279,16 @@ def unsubscribe_user_on_commit(user_id: Any, channel: str) -> None:
     _control_on_commit(user_id, {"type": "rt.unsubscribe", "channel": channel})
 
 
-def disconnect_user_on_commit(user_id: Any, code: int = 4001, reason: str = "") -> None:
-    """Close every live connection of a user, after commit (e.g. user deactivated)."""
-    _control_on_commit(user_id, {"type": "rt.disconnect", "code": code, "reason": reason})
+def disconnect_user_on_commit(user_id: Any, code: int = 4001, reason: str = "", *,
+                              auth: str | None = None, session: str | None = None) -> None:
+    """Close every live connection of a user, after commit (e.g. user deactivated).
+
+    ``auth`` limits it to the sockets authenticated that way (``"session"``: the cookie
+    sockets, not the token ones), ``session`` to those of one session (``sessions.session_tag``).
+    """
+    message: dict[str, Any] = {"type": "rt.disconnect", "code": code, "reason": reason}
+    if auth is not None:
+        message["auth"] = auth
+    if session is not None:
+        message["session"] = session
+    _control_on_commit(user_id, message)

@@ -8,6 +8,7 @@ the first live message is missed; live frames at or below ``offset`` are the cal
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +48,17 @@ async def catch_up_many(policies: dict[str, ChannelPolicy], user: Any, user_key:
     """``catch_up`` for several channels, their reads in one pipeline (one round trip and one
     pooled Redis connection for a long poll's channels, not one each)."""
     script = rt_redis.async_script(streams.READ_LUA)
-    async with rt_redis.async_client().pipeline(transaction=False) as pipe:
-        for channel in policies:
-            since = positions.get(channel)
-            keys, args = streams.read_args(channel, since[1] if since is not None else -1)
-            await script(keys=keys, args=args, client=pipe)
-        replies = await pipe.execute()
+    reads = [streams.read_args(channel, since[1] if (since := positions.get(channel)) is not None else -1)
+             for channel in policies]
+    if rt_redis.is_cluster():
+        # redis-py's cluster pipelines refuse scripts; the channels' keys live on different
+        # nodes anyway, so the reads go out together, one per channel.
+        replies = await asyncio.gather(*(script(keys=keys, args=args) for keys, args in reads))
+    else:
+        async with rt_redis.async_client().pipeline(transaction=False) as pipe:
+            for keys, args in reads:
+                await script(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
     return [await _caught_up(policy, user, user_key, channel, positions.get(channel), streams.parse_read(reply))
             for (channel, policy), reply in zip(policies.items(), replies, strict=True)]
 

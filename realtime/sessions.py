@@ -22,7 +22,6 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
-from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -84,12 +83,10 @@ def live_sessions(sockets: list[tuple[str, str]]) -> dict[str, datetime | None]:
 def disconnect_sessions_on_commit(user_id: Any, *, session_key: str | None = None, code: int = 4001,
                                   reason: str = "session ended") -> None:
     """Close a user's session-cookie sockets after commit: those of one session, or all of them."""
-    from realtime.publish import _control
+    from realtime.publish import disconnect_user_on_commit
 
-    message: dict[str, Any] = {"type": "rt.disconnect", "code": code, "reason": reason, "auth": "session"}
-    if session_key is not None:
-        message["session"] = session_tag(session_key)
-    transaction.on_commit(lambda: _control(user_id, message))
+    disconnect_user_on_commit(user_id, code=code, reason=reason, auth="session",
+                              session=session_tag(session_key) if session_key is not None else None)
 
 
 def on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:

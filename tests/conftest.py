@@ -22,12 +22,18 @@ _counter = itertools.count(1)
 def _clean_realtime_redis(settings):
     """Every test starts with no realtime keys in Redis (history, registry, tickets, layer)."""
     from realtime import redis as rt_redis
+    from realtime import streams
     from realtime.conf import setting
 
     client = rt_redis.sync_client()
+    # The data set's generation stays: it describes the Redis server, not a test's data. Deleted,
+    # the next new connection would renew it (the server looks new to the data set) and give the
+    # channels a test has just published to new epochs half-way through the test.
+    keep = {streams.generation_key().encode(), streams.generation_run_key().encode()}
     for pattern in {f"{setting('KEY_PREFIX')}:*", "renum:*"}:
         for key in client.scan_iter(match=pattern, count=1000):
-            client.delete(key)
+            if key not in keep:
+                client.delete(key)
     yield
 
 
