@@ -22,7 +22,7 @@ from realtime import registry, streams
 from realtime import relay as rt_relay
 from realtime.layers import ClusterChannelLayer
 from tests.conftest import access_token_for
-from tests.redis_servers import ClusterSet
+from tests.redis_servers import ClusterSet, reset_realtime_clients
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,13 +45,9 @@ def on_cluster(cluster, settings):
         **settings.CHANNEL_LAYERS["default"]["CONFIG"], "cluster_url": cluster.url, "prefix": prefix + ":layer"}}}
     settings.CHANNEL_LAYERS["default"]["CONFIG"].pop("hosts", None)
     settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "KEY_PREFIX": prefix}
-    rt_redis.reset()
-    rt_publish._breaker = None
-    rt_relay.reset()
+    reset_realtime_clients()
     yield cluster
-    rt_relay.reset()
-    rt_redis.reset()
-    rt_publish._breaker = None
+    reset_realtime_clients()
 
 
 def slot(key: str) -> int:

@@ -40,20 +40,6 @@ def meta(channel: str) -> dict[bytes, bytes]:
     return rt_redis.sync_client().hgetall(streams.meta_key(channel))
 
 
-@pytest.fixture
-def use_redis(settings):
-    """``use_redis(url)`` points this process's realtime clients at another Redis."""
-    original = settings.REDIS_URL
-
-    def point(url: str) -> None:
-        settings.REDIS_URL = url
-        rt_redis.reset()
-        rt_publish._breaker = None
-        rt_relay.reset()
-
-    yield point
-    point(original)
-
 
 @pytest.fixture
 def own_redis(tmp_path, use_redis):

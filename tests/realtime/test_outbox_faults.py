@@ -23,8 +23,6 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from notifications.services import notification_create
-from realtime import publish as rt_publish
-from realtime import redis as rt_redis
 from realtime import relay as rt_relay
 from tests.conftest import access_token_for
 from tests.realtime.test_failures import create_users, start_client, stop_clients, wait_until
@@ -44,20 +42,6 @@ SCENARIOS = {
     "replica_promoted": "failover to a replica that missed writes (REPLICAOF NO ONE)",
 }
 
-
-@pytest.fixture
-def use_redis(settings):
-    """``use_redis(url)`` points this process's realtime clients (the publisher) at another Redis."""
-    original = settings.REDIS_URL
-
-    def point(url: str) -> None:
-        settings.REDIS_URL = url
-        rt_redis.reset()
-        rt_publish._breaker = None
-        rt_relay.reset()
-
-    yield point
-    point(original)
 
 
 def rest_notification_ids(server, user) -> list[str]:

@@ -17,7 +17,7 @@ from realtime import publish as rt_publish
 from realtime import redis as rt_redis
 from realtime import relay as rt_relay
 from realtime.publish import publish_on_commit
-from tests.redis_servers import SentinelSet
+from tests.redis_servers import SentinelSet, reset_realtime_clients
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,9 +77,7 @@ def sentinel_set(tmp_path, settings):
     def point(url: str) -> None:
         settings.REDIS_URL = url
         settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": [url]}}
-        rt_redis.reset()
-        rt_publish._breaker = None
-        rt_relay.reset()
+        reset_realtime_clients()
 
     point(group.url)
     yield group
