@@ -31,6 +31,12 @@ const CloseCode = Object.freeze({
   /** Used by this client when it drops a socket that went silent (reported, never sent). */
   HEARTBEAT_TIMEOUT: 4e3
 });
+const TEAM_EVENT_TYPES = Object.freeze([
+  "team_member_joined",
+  "team_member_left",
+  "team_member_role_changed",
+  "team_renamed"
+]);
 class RealtimeError extends Error {
   /** Protocol code (`forbidden`, `not_found`...) or client code (`unavailable`, `timeout`, `disconnected`, `unauthorized`, `http_<status>`). */
   code;
@@ -1212,6 +1218,7 @@ export {
   RealtimeError,
   SUBPROTOCOL,
   State,
+  TEAM_EVENT_TYPES,
   decodeJwt,
   RealtimeClient as default,
   executionFromRest,

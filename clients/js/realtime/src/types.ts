@@ -105,7 +105,49 @@ export interface Notification {
   read: boolean;
   created_at: string;
   action: NotificationAction | null;
+  /** In the archive, not the inbox (a new notification: false). */
+  archived: boolean;
 }
+
+/**
+ * Payload of `notification_unread`, `notification_archived`, `notification_unarchived` and
+ * `notification_deleted` on `user:<id>`: the notifications that changed state.
+ */
+export interface NotificationIds {
+  ids: string[];
+}
+
+export type TeamRole = "owner" | "member";
+
+/** `team_member_joined` / `team_member_left` payload on `team:<id>`. */
+export interface TeamMemberEvent {
+  team_id: string;
+  user_id: string;
+  username: string;
+  role: TeamRole;
+}
+
+/** `team_member_role_changed` payload on `team:<id>`. */
+export interface TeamRoleChangedEvent extends TeamMemberEvent {
+  previous_role: TeamRole;
+}
+
+/** `team_renamed` payload on `team:<id>`. */
+export interface TeamRenamedEvent {
+  team_id: string;
+  name: string;
+  previous_name: string;
+}
+
+/** A team event as `useTeamEvents` / `onMessage` deliver it, discriminated by `type`. */
+export type TeamEvent =
+  | { type: "team_member_joined" | "team_member_left"; payload: TeamMemberEvent }
+  | { type: "team_member_role_changed"; payload: TeamRoleChangedEvent }
+  | { type: "team_renamed"; payload: TeamRenamedEvent };
+
+export const TEAM_EVENT_TYPES: readonly TeamEvent["type"][] = Object.freeze([
+  "team_member_joined", "team_member_left", "team_member_role_changed", "team_renamed",
+] as const);
 
 export type ExecutionStatus = "queued" | "running" | "completed" | "failed";
 
