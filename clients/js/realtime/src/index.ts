@@ -8,7 +8,7 @@ export { State, CloseCode, SUBPROTOCOL, TEAM_EVENT_TYPES } from "./types.js";
 export type {
   ConnectionState, StateInfo, UnauthorizedCause, Position, Envelope, Notification, NotificationAction,
   ExecutionUpdate, ExecutionStatus, Welcome, ResyncEvent, TokenRequest, RealtimeOptions, SocketLike,
-  SocketConstructor, Unsubscribe, NotificationIds, TeamRole, TeamMemberEvent, TeamRoleChangedEvent,
+  SocketConstructor, EventSourceLike, EventSourceConstructor, Unsubscribe, NotificationIds, TeamRole, TeamMemberEvent, TeamRoleChangedEvent,
   TeamRenamedEvent, TeamEvent,
 } from "./types.js";
 export { executionFromRest, executionFromUpdate, type Execution, type RestExecution } from "./executions.js";

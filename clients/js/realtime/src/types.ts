@@ -64,8 +64,11 @@ export interface StateInfo {
   connectionId?: string;
   /** `degraded`: messages arrive over HTTP. */
   polling?: boolean;
-  /** `degraded`: which HTTP transport: `poll` (multiplexed long poll) or `events` (per channel, v1 servers). */
-  transport?: "poll" | "events";
+  /**
+   * `degraded`: which HTTP transport: `sse` (one server-sent events stream), `poll` (multiplexed
+   * long poll) or `events` (per channel, v1 servers).
+   */
+  transport?: "sse" | "poll" | "events";
   /** This tab follows another tab's connection (see `shareAcrossTabs`). */
   follower?: boolean;
 }
@@ -197,6 +200,15 @@ export interface SocketLike {
 
 export type SocketConstructor = new (url: string, protocols?: string | string[]) => SocketLike;
 
+/** The subset of the EventSource API the client uses (tests pass a fake). */
+export interface EventSourceLike {
+  onerror: ((event: unknown) => void) | null;
+  addEventListener(type: string, listener: (event: MessageEvent<string>) => void): void;
+  close(): void;
+}
+
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
+
 export interface RealtimeOptions {
   /** WebSocket URL: absolute (`wss://host/ws/`) or a path (`/ws/`) on the page's host. */
   url?: string;
@@ -211,6 +223,20 @@ export interface RealtimeOptions {
   pollUrl?: string | false;
   /** Per-channel events URL used when the server has no multiplexed poll (v1 servers). */
   eventsUrl?: string;
+  /**
+   * Server-sent events URL (default: `/api/realtime/sse/` on the socket's host); `false`: the
+   * degraded mode long-polls instead. Used only where `EventSource` exists and the poll is on.
+   */
+  sseUrl?: string | false;
+  /** One-time ticket URL for the stream (default: `/api/realtime/ticket/` on the socket's host). */
+  ticketUrl?: string;
+  /** EventSource constructor (default: the global EventSource). */
+  EventSource?: EventSourceConstructor;
+  /**
+   * Message types to listen for on the stream beyond the protocol's and those given to
+   * `onMessage()` (EventSource delivers a named event only to listeners of that name).
+   */
+  sseEventTypes?: string[];
   /** WebSocket constructor (default: the global WebSocket). */
   WebSocket?: SocketConstructor;
   /** Shown in the admin's connection list (`client_id`, at most 64 characters). */
