@@ -246,11 +246,12 @@ export interface RealtimeOptions {
     positions?: Record<string, Position>;
     /**
      * One connection per browser, not per tab (default false; the React provider turns it on):
-     * tabs of the same user and socket URL elect a leader with the Web Locks API; the leader keeps
-     * the one socket (or the one poll when degraded) and fans messages, state and resyncs out to
+     * tabs of the same user and socket URL elect a leader with the Web Locks API (or, without
+     * them, an election over BroadcastChannel); the leader keeps
+     * the one socket (or the one stream or poll when degraded) and fans messages, state and resyncs out to
      * the other tabs over a BroadcastChannel; their subscriptions and commands go through it.
      * When the leader tab closes, another takes over, resuming from the positions it saw. Without
-     * Web Locks or BroadcastChannel each tab keeps its own connection.
+     * BroadcastChannel each tab keeps its own connection.
      */
     shareAcrossTabs?: boolean;
     /** JWT claim holding the user id (default `user_id`). */

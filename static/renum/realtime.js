@@ -37,6 +37,102 @@ const TEAM_EVENT_TYPES = Object.freeze([
   "team_member_role_changed",
   "team_renamed"
 ]);
+const ELECTION_TIMINGS = Object.freeze({ aliveMs: 1e3, deadMs: 3500, settleMs: 150 });
+class BroadcastLock {
+  constructor(Channel, id, timings = ELECTION_TIMINGS) {
+    this.Channel = Channel;
+    this.id = id;
+    this.timings = timings;
+  }
+  Channel;
+  id;
+  timings;
+  request(name, options, callback) {
+    const { aliveMs, deadMs, settleMs } = this.timings;
+    const me = this.id();
+    const bus = new this.Channel(`${name}:election`);
+    let role = "waiting";
+    let heard = 0;
+    let settle;
+    let check;
+    let alive;
+    const say = (kind) => {
+      try {
+        bus.postMessage({ kind, id: me });
+      } catch {
+      }
+    };
+    const pagehide = () => {
+      if (role === "holding") say("release");
+    };
+    return new Promise((resolve, reject) => {
+      const finish = (error) => {
+        if (role === "done") return;
+        if (role === "holding") say("release");
+        role = "done";
+        clearTimeout(settle);
+        clearInterval(check);
+        clearInterval(alive);
+        options.signal?.removeEventListener("abort", aborted);
+        globalThis.removeEventListener?.("pagehide", pagehide);
+        bus.close();
+        if (error === void 0) resolve();
+        else reject(error);
+      };
+      const aborted = () => {
+        if (role !== "holding") finish(new DOMException("the lock request was aborted", "AbortError"));
+      };
+      if (options.signal?.aborted) {
+        aborted();
+        return;
+      }
+      options.signal?.addEventListener("abort", aborted);
+      const claim = () => {
+        if (role !== "waiting") return;
+        role = "claiming";
+        say("claim");
+        settle = setTimeout(() => {
+          if (role !== "claiming") return;
+          role = "holding";
+          clearInterval(check);
+          say("alive");
+          alive = setInterval(() => say("alive"), aliveMs);
+          globalThis.addEventListener?.("pagehide", pagehide);
+          Promise.resolve().then(callback).then(() => finish(), (error) => finish(error));
+        }, settleMs);
+      };
+      const yieldTo = () => {
+        heard = Date.now();
+        if (role === "claiming") {
+          clearTimeout(settle);
+          role = "waiting";
+        }
+      };
+      bus.onmessage = (event) => {
+        const vote = event.data;
+        if (!vote || typeof vote !== "object" || vote.id === me || role === "done") return;
+        if (role === "holding") {
+          if (vote.kind === "probe" || vote.kind === "claim") say("alive");
+          else if (vote.kind === "alive" && vote.id < me) clearInterval(alive);
+          return;
+        }
+        if (vote.kind === "alive") yieldTo();
+        else if (vote.kind === "claim" && vote.id < me) yieldTo();
+        else if (vote.kind === "release") {
+          heard = 0;
+          claim();
+        }
+      };
+      say("probe");
+      settle = setTimeout(() => {
+        if (!heard) claim();
+      }, settleMs);
+      check = setInterval(() => {
+        if (role === "waiting" && heard && Date.now() - heard > deadMs) claim();
+      }, aliveMs);
+    });
+  }
+}
 class RealtimeError extends Error {
   /** Protocol code (`forbidden`, `not_found`...) or client code (`unavailable`, `timeout`, `disconnected`, `unauthorized`, `http_<status>`). */
   code;
@@ -80,9 +176,10 @@ const DEFAULTS = {
   shareAcrossTabs: false
 };
 function tabApis() {
-  const locks = globalThis.navigator?.locks;
   const Channel = globalThis.BroadcastChannel;
-  return locks && Channel ? { locks, Channel } : null;
+  if (!Channel) return null;
+  const locks = globalThis.navigator?.locks;
+  return { locks: locks ?? new BroadcastLock(Channel, randomId), Channel };
 }
 const SEEN_LIMIT = 2048;
 const OPEN = 1;

@@ -38,7 +38,9 @@ describe("RealtimeProvider", () => {
         <RealtimeProvider url="ws://api.test/ws/" getToken={() => "tok"} options={OPTIONS}><span>app</span></RealtimeProvider>
       </StrictMode>,
     );
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // (jsdom has no Web Locks: the tab first wins the BroadcastChannel election, ~0.3 s)
+    await waitFor(() => expect(FakeSocket.all.length).toBeGreaterThan(0));
+    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(FakeSocket.all).toHaveLength(1);
     view.unmount();
     await new Promise((resolve) => setTimeout(resolve, 5));

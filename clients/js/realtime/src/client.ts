@@ -33,6 +33,7 @@ import {
   type Welcome,
   SUBPROTOCOL,
 } from "./types.js";
+import { BroadcastLock } from "./election.js";
 
 /** A failed request, an `error` frame, or a lost connection. */
 export class RealtimeError extends Error {
@@ -95,10 +96,12 @@ interface LockManagerLike {
   request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<void>): Promise<void>;
 }
 
+/** Web Locks where the browser has them; else an election over BroadcastChannel (election.ts). */
 function tabApis(): { locks: LockManagerLike; Channel: typeof BroadcastChannel } | null {
-  const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
   const Channel = (globalThis as { BroadcastChannel?: typeof BroadcastChannel }).BroadcastChannel;
-  return locks && Channel ? { locks, Channel } : null;
+  if (!Channel) return null;
+  const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
+  return { locks: locks ?? new BroadcastLock(Channel, randomId), Channel };
 }
 
 /** How many delivered offsets per channel are remembered beyond the resume position. */
