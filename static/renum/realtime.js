@@ -1334,8 +1334,10 @@ class RealtimeClient {
     const renewed = { done: false };
     const cursor = { value: null };
     let failures = 0;
+    let quickEnds = 0;
     while (current()) {
       let outcome;
+      const startedAt = Date.now();
       try {
         const response = await this._authorizedFetch(this.ticketUrl, { method: "POST", signal }, renewed);
         if (!current()) return;
@@ -1356,6 +1358,8 @@ class RealtimeClient {
       if (!current()) return;
       if (outcome === "ended") {
         failures = 0;
+        quickEnds = Date.now() - startedAt < 1e3 ? quickEnds + 1 : 0;
+        if (quickEnds > 1) await sleep(backoffDelay(this.options.backoffBaseMs, Math.min(quickEnds - 1, 5)), signal);
         continue;
       }
       failures += 1;

@@ -1366,8 +1366,10 @@ export class RealtimeClient {
     const renewed = { done: false };
     const cursor = { value: null as string | null };
     let failures = 0;
+    let quickEnds = 0;
     while (current()) {
       let outcome: "ended" | "failed";
+      const startedAt = Date.now();
       try {
         const response = await this._authorizedFetch(this.ticketUrl, { method: "POST", signal }, renewed);
         if (!current()) return;
@@ -1388,6 +1390,9 @@ export class RealtimeClient {
       if (!current()) return;
       if (outcome === "ended") {
         failures = 0;
+        // A stream that keeps ending at once (a proxy's short timeout) is reopened with a backoff.
+        quickEnds = Date.now() - startedAt < 1000 ? quickEnds + 1 : 0;
+        if (quickEnds > 1) await sleep(backoffDelay(this.options.backoffBaseMs, Math.min(quickEnds - 1, 5)), signal);
         continue;
       }
       failures += 1;
