@@ -20,11 +20,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(trans
 
 CLIENT = """async ({ username, password }) => {
   const module = await import('/static/renum/realtime.js');
-  const answer = await fetch('/api/auth/token/', { method: 'POST', headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ username, password }) });
-  const { access } = await answer.json();
+  // A new access token whenever the client asks (tokens may be short-lived in these tests).
+  const getToken = async () => {
+    const answer = await fetch('/api/auth/token/', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username, password }) });
+    return (await answer.json()).access;
+  };
   window.seen = { states: [], titles: [], transports: [] };
-  const client = new module.RealtimeClient({ url: '/ws/', getToken: () => access, backoffBaseMs: 100,
+  const client = new module.RealtimeClient({ url: '/ws/', getToken, backoffBaseMs: 100,
     maxAttempts: 2, probeIntervalMs: 600000 });
   client.onStateChange((state, info) => {
     window.seen.states.push(state);
@@ -65,7 +68,8 @@ def test_blocked_websocket_degrades_onto_one_sse_stream_and_delivers_once(server
     assert re.search(r"(^|&)ticket=[^&]+", query)
 
     # When the service creates a notification
-    page.wait_for_timeout(500)  # the stream is open (its `ready` came) before the notification is created
+    # (the stream's `ready` gave the client its positions: what is published from now on is owed to it)
+    page.wait_for_function("(channel) => channel in window.client.positions()", arg=f"user:{user.pk}", timeout=15_000)
     notification_create(user=user, type="info", title="Delivered over SSE", message="Details.")
 
     # Then it arrives exactly once, over the stream: no long poll waited for it
@@ -76,4 +80,36 @@ def test_blocked_websocket_degrades_onto_one_sse_stream_and_delivers_once(server
     assert [json.loads(r.post_data)["timeout"] for r in polls] == [0] * len(polls)  # catch-ups only
     assert page.evaluate("window.client.stateInfo.transport") == "sse"
     assert len(streams()) == 1
+    page.evaluate("window.client.disconnect()")
+
+
+def test_a_stream_ended_by_expiring_credentials_resumes_from_its_cursor_with_a_new_ticket(servers, page, make_user):
+    # Given access tokens (and so ticket streams) that last 6 s, and a network that refuses WebSockets
+    server = servers(JWT_ACCESS_LIFETIME_S="6")
+    page.route_web_socket(re.compile(r"/ws/"), lambda ws: ws.close())
+    streams = []
+    page.on("request", lambda request: streams.append(request.url) if "/api/realtime/sse/" in request.url else None)
+    user = make_user()
+    page.goto(server.http_url + "/")
+    page.evaluate(CLIENT, {"username": user.username, "password": PASSWORD})
+    page.wait_for_function("window.client.stateInfo.transport === 'sse'", timeout=15_000)
+    page.wait_for_function("(channel) => channel in window.client.positions()", arg=f"user:{user.pk}", timeout=15_000)
+
+    # When a notification comes on the first stream, and another after that stream ended
+    notification_create(user=user, type="info", title="First stream", message="Details.")
+    page.wait_for_function("window.seen.titles.includes('First stream')", timeout=15_000)
+    deadline = time.monotonic() + 20
+    while len(streams) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert len(streams) >= 2, "the server should have ended the first stream when its credentials expired"
+    notification_create(user=user, type="info", title="Next stream", message="Details.")
+    page.wait_for_function("window.seen.titles.includes('Next stream')", timeout=15_000)
+    page.wait_for_timeout(1500)
+
+    # Then the new stream was opened with a new ticket and the last cursor, and each arrived once
+    first, second = (dict(p.split("=", 1) for p in url.split("?", 1)[1].split("&")) for url in streams[:2])
+    assert "since" not in first
+    assert second["since"] and second["ticket"] != first["ticket"]
+    assert page.evaluate("window.seen.titles") == ["First stream", "Next stream"]
+    assert page.evaluate("window.client.state") == "degraded"
     page.evaluate("window.client.disconnect()")
