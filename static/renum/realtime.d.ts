@@ -59,8 +59,11 @@ export interface StateInfo {
     connectionId?: string;
     /** `degraded`: messages arrive over HTTP. */
     polling?: boolean;
-    /** `degraded`: which HTTP transport: `poll` (multiplexed long poll) or `events` (per channel, v1 servers). */
-    transport?: "poll" | "events";
+    /**
+     * `degraded`: which HTTP transport: `sse` (one server-sent events stream), `poll` (multiplexed
+     * long poll) or `events` (per channel, v1 servers).
+     */
+    transport?: "sse" | "poll" | "events";
     /** This tab follows another tab's connection (see `shareAcrossTabs`). */
     follower?: boolean;
 }
@@ -96,7 +99,46 @@ export interface Notification {
     read: boolean;
     created_at: string;
     action: NotificationAction | null;
+    /** In the archive, not the inbox (a new notification: false). */
+    archived: boolean;
 }
+/**
+ * Payload of `notification_unread`, `notification_archived`, `notification_unarchived` and
+ * `notification_deleted` on `user:<id>`: the notifications that changed state.
+ */
+export interface NotificationIds {
+    ids: string[];
+}
+export type TeamRole = "owner" | "member";
+/** `team_member_joined` / `team_member_left` payload on `team:<id>`. */
+export interface TeamMemberEvent {
+    team_id: string;
+    user_id: string;
+    username: string;
+    role: TeamRole;
+}
+/** `team_member_role_changed` payload on `team:<id>`. */
+export interface TeamRoleChangedEvent extends TeamMemberEvent {
+    previous_role: TeamRole;
+}
+/** `team_renamed` payload on `team:<id>`. */
+export interface TeamRenamedEvent {
+    team_id: string;
+    name: string;
+    previous_name: string;
+}
+/** A team event as `useTeamEvents` / `onMessage` deliver it, discriminated by `type`. */
+export type TeamEvent = {
+    type: "team_member_joined" | "team_member_left";
+    payload: TeamMemberEvent;
+} | {
+    type: "team_member_role_changed";
+    payload: TeamRoleChangedEvent;
+} | {
+    type: "team_renamed";
+    payload: TeamRenamedEvent;
+};
+export declare const TEAM_EVENT_TYPES: readonly TeamEvent["type"][];
 export type ExecutionStatus = "queued" | "running" | "completed" | "failed";
 /** An execution update as the socket sends it (`execution_update` payload). */
 export interface ExecutionUpdate {
@@ -143,6 +185,13 @@ export interface SocketLike {
     close(code?: number, reason?: string): void;
 }
 export type SocketConstructor = new (url: string, protocols?: string | string[]) => SocketLike;
+/** The subset of the EventSource API the client uses (tests pass a fake). */
+export interface EventSourceLike {
+    onerror: ((event: unknown) => void) | null;
+    addEventListener(type: string, listener: (event: MessageEvent<string>) => void): void;
+    close(): void;
+}
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
 export interface RealtimeOptions {
     /** WebSocket URL: absolute (`wss://host/ws/`) or a path (`/ws/`) on the page's host. */
     url?: string;
@@ -157,6 +206,20 @@ export interface RealtimeOptions {
     pollUrl?: string | false;
     /** Per-channel events URL used when the server has no multiplexed poll (v1 servers). */
     eventsUrl?: string;
+    /**
+     * Server-sent events URL (default: `/api/realtime/sse/` on the socket's host); `false`: the
+     * degraded mode long-polls instead. Used only where `EventSource` exists and the poll is on.
+     */
+    sseUrl?: string | false;
+    /** One-time ticket URL for the stream (default: `/api/realtime/ticket/` on the socket's host). */
+    ticketUrl?: string;
+    /** EventSource constructor (default: the global EventSource). */
+    EventSource?: EventSourceConstructor;
+    /**
+     * Message types to listen for on the stream beyond the protocol's and those given to
+     * `onMessage()` (EventSource delivers a named event only to listeners of that name).
+     */
+    sseEventTypes?: string[];
     /** WebSocket constructor (default: the global WebSocket). */
     WebSocket?: SocketConstructor;
     /** Shown in the admin's connection list (`client_id`, at most 64 characters). */
@@ -183,11 +246,12 @@ export interface RealtimeOptions {
     positions?: Record<string, Position>;
     /**
      * One connection per browser, not per tab (default false; the React provider turns it on):
-     * tabs of the same user and socket URL elect a leader with the Web Locks API; the leader keeps
-     * the one socket (or the one poll when degraded) and fans messages, state and resyncs out to
+     * tabs of the same user and socket URL elect a leader with the Web Locks API (or, without
+     * them, an election over BroadcastChannel); the leader keeps
+     * the one socket (or the one stream or poll when degraded) and fans messages, state and resyncs out to
      * the other tabs over a BroadcastChannel; their subscriptions and commands go through it.
      * When the leader tab closes, another takes over, resuming from the positions it saw. Without
-     * Web Locks or BroadcastChannel each tab keeps its own connection.
+     * BroadcastChannel each tab keeps its own connection.
      */
     shareAcrossTabs?: boolean;
     /** JWT claim holding the user id (default `user_id`). */
@@ -269,7 +333,7 @@ export declare class RealtimeError extends Error {
     detail: Record<string, unknown>;
     constructor(code: string, message: string, detail?: Record<string, unknown>);
 }
-type Options = Required<Omit<RealtimeOptions, "heartbeatS" | "positions" | "fetch" | "WebSocket" | "pollUrl" | "eventsUrl" | "clientId">> & RealtimeOptions;
+type Options = Required<Omit<RealtimeOptions, "heartbeatS" | "positions" | "fetch" | "WebSocket" | "pollUrl" | "eventsUrl" | "clientId" | "sseUrl" | "ticketUrl" | "EventSource" | "sseEventTypes">> & RealtimeOptions;
 type Listener = (...args: any[]) => void;
 /**
  * Decode a JWT's claims without verifying it (the server verifies); null when unreadable.
@@ -292,6 +356,10 @@ export declare class RealtimeClient {
     readonly pollUrl: string | null;
     /** Per-channel events URL (servers without the multiplexed poll). */
     readonly eventsUrl: string | null;
+    /** Server-sent events URL, or null when the degraded mode does not use SSE. */
+    readonly sseUrl: string | null;
+    /** One-time ticket URL (EventSource cannot send an Authorization header). */
+    readonly ticketUrl: string;
     /** Sent as `client_id`: shown in the admin's connection list. */
     readonly clientId: string;
     state: ConnectionState;
@@ -322,6 +390,12 @@ export declare class RealtimeClient {
     private _polling;
     /** The server answered 404 to the multiplexed poll: per-channel polling instead. */
     private _legacyPolling;
+    private _EventSource;
+    /** The stream of this degraded period failed: long-poll until the socket is back. */
+    private _sseFailed;
+    private _sseTypes;
+    /** Adds a listener for one more message type to the open stream. */
+    private _sseListen;
     private _lastFrameAt;
     /** `leader` or `follower` while sharing one connection between tabs; null otherwise. */
     private _role;
@@ -448,7 +522,8 @@ export declare class RealtimeClient {
     private _pollChannels;
     private _startDegraded;
     private _startPolling;
-    /** A new channel while degraded: the one poll restarts with it (legacy: one more loop). */
+    private _useSse;
+    /** A new channel while degraded: the one poll or stream restarts with it (legacy: one more loop). */
     private _restartPolling;
     private _stopPolling;
     private _scheduleProbe;
@@ -461,6 +536,24 @@ export declare class RealtimeClient {
     /** Per-channel long poll (`GET /api/realtime/events/`), for servers without `/poll/`. */
     private _eventsLoop;
     private _tokenForPolling;
+    /**
+     * The degraded mode over one server-sent events stream for every channel (v1.1
+     * `GET /api/realtime/sse/`), with a one-time ticket per opening (EventSource sends no
+     * headers). The browser's own reconnect would reuse a spent ticket, so every end of the
+     * stream closes it and a new one opens with a fresh ticket and the last cursor (`?since=`).
+     * A stream that keeps failing before `ready` hands over to the long poll.
+     */
+    private _sseLoop;
+    /**
+     * One stream until it ends: "ended" after `ready` (reopen from the cursor), "failed" before.
+     * `ready` gives each channel's position on the server: where one differs from the client's
+     * (a stream opened without a cursor starts at the current positions), one poll with timeout 0
+     * from the client's positions catches up (or answers `recovered: false`: a resync) while the
+     * stream's events wait; then they are applied, de-duplicated by (channel, epoch, offset).
+     */
+    private _sseStream;
+    /** One multiplexed poll with timeout 0 from the client's positions of `names`. */
+    private _catchUp;
     private _applyPoll;
 }
 export default RealtimeClient;

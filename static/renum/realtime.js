@@ -31,6 +31,108 @@ const CloseCode = Object.freeze({
   /** Used by this client when it drops a socket that went silent (reported, never sent). */
   HEARTBEAT_TIMEOUT: 4e3
 });
+const TEAM_EVENT_TYPES = Object.freeze([
+  "team_member_joined",
+  "team_member_left",
+  "team_member_role_changed",
+  "team_renamed"
+]);
+const ELECTION_TIMINGS = Object.freeze({ aliveMs: 1e3, deadMs: 3500, settleMs: 150 });
+class BroadcastLock {
+  constructor(Channel, id, timings = ELECTION_TIMINGS) {
+    this.Channel = Channel;
+    this.id = id;
+    this.timings = timings;
+  }
+  Channel;
+  id;
+  timings;
+  request(name, options, callback) {
+    const { aliveMs, deadMs, settleMs } = this.timings;
+    const me = this.id();
+    const bus = new this.Channel(`${name}:election`);
+    let role = "waiting";
+    let heard = 0;
+    let settle;
+    let check;
+    let alive;
+    const say = (kind) => {
+      try {
+        bus.postMessage({ kind, id: me });
+      } catch {
+      }
+    };
+    const pagehide = () => {
+      if (role === "holding") say("release");
+    };
+    return new Promise((resolve, reject) => {
+      const finish = (error) => {
+        if (role === "done") return;
+        if (role === "holding") say("release");
+        role = "done";
+        clearTimeout(settle);
+        clearInterval(check);
+        clearInterval(alive);
+        options.signal?.removeEventListener("abort", aborted);
+        globalThis.removeEventListener?.("pagehide", pagehide);
+        bus.close();
+        if (error === void 0) resolve();
+        else reject(error);
+      };
+      const aborted = () => {
+        if (role !== "holding") finish(new DOMException("the lock request was aborted", "AbortError"));
+      };
+      if (options.signal?.aborted) {
+        aborted();
+        return;
+      }
+      options.signal?.addEventListener("abort", aborted);
+      const claim = () => {
+        if (role !== "waiting") return;
+        role = "claiming";
+        say("claim");
+        settle = setTimeout(() => {
+          if (role !== "claiming") return;
+          role = "holding";
+          clearInterval(check);
+          say("alive");
+          alive = setInterval(() => say("alive"), aliveMs);
+          globalThis.addEventListener?.("pagehide", pagehide);
+          Promise.resolve().then(callback).then(() => finish(), (error) => finish(error));
+        }, settleMs);
+      };
+      const yieldTo = () => {
+        heard = Date.now();
+        if (role === "claiming") {
+          clearTimeout(settle);
+          role = "waiting";
+        }
+      };
+      bus.onmessage = (event) => {
+        const vote = event.data;
+        if (!vote || typeof vote !== "object" || vote.id === me || role === "done") return;
+        if (role === "holding") {
+          if (vote.kind === "probe" || vote.kind === "claim") say("alive");
+          else if (vote.kind === "alive" && vote.id < me) clearInterval(alive);
+          return;
+        }
+        if (vote.kind === "alive") yieldTo();
+        else if (vote.kind === "claim" && vote.id < me) yieldTo();
+        else if (vote.kind === "release") {
+          heard = 0;
+          claim();
+        }
+      };
+      say("probe");
+      settle = setTimeout(() => {
+        if (!heard) claim();
+      }, settleMs);
+      check = setInterval(() => {
+        if (role === "waiting" && heard && Date.now() - heard > deadMs) claim();
+      }, aliveMs);
+    });
+  }
+}
 class RealtimeError extends Error {
   /** Protocol code (`forbidden`, `not_found`...) or client code (`unavailable`, `timeout`, `disconnected`, `unauthorized`, `http_<status>`). */
   code;
@@ -42,6 +144,24 @@ class RealtimeError extends Error {
     this.detail = detail;
   }
 }
+const PROTOCOL_TYPES = [
+  "notification",
+  "notification_read",
+  "notification_unread",
+  "notification_archived",
+  "notification_unarchived",
+  "notification_deleted",
+  "unread_count",
+  "team_member_joined",
+  "team_member_left",
+  "team_member_role_changed",
+  "team_renamed",
+  "execution_update",
+  "system_event",
+  "publication",
+  "message"
+];
+const MAX_SSE_FAILURES = 2;
 const DEFAULTS = {
   url: "/ws/",
   maxAttempts: 5,
@@ -56,9 +176,10 @@ const DEFAULTS = {
   shareAcrossTabs: false
 };
 function tabApis() {
-  const locks = globalThis.navigator?.locks;
   const Channel = globalThis.BroadcastChannel;
-  return locks && Channel ? { locks, Channel } : null;
+  if (!Channel) return null;
+  const locks = globalThis.navigator?.locks;
+  return { locks: locks ?? new BroadcastLock(Channel, randomId), Channel };
 }
 const SEEN_LIMIT = 2048;
 const OPEN = 1;
@@ -117,6 +238,10 @@ class RealtimeClient {
   pollUrl;
   /** Per-channel events URL (servers without the multiplexed poll). */
   eventsUrl;
+  /** Server-sent events URL, or null when the degraded mode does not use SSE. */
+  sseUrl;
+  /** One-time ticket URL (EventSource cannot send an Authorization header). */
+  ticketUrl;
   /** Sent as `client_id`: shown in the admin's connection list. */
   clientId;
   state = State.IDLE;
@@ -147,6 +272,12 @@ class RealtimeClient {
   _polling = /* @__PURE__ */ new Set();
   /** The server answered 404 to the multiplexed poll: per-channel polling instead. */
   _legacyPolling = false;
+  _EventSource;
+  /** The stream of this degraded period failed: long-poll until the socket is back. */
+  _sseFailed = false;
+  _sseTypes = new Set(PROTOCOL_TYPES);
+  /** Adds a listener for one more message type to the open stream. */
+  _sseListen = null;
   _lastFrameAt = 0;
   /** `leader` or `follower` while sharing one connection between tabs; null otherwise. */
   _role = null;
@@ -168,6 +299,10 @@ class RealtimeClient {
     const base = pageHref() ?? this.url.replace(/^ws/, "http");
     this.pollUrl = options.pollUrl === false ? null : options.pollUrl ? new URL(options.pollUrl, base).href : httpUrl(this.url, "/api/realtime/poll/");
     this.eventsUrl = options.pollUrl === false ? null : options.eventsUrl ? new URL(options.eventsUrl, base).href : httpUrl(this.url, "/api/realtime/events/");
+    this.sseUrl = options.pollUrl === false || options.sseUrl === false ? null : options.sseUrl ? new URL(options.sseUrl, base).href : httpUrl(this.url, "/api/realtime/sse/");
+    this.ticketUrl = options.ticketUrl ? new URL(options.ticketUrl, base).href : httpUrl(this.url, "/api/realtime/ticket/");
+    this._EventSource = options.EventSource || globalThis.EventSource;
+    for (const type of options.sseEventTypes || []) this._sseTypes.add(type);
     this.clientId = (options.clientId || `web-${randomId()}`).slice(0, 64);
     this._fetch = options.fetch || globalThis.fetch?.bind(globalThis);
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
@@ -295,6 +430,10 @@ class RealtimeClient {
   }
   /** `callback(envelope)` for messages of one type, on any channel. */
   onMessage(type, callback) {
+    if (!this._sseTypes.has(type)) {
+      this._sseTypes.add(type);
+      this._sseListen?.(type);
+    }
     return this.on("message", (message) => {
       if (message.type === type) callback(message);
     });
@@ -622,6 +761,7 @@ class RealtimeClient {
     this._attempt = 0;
     this._renewedAfter4001 = false;
     this._pollFailures = 0;
+    this._sseFailed = false;
     this.welcome = payload;
     this.userId = payload.user_id != null ? String(payload.user_id) : this.userId;
     this._stopPolling();
@@ -985,7 +1125,11 @@ class RealtimeClient {
   }
   _startDegraded(info) {
     this._stopPolling();
-    this._setState(State.DEGRADED, { ...info, polling: true, transport: this._legacyPolling ? "events" : "poll" });
+    this._setState(State.DEGRADED, {
+      ...info,
+      polling: true,
+      transport: this._legacyPolling ? "events" : this._useSse() ? "sse" : "poll"
+    });
     this._startPolling();
     this._scheduleProbe();
   }
@@ -994,11 +1138,16 @@ class RealtimeClient {
     const generation = ++this._pollGeneration;
     if (this._legacyPolling) {
       for (const name of this._pollChannels()) this._pollChannel(name, generation);
+    } else if (this._useSse()) {
+      void this._sseLoop(generation);
     } else {
       void this._pollLoop(generation);
     }
   }
-  /** A new channel while degraded: the one poll restarts with it (legacy: one more loop). */
+  _useSse() {
+    return Boolean(this.sseUrl && this.pollUrl && this._EventSource && this._fetch) && !this._sseFailed && !this._legacyPolling;
+  }
+  /** A new channel while degraded: the one poll or stream restarts with it (legacy: one more loop). */
   _restartPolling() {
     if (this._legacyPolling) {
       for (const name of this._pollChannels()) this._pollChannel(name, this._pollGeneration);
@@ -1010,6 +1159,7 @@ class RealtimeClient {
   _stopPolling() {
     this._pollGeneration += 1;
     this._pollAbort?.abort();
+    this._sseListen = null;
     this._pollAbort = null;
     this._polling.clear();
   }
@@ -1170,6 +1320,183 @@ class RealtimeClient {
     const expiresSoon = !claims?.exp || claims.exp * 1e3 - Date.now() < 3e4;
     return expiresSoon ? this._getToken(this._token ? "refresh" : "connect") : this._token;
   }
+  /**
+   * The degraded mode over one server-sent events stream for every channel (v1.1
+   * `GET /api/realtime/sse/`), with a one-time ticket per opening (EventSource sends no
+   * headers). The browser's own reconnect would reuse a spent ticket, so every end of the
+   * stream closes it and a new one opens with a fresh ticket and the last cursor (`?since=`).
+   * A stream that keeps failing before `ready` hands over to the long poll.
+   */
+  async _sseLoop(generation) {
+    const signal = this._pollAbort?.signal;
+    const current = () => generation === this._pollGeneration && this.state === State.DEGRADED;
+    const names = this._pollChannels();
+    const renewed = { done: false };
+    const cursor = { value: null };
+    let failures = 0;
+    let quickEnds = 0;
+    while (current()) {
+      let outcome;
+      const startedAt = Date.now();
+      try {
+        const response = await this._authorizedFetch(this.ticketUrl, { method: "POST", signal }, renewed);
+        if (!current()) return;
+        if (response === null) continue;
+        if (!response.ok) throw new RealtimeError(`http_${response.status}`, `ticket answered ${response.status}`);
+        const { ticket } = await response.json();
+        if (!current()) return;
+        renewed.done = false;
+        outcome = await this._sseStream(names, ticket, cursor, generation, renewed);
+      } catch (error) {
+        if (!current() || error?.name === "AbortError") return;
+        if (error?.code === "unauthorized") {
+          this._unauthorized(error.message, "session_expired");
+          return;
+        }
+        outcome = "failed";
+      }
+      if (!current()) return;
+      if (outcome === "ended") {
+        failures = 0;
+        quickEnds = Date.now() - startedAt < 1e3 ? quickEnds + 1 : 0;
+        if (quickEnds > 1) await sleep(backoffDelay(this.options.backoffBaseMs, Math.min(quickEnds - 1, 5)), signal);
+        continue;
+      }
+      failures += 1;
+      if (failures >= MAX_SSE_FAILURES) {
+        this._sseFailed = true;
+        this._setState(State.DEGRADED, { ...this.stateInfo, transport: "poll" });
+        void this._pollLoop(generation);
+        return;
+      }
+      await sleep(backoffDelay(this.options.backoffBaseMs, failures), signal);
+    }
+  }
+  /**
+   * One stream until it ends: "ended" after `ready` (reopen from the cursor), "failed" before.
+   * `ready` gives each channel's position on the server: where one differs from the client's
+   * (a stream opened without a cursor starts at the current positions), one poll with timeout 0
+   * from the client's positions catches up (or answers `recovered: false`: a resync) while the
+   * stream's events wait; then they are applied, de-duplicated by (channel, epoch, offset).
+   */
+  _sseStream(names, ticket, cursor, generation, renewed) {
+    return new Promise((resolve) => {
+      const url = new URL(this.sseUrl);
+      for (const name of names) url.searchParams.append("channel", name);
+      url.searchParams.set("ticket", ticket);
+      if (cursor.value) url.searchParams.set("since", cursor.value);
+      const source = new this._EventSource(url.href);
+      const signal = this._pollAbort?.signal;
+      let opened = false;
+      let held = null;
+      let done = false;
+      const finish = (outcome) => {
+        if (done) return;
+        done = true;
+        source.close();
+        signal?.removeEventListener("abort", aborted);
+        if (this._sseListen === listen) this._sseListen = null;
+        resolve(outcome);
+      };
+      const aborted = () => finish("ended");
+      signal?.addEventListener("abort", aborted);
+      const live = () => generation === this._pollGeneration && this.state === State.DEGRADED;
+      const apply = (kind, event) => {
+        let data;
+        try {
+          data = JSON.parse(event.data);
+        } catch {
+          return;
+        }
+        if (kind === "channel_error") {
+          this._onPollRefused(String(data.channel), String(data.code), String(data.message ?? ""));
+        } else if (kind === "resync") {
+          const ch = this._channel(String(data.channel));
+          if (!(ch.epoch === data.epoch && ch.offset >= data.offset)) {
+            const reason = ch.epoch !== data.epoch ? "epoch_changed" : "gap";
+            this._reposition(ch, data.epoch, data.offset);
+            this._emit("resync", { channel: ch.name, reason, epoch: data.epoch, offset: data.offset });
+          }
+        } else if (data && typeof data === "object" && typeof data.channel === "string") {
+          this._onEnvelope(data);
+        }
+        if (event.lastEventId) cursor.value = event.lastEventId;
+      };
+      const on = (kind) => (event) => {
+        if (done) return;
+        if (!live()) {
+          finish("ended");
+          return;
+        }
+        if (held) held.push({ kind, event });
+        else apply(kind, event);
+      };
+      source.addEventListener("ready", (event) => {
+        if (done) return;
+        if (!live()) {
+          finish("ended");
+          return;
+        }
+        opened = true;
+        this._pollFailures = 0;
+        let data;
+        try {
+          data = JSON.parse(event.data);
+        } catch {
+          finish("failed");
+          return;
+        }
+        const behind = [];
+        for (const [name, position] of Object.entries(data.channels || {})) {
+          const ch = this._channel(name);
+          if (ch.epoch == null) this._reposition(ch, position.epoch, position.offset);
+          else if (!(position.epoch === ch.epoch && (position.recovered || position.offset === ch.offset))) behind.push(name);
+        }
+        if (event.lastEventId) cursor.value = event.lastEventId;
+        if (!behind.length) return;
+        held = [];
+        void this._catchUp(behind, renewed).then(() => {
+          const waiting = held || [];
+          held = null;
+          if (done || !live()) return;
+          for (const { kind, event: next } of waiting) apply(kind, next);
+        }, (error) => {
+          if (error?.code === "unauthorized") {
+            this._unauthorized(error.message, "session_expired");
+          }
+          finish("failed");
+        });
+      });
+      source.addEventListener("resync", on("resync"));
+      source.addEventListener("channel_error", on("channel_error"));
+      const listen = (type) => source.addEventListener(type, on("envelope"));
+      for (const type of this._sseTypes) listen(type);
+      this._sseListen = listen;
+      source.onerror = () => finish(opened ? "ended" : "failed");
+    });
+  }
+  /** One multiplexed poll with timeout 0 from the client's positions of `names`. */
+  async _catchUp(names, renewed) {
+    const since = {};
+    for (const name of names) {
+      const ch = this._channel(name);
+      since[name] = ch.epoch != null ? { epoch: ch.epoch, offset: ch.offset } : null;
+    }
+    const init = {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ channels: since, timeout: 0 }),
+      signal: this._pollAbort?.signal
+    };
+    const response = await this._authorizedFetch(this.pollUrl, init, renewed) ?? await this._authorizedFetch(this.pollUrl, init, renewed);
+    if (!response?.ok) throw new RealtimeError(`http_${response?.status}`, `poll answered ${response?.status}`);
+    const body = await response.json();
+    for (const [name, answer] of Object.entries(body.channels || {})) {
+      if (!(name in since)) continue;
+      if (answer.error) this._onPollRefused(name, answer.error.code, answer.error.message);
+      else this._applyPoll(this._channel(name), since[name], answer);
+    }
+  }
   _applyPoll(ch, since, body) {
     if (!this._acceptRecovery(ch, since, body)) return;
     for (const message of body.messages || []) this._onEnvelope(message);
@@ -1212,6 +1539,7 @@ export {
   RealtimeError,
   SUBPROTOCOL,
   State,
+  TEAM_EVENT_TYPES,
   decodeJwt,
   RealtimeClient as default,
   executionFromRest,

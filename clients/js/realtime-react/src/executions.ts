@@ -4,14 +4,19 @@
  * `execution_update`s, in the one `Execution` shape of @renum/realtime (`executionFromRest`,
  * `executionFromUpdate`). An update older than what is shown (`updated_at`) never moves a
  * progress bar backwards.
+ *
+ * `useTeamEvents(teamId)`: the team's membership and name events (`team_member_joined`,
+ * `team_member_left`, `team_member_role_changed`, `team_renamed`) as they arrive, typed.
  */
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import {
   type Execution,
   type ExecutionUpdate,
   executionFromRest,
   executionFromUpdate,
   type RestExecution,
+  TEAM_EVENT_TYPES,
+  type TeamEvent,
 } from "@renum/realtime";
 import { useChannel, useRealtime } from "./context.js";
 
@@ -136,4 +141,46 @@ export function useTeamExecutions(teamId: string | number | null | undefined, { 
   }, [client, team, reload]);
 
   return { executions, loading, error, reload };
+}
+
+export interface TeamEventsOptions {
+  /** Events kept, newest first (default 50). */
+  limit?: number;
+  /** Called for each event as it arrives (e.g. to reload a member list). */
+  onEvent?: (event: TeamEvent) => void;
+}
+
+export interface TeamEventsResult {
+  /** The events seen since mounting, newest first, at most `limit`. */
+  events: TeamEvent[];
+  /** The team's name from the latest `team_renamed`, or null until one arrives. */
+  name: string | null;
+}
+
+const TEAM_TYPES = new Set<string>(TEAM_EVENT_TYPES);
+
+/**
+ * Live team events. Nothing is loaded over REST: the events say what changed while the page
+ * was open (a member list loaded elsewhere can be reloaded from `onEvent`). A `resync` of the
+ * channel means some may have been missed; `onEvent` is not called for those.
+ */
+export function useTeamEvents(teamId: string | number | null | undefined,
+  { limit = 50, onEvent }: TeamEventsOptions = {}): TeamEventsResult {
+  const team = teamId == null ? null : String(teamId);
+  const [events, setEvents] = useState<TeamEvent[]>([]);
+  const [name, setName] = useState<string | null>(null);
+  const handler = useRef(onEvent);
+  handler.current = onEvent;
+
+  useEffect(() => { setEvents([]); setName(null); }, [team]);
+
+  useChannel<TeamEvent["payload"]>(team ? `team:${team}` : null, (message) => {
+    if (!TEAM_TYPES.has(message.type)) return;
+    const event = { type: message.type, payload: message.payload } as TeamEvent;
+    setEvents((current) => [event, ...current].slice(0, limit));
+    if (event.type === "team_renamed") setName(event.payload.name);
+    handler.current?.(event);
+  });
+
+  return { events, name };
 }

@@ -5,9 +5,10 @@ export {
   type RealtimeContextValue, useChannel, useConnectionState, useRealtime,
 } from "./context.js";
 export {
-  addNotification, applyRead, type NotificationsOptions, type NotificationsResult, useNotifications,
+  addNotification, applyRead, applyUnread, insertByCreation, removeNotifications, type NotificationsOptions, type NotificationsResult, useNotifications,
 } from "./notifications.js";
 export {
-  type ExecutionResult, isNewer, mergeExecution, type TeamExecutionsResult, useExecution, useTeamExecutions,
+  type ExecutionResult, isNewer, mergeExecution, type TeamExecutionsResult, type TeamEventsOptions, type TeamEventsResult,
+  useExecution, useTeamEvents, useTeamExecutions,
 } from "./executions.js";
 export { actionUrl, NotificationBell, type NotificationBellProps } from "./bell.js";

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { RealtimeClient } from "@renum/realtime";
 import {
   NotificationBell, RealtimeProvider, useChannel, useConnectionState, useExecution, useNotifications,
-  useTeamExecutions,
+  useTeamEvents, useTeamExecutions,
 } from "../src/index.js";
 import { FakeSocket, notification, push, rest } from "./server.js";
 
@@ -38,7 +38,9 @@ describe("RealtimeProvider", () => {
         <RealtimeProvider url="ws://api.test/ws/" getToken={() => "tok"} options={OPTIONS}><span>app</span></RealtimeProvider>
       </StrictMode>,
     );
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // (jsdom has no Web Locks: the tab first wins the BroadcastChannel election, ~0.3 s)
+    await waitFor(() => expect(FakeSocket.all.length).toBeGreaterThan(0));
+    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(FakeSocket.all).toHaveLength(1);
     view.unmount();
     await new Promise((resolve) => setTimeout(resolve, 5));
@@ -148,6 +150,117 @@ describe("useNotifications", () => {
     act(() => second.frame({ type: "subscribed", reply_to: request.id,
       payload: { channel: "user:7", epoch: "e9", offset: 40, recovered: false } }));
     await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual(["p2"]));
+  });
+});
+
+describe("useNotifications: unread, archive, unarchive, delete", () => {
+  const at = (minute: number) => `2026-01-01T00:${String(minute).padStart(2, "0")}:00Z`;
+
+  it("applies the server's events so every tab converges: unread flips, archived and deleted leave, unarchived come back in place", async () => {
+    rest({
+      "GET /api/notifications/": () => ({ next: null, results: [
+        notification("c", { created_at: at(30), read: true }), notification("b", { created_at: at(20) }),
+        notification("a", { created_at: at(10), read: true })] }),
+      "GET /api/notifications/unread-count/": () => ({ count: 1 }),
+      "GET /api/notifications/x/": () => notification("x", { created_at: at(25) }),
+      "GET /api/notifications/y/": () => notification("y", { created_at: at(5), archived: true }),
+    });
+    const { result } = renderHook(() => useNotifications(), { wrapper });
+    const socket = await connected();
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual(["c", "b", "a"]));
+
+    act(() => push(socket, "notification_unread", { ids: ["c", "zz"] }));
+    expect(result.current.items.map((n) => [n.id, n.read])).toEqual([["c", false], ["b", false], ["a", true]]);
+    act(() => push(socket, "notification_archived", { ids: ["b"] }));
+    act(() => push(socket, "notification_deleted", { ids: ["a"] }));
+    act(() => push(socket, "unread_count", { count: 1 }));
+    expect(result.current.items.map((n) => n.id)).toEqual(["c"]);
+    expect(result.current.unreadCount).toBe(1);
+
+    // x is back in the inbox; y (archived again meanwhile) stays out.
+    act(() => push(socket, "notification_unarchived", { ids: ["x", "y"] }));
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual(["c", "x"]));
+    act(() => push(socket, "notification_unarchived", { ids: ["x"] }));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(result.current.items.map((n) => n.id)).toEqual(["c", "x"]);
+  });
+
+  it("archives and marks unread over the socket, deletes and unarchives over REST when not connected", async () => {
+    const calls = rest({
+      "GET /api/notifications/": () => ({ next: null, results: [
+        notification("b", { created_at: at(20) }), notification("a", { created_at: at(10), read: true })] }),
+      "GET /api/notifications/unread-count/": () => ({ count: 1 }),
+      "DELETE /api/notifications/a/": () => "",
+      "POST /api/notifications/b/unarchive/": () => notification("b", { created_at: at(20) }),
+      "GET /api/notifications/b/": () => notification("b", { created_at: at(20) }),
+    });
+    const { result } = renderHook(() => useNotifications(), { wrapper });
+    const socket = await connected();
+    await waitFor(() => expect(result.current.items).toHaveLength(2));
+
+    let done: Promise<void>;
+    act(() => { done = result.current.markUnread("a"); });
+    expect(result.current.items.map((n) => n.read)).toEqual([false, false]);
+    expect(result.current.unreadCount).toBe(2);
+    let command = socket.sent.filter((f) => f.type === "command").at(-1);
+    expect(command.payload).toEqual({ name: "notification.mark_unread", args: { ids: ["a"] } });
+    act(() => socket.frame({ type: "command_result", reply_to: command.id, payload: { result: { changed: ["a"], count: 2 } } }));
+    await act(() => done);
+
+    act(() => { done = result.current.archive("b"); });
+    expect(result.current.items.map((n) => n.id)).toEqual(["a"]);
+    expect(result.current.unreadCount).toBe(1);
+    command = socket.sent.filter((f) => f.type === "command").at(-1);
+    expect(command.payload).toEqual({ name: "notification.archive", args: { ids: ["b"] } });
+    act(() => socket.frame({ type: "command_result", reply_to: command.id, payload: { result: { changed: ["b"], count: 1 } } }));
+    await act(() => done);
+
+    act(() => socket.serverClose(1006));
+    await act(() => result.current.remove("a"));
+    expect(calls).toContain("DELETE /api/notifications/a/ Bearer tok");
+    expect(result.current.items).toEqual([]);
+    expect(result.current.unreadCount).toBe(0);
+    await act(() => result.current.unarchive("b"));
+    expect(calls).toContain("POST /api/notifications/b/unarchive/ Bearer tok");
+    expect(result.current.items.map((n) => n.id)).toEqual(["b"]);
+    expect(result.current.error).toBeNull();
+  });
+
+  it("an archive in one tab leaves the other tab's list at once", async () => {
+    rest({
+      "GET /api/notifications/": () => ({ next: null, results: [notification("a"), notification("b")] }),
+      "GET /api/notifications/unread-count/": () => ({ count: 2 }),
+      "POST /api/notifications/a/archive/": () => new Promise(() => {}), // the server never answers
+    });
+    const tab = () => renderHook(() => useNotifications(), { wrapper: ({ children }) => (
+      <RealtimeProvider url="ws://api.test/ws/" getToken={() => "h.eyJ1c2VyX2lkIjo3fQ.s"}
+        options={{ ...OPTIONS, shareAcrossTabs: false }}>{children}</RealtimeProvider>) });
+    const one = tab();
+    const two = tab();
+    await waitFor(() => expect(two.result.current.items).toHaveLength(2));
+    await waitFor(() => expect(one.result.current.items).toHaveLength(2));
+    act(() => { void one.result.current.archive("a"); });
+    await waitFor(() => expect(two.result.current.items.map((n) => n.id)).toEqual(["b"]));
+    expect(two.result.current.unreadCount).toBe(1);
+  });
+});
+
+describe("useTeamEvents", () => {
+  it("delivers the team's membership and name events, typed, newest first", async () => {
+    rest({});
+    const seen: string[] = [];
+    const { result } = renderHook(() => useTeamEvents(3, { onEvent: (event) => seen.push(event.type) }), { wrapper });
+    const socket = await connected();
+    expect(socket.sent.filter((f) => f.type === "subscribe").map((f) => f.channel)).toEqual(["team:3"]);
+    const member = { team_id: "3", user_id: "9", username: "ann", role: "member" };
+    act(() => push(socket, "team_member_joined", member, "team:3"));
+    act(() => push(socket, "execution_update", { execution_id: "x" }, "team:3"));
+    act(() => push(socket, "team_member_role_changed", { ...member, role: "owner", previous_role: "member" }, "team:3"));
+    act(() => push(socket, "team_renamed", { team_id: "3", name: "Blue", previous_name: "Red" }, "team:3"));
+    expect(seen).toEqual(["team_member_joined", "team_member_role_changed", "team_renamed"]);
+    expect(result.current.name).toBe("Blue");
+    expect(result.current.events[1]).toEqual({ type: "team_member_role_changed",
+      payload: { ...member, role: "owner", previous_role: "member" } });
   });
 });
 

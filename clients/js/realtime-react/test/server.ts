@@ -36,7 +36,7 @@ export function push(socket: FakeSocket, type: string, payload: unknown, channel
 
 export function notification(id: string, extra: Record<string, unknown> = {}) {
   return { id, user_id: "7", type: "info", title: `Title ${id}`, message: `Message ${id}`, read: false,
-    created_at: "2026-01-01T00:00:00Z", action: null, ...extra };
+    created_at: "2026-01-01T00:00:00Z", action: null, archived: false, ...extra };
 }
 
 export type Routes = Record<string, (init: RequestInit) => unknown>;

@@ -19,6 +19,7 @@ import {
   CloseCode,
   type ConnectionState,
   type Envelope,
+  type EventSourceConstructor,
   type Position,
   type RealtimeOptions,
   type ResyncEvent,
@@ -32,6 +33,7 @@ import {
   type Welcome,
   SUBPROTOCOL,
 } from "./types.js";
+import { BroadcastLock } from "./election.js";
 
 /** A failed request, an `error` frame, or a lost connection. */
 export class RealtimeError extends Error {
@@ -48,7 +50,20 @@ export class RealtimeError extends Error {
 }
 
 type Options = Required<Omit<RealtimeOptions, "heartbeatS" | "positions" | "fetch" | "WebSocket" | "pollUrl"
-  | "eventsUrl" | "clientId">> & RealtimeOptions;
+  | "eventsUrl" | "clientId" | "sseUrl" | "ticketUrl" | "EventSource" | "sseEventTypes">> & RealtimeOptions;
+
+/**
+ * The protocol's message types: EventSource hands a named event only to listeners of that
+ * name, so the stream listens for these, the ones given to `onMessage()` and `sseEventTypes`.
+ */
+const PROTOCOL_TYPES = [
+  "notification", "notification_read", "notification_unread", "notification_archived", "notification_unarchived",
+  "notification_deleted", "unread_count", "team_member_joined", "team_member_left", "team_member_role_changed",
+  "team_renamed", "execution_update", "system_event", "publication", "message",
+];
+
+/** Stream failures (before `ready`) in a row after which the degraded mode long-polls instead. */
+const MAX_SSE_FAILURES = 2;
 
 const DEFAULTS = {
   url: "/ws/",
@@ -81,10 +96,12 @@ interface LockManagerLike {
   request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<void>): Promise<void>;
 }
 
+/** Web Locks where the browser has them; else an election over BroadcastChannel (election.ts). */
 function tabApis(): { locks: LockManagerLike; Channel: typeof BroadcastChannel } | null {
-  const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
   const Channel = (globalThis as { BroadcastChannel?: typeof BroadcastChannel }).BroadcastChannel;
-  return locks && Channel ? { locks, Channel } : null;
+  if (!Channel) return null;
+  const locks = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks;
+  return { locks: locks ?? new BroadcastLock(Channel, randomId), Channel };
 }
 
 /** How many delivered offsets per channel are remembered beyond the resume position. */
@@ -201,6 +218,10 @@ export class RealtimeClient {
   readonly pollUrl: string | null;
   /** Per-channel events URL (servers without the multiplexed poll). */
   readonly eventsUrl: string | null;
+  /** Server-sent events URL, or null when the degraded mode does not use SSE. */
+  readonly sseUrl: string | null;
+  /** One-time ticket URL (EventSource cannot send an Authorization header). */
+  readonly ticketUrl: string;
   /** Sent as `client_id`: shown in the admin's connection list. */
   readonly clientId: string;
   state: ConnectionState = State.IDLE;
@@ -232,6 +253,12 @@ export class RealtimeClient {
   private _polling = new Set<string>();
   /** The server answered 404 to the multiplexed poll: per-channel polling instead. */
   private _legacyPolling = false;
+  private _EventSource: EventSourceConstructor | undefined;
+  /** The stream of this degraded period failed: long-poll until the socket is back. */
+  private _sseFailed = false;
+  private _sseTypes = new Set(PROTOCOL_TYPES);
+  /** Adds a listener for one more message type to the open stream. */
+  private _sseListen: ((type: string) => void) | null = null;
   private _lastFrameAt = 0;
   /** `leader` or `follower` while sharing one connection between tabs; null otherwise. */
   private _role: "leader" | "follower" | null = null;
@@ -256,6 +283,11 @@ export class RealtimeClient {
       : options.pollUrl ? new URL(options.pollUrl, base).href : httpUrl(this.url, "/api/realtime/poll/");
     this.eventsUrl = options.pollUrl === false ? null
       : options.eventsUrl ? new URL(options.eventsUrl, base).href : httpUrl(this.url, "/api/realtime/events/");
+    this.sseUrl = options.pollUrl === false || options.sseUrl === false ? null
+      : options.sseUrl ? new URL(options.sseUrl, base).href : httpUrl(this.url, "/api/realtime/sse/");
+    this.ticketUrl = options.ticketUrl ? new URL(options.ticketUrl, base).href : httpUrl(this.url, "/api/realtime/ticket/");
+    this._EventSource = options.EventSource || (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
+    for (const type of options.sseEventTypes || []) this._sseTypes.add(type);
     this.clientId = (options.clientId || `web-${randomId()}`).slice(0, 64);
     this._fetch = options.fetch || globalThis.fetch?.bind(globalThis);
     this._WebSocket = options.WebSocket || (globalThis as { WebSocket?: SocketConstructor }).WebSocket;
@@ -406,6 +438,10 @@ export class RealtimeClient {
 
   /** `callback(envelope)` for messages of one type, on any channel. */
   onMessage<T = any>(type: string, callback: (message: Envelope<T>) => void): Unsubscribe {
+    if (!this._sseTypes.has(type)) {
+      this._sseTypes.add(type);
+      this._sseListen?.(type);
+    }
     return this.on("message", (message: Envelope<T>) => { if (message.type === type) callback(message); });
   }
 
@@ -740,6 +776,7 @@ export class RealtimeClient {
     this._attempt = 0;
     this._renewedAfter4001 = false;
     this._pollFailures = 0;
+    this._sseFailed = false;
     this.welcome = payload;
     this.userId = payload.user_id != null ? String(payload.user_id) : this.userId;
     this._stopPolling();
@@ -1109,7 +1146,8 @@ export class RealtimeClient {
 
   private _startDegraded(info: StateInfo): void {
     this._stopPolling();
-    this._setState(State.DEGRADED, { ...info, polling: true, transport: this._legacyPolling ? "events" : "poll" });
+    this._setState(State.DEGRADED, { ...info, polling: true,
+      transport: this._legacyPolling ? "events" : this._useSse() ? "sse" : "poll" });
     this._startPolling();
     this._scheduleProbe();
   }
@@ -1119,12 +1157,19 @@ export class RealtimeClient {
     const generation = ++this._pollGeneration;
     if (this._legacyPolling) {
       for (const name of this._pollChannels()) this._pollChannel(name, generation);
+    } else if (this._useSse()) {
+      void this._sseLoop(generation);
     } else {
       void this._pollLoop(generation);
     }
   }
 
-  /** A new channel while degraded: the one poll restarts with it (legacy: one more loop). */
+  private _useSse(): boolean {
+    return Boolean(this.sseUrl && this.pollUrl && this._EventSource && this._fetch) && !this._sseFailed
+      && !this._legacyPolling;
+  }
+
+  /** A new channel while degraded: the one poll or stream restarts with it (legacy: one more loop). */
   private _restartPolling(): void {
     if (this._legacyPolling) {
       for (const name of this._pollChannels()) this._pollChannel(name, this._pollGeneration);
@@ -1137,6 +1182,7 @@ export class RealtimeClient {
   private _stopPolling(): void {
     this._pollGeneration += 1;
     this._pollAbort?.abort();
+    this._sseListen = null;
     this._pollAbort = null;
     this._polling.clear();
   }
@@ -1304,6 +1350,175 @@ export class RealtimeClient {
     const claims = this._token ? decodeJwt(this._token) : null;
     const expiresSoon = !claims?.exp || claims.exp * 1000 - Date.now() < 30000;
     return expiresSoon ? this._getToken(this._token ? "refresh" : "connect") : this._token!;
+  }
+
+  /**
+   * The degraded mode over one server-sent events stream for every channel (v1.1
+   * `GET /api/realtime/sse/`), with a one-time ticket per opening (EventSource sends no
+   * headers). The browser's own reconnect would reuse a spent ticket, so every end of the
+   * stream closes it and a new one opens with a fresh ticket and the last cursor (`?since=`).
+   * A stream that keeps failing before `ready` hands over to the long poll.
+   */
+  private async _sseLoop(generation: number): Promise<void> {
+    const signal = this._pollAbort?.signal;
+    const current = () => generation === this._pollGeneration && this.state === State.DEGRADED;
+    const names = this._pollChannels();
+    const renewed = { done: false };
+    const cursor = { value: null as string | null };
+    let failures = 0;
+    let quickEnds = 0;
+    while (current()) {
+      let outcome: "ended" | "failed";
+      const startedAt = Date.now();
+      try {
+        const response = await this._authorizedFetch(this.ticketUrl, { method: "POST", signal }, renewed);
+        if (!current()) return;
+        if (response === null) continue;
+        if (!response.ok) throw new RealtimeError(`http_${response.status}`, `ticket answered ${response.status}`);
+        const { ticket } = await response.json() as { ticket: string };
+        if (!current()) return;
+        renewed.done = false;
+        outcome = await this._sseStream(names, ticket, cursor, generation, renewed);
+      } catch (error) {
+        if (!current() || (error as Error)?.name === "AbortError") return;
+        if ((error as RealtimeError)?.code === "unauthorized") {
+          this._unauthorized((error as RealtimeError).message, "session_expired");
+          return;
+        }
+        outcome = "failed";
+      }
+      if (!current()) return;
+      if (outcome === "ended") {
+        failures = 0;
+        // A stream that keeps ending at once (a proxy's short timeout) is reopened with a backoff.
+        quickEnds = Date.now() - startedAt < 1000 ? quickEnds + 1 : 0;
+        if (quickEnds > 1) await sleep(backoffDelay(this.options.backoffBaseMs, Math.min(quickEnds - 1, 5)), signal);
+        continue;
+      }
+      failures += 1;
+      if (failures >= MAX_SSE_FAILURES) {
+        // The stream does not get through (a proxy that buffers it, an old server): long-poll.
+        this._sseFailed = true;
+        this._setState(State.DEGRADED, { ...this.stateInfo, transport: "poll" });
+        void this._pollLoop(generation);
+        return;
+      }
+      await sleep(backoffDelay(this.options.backoffBaseMs, failures), signal);
+    }
+  }
+
+  /**
+   * One stream until it ends: "ended" after `ready` (reopen from the cursor), "failed" before.
+   * `ready` gives each channel's position on the server: where one differs from the client's
+   * (a stream opened without a cursor starts at the current positions), one poll with timeout 0
+   * from the client's positions catches up (or answers `recovered: false`: a resync) while the
+   * stream's events wait; then they are applied, de-duplicated by (channel, epoch, offset).
+   */
+  private _sseStream(names: string[], ticket: string, cursor: { value: string | null }, generation: number,
+    renewed: { done: boolean }): Promise<"ended" | "failed"> {
+    return new Promise((resolve) => {
+      const url = new URL(this.sseUrl!);
+      for (const name of names) url.searchParams.append("channel", name);
+      url.searchParams.set("ticket", ticket);
+      if (cursor.value) url.searchParams.set("since", cursor.value);
+      const source = new this._EventSource!(url.href);
+      const signal = this._pollAbort?.signal;
+      let opened = false;
+      let held: { kind: string; event: MessageEvent<string> }[] | null = null;
+      let done = false;
+      const finish = (outcome: "ended" | "failed") => {
+        if (done) return;
+        done = true;
+        source.close();
+        signal?.removeEventListener("abort", aborted);
+        if (this._sseListen === listen) this._sseListen = null;
+        resolve(outcome);
+      };
+      const aborted = () => finish("ended");
+      signal?.addEventListener("abort", aborted);
+      const live = () => generation === this._pollGeneration && this.state === State.DEGRADED;
+
+      const apply = (kind: string, event: MessageEvent<string>) => {
+        let data: any;
+        try { data = JSON.parse(event.data); } catch { return; }
+        if (kind === "channel_error") {
+          this._onPollRefused(String(data.channel), String(data.code), String(data.message ?? ""));
+        } else if (kind === "resync") {
+          const ch = this._channel(String(data.channel));
+          // Already repositioned there (the catch-up poll answered `recovered: false`): once.
+          if (!(ch.epoch === data.epoch && ch.offset >= data.offset)) {
+            const reason = ch.epoch !== data.epoch ? "epoch_changed" : "gap";
+            this._reposition(ch, data.epoch, data.offset);
+            this._emit("resync", { channel: ch.name, reason, epoch: data.epoch, offset: data.offset } satisfies ResyncEvent);
+          }
+        } else if (data && typeof data === "object" && typeof data.channel === "string") {
+          this._onEnvelope(data as Envelope);
+        }
+        if (event.lastEventId) cursor.value = event.lastEventId;
+      };
+      const on = (kind: string) => (event: MessageEvent<string>) => {
+        if (done) return;
+        if (!live()) { finish("ended"); return; }
+        if (held) held.push({ kind, event });
+        else apply(kind, event);
+      };
+
+      source.addEventListener("ready", (event) => {
+        if (done) return;
+        if (!live()) { finish("ended"); return; }
+        opened = true;
+        this._pollFailures = 0;
+        let data: { channels?: Record<string, { epoch: string; offset: number; recovered: boolean }> };
+        try { data = JSON.parse(event.data); } catch { finish("failed"); return; }
+        const behind: string[] = [];
+        for (const [name, position] of Object.entries(data.channels || {})) {
+          const ch = this._channel(name);
+          if (ch.epoch == null) this._reposition(ch, position.epoch, position.offset); // new: starts there
+          else if (!(position.epoch === ch.epoch && (position.recovered || position.offset === ch.offset))) behind.push(name);
+        }
+        if (event.lastEventId) cursor.value = event.lastEventId;
+        if (!behind.length) return;
+        held = [];
+        void this._catchUp(behind, renewed).then(() => {
+          const waiting = held || [];
+          held = null;
+          if (done || !live()) return;
+          for (const { kind, event: next } of waiting) apply(kind, next);
+        }, (error) => {
+          if ((error as RealtimeError)?.code === "unauthorized") {
+            this._unauthorized((error as RealtimeError).message, "session_expired");
+          }
+          finish("failed");
+        });
+      });
+      source.addEventListener("resync", on("resync"));
+      source.addEventListener("channel_error", on("channel_error"));
+      const listen = (type: string) => source.addEventListener(type, on("envelope"));
+      for (const type of this._sseTypes) listen(type);
+      this._sseListen = listen;
+      // Errors and ends alike: the browser would retry with the spent ticket.
+      source.onerror = () => finish(opened ? "ended" : "failed");
+    });
+  }
+
+  /** One multiplexed poll with timeout 0 from the client's positions of `names`. */
+  private async _catchUp(names: string[], renewed: { done: boolean }): Promise<void> {
+    const since: Record<string, Position | null> = {};
+    for (const name of names) {
+      const ch = this._channel(name);
+      since[name] = ch.epoch != null ? { epoch: ch.epoch, offset: ch.offset } : null;
+    }
+    const init = { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ channels: since, timeout: 0 }), signal: this._pollAbort?.signal };
+    const response = await this._authorizedFetch(this.pollUrl!, init, renewed)
+      ?? await this._authorizedFetch(this.pollUrl!, init, renewed);
+    if (!response?.ok) throw new RealtimeError(`http_${response?.status}`, `poll answered ${response?.status}`);
+    const body = await response.json() as { channels?: Record<string, PollAnswer> };
+    for (const [name, answer] of Object.entries(body.channels || {})) {
+      if (!(name in since)) continue;
+      if (answer.error) this._onPollRefused(name, answer.error.code, answer.error.message);
+      else this._applyPoll(this._channel(name), since[name], answer);
+    }
   }
 
   private _applyPoll(ch: ChannelState, since: Position | null, body: PollAnswer): void {

@@ -4,10 +4,11 @@
  */
 export { RealtimeClient, RealtimeError, decodeJwt } from "./client.js";
 export { default } from "./client.js";
-export { State, CloseCode, SUBPROTOCOL } from "./types.js";
+export { State, CloseCode, SUBPROTOCOL, TEAM_EVENT_TYPES } from "./types.js";
 export type {
   ConnectionState, StateInfo, UnauthorizedCause, Position, Envelope, Notification, NotificationAction,
   ExecutionUpdate, ExecutionStatus, Welcome, ResyncEvent, TokenRequest, RealtimeOptions, SocketLike,
-  SocketConstructor, Unsubscribe,
+  SocketConstructor, EventSourceLike, EventSourceConstructor, Unsubscribe, NotificationIds, TeamRole, TeamMemberEvent, TeamRoleChangedEvent,
+  TeamRenamedEvent, TeamEvent,
 } from "./types.js";
 export { executionFromRest, executionFromUpdate, type Execution, type RestExecution } from "./executions.js";

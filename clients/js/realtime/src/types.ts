@@ -64,8 +64,11 @@ export interface StateInfo {
   connectionId?: string;
   /** `degraded`: messages arrive over HTTP. */
   polling?: boolean;
-  /** `degraded`: which HTTP transport: `poll` (multiplexed long poll) or `events` (per channel, v1 servers). */
-  transport?: "poll" | "events";
+  /**
+   * `degraded`: which HTTP transport: `sse` (one server-sent events stream), `poll` (multiplexed
+   * long poll) or `events` (per channel, v1 servers).
+   */
+  transport?: "sse" | "poll" | "events";
   /** This tab follows another tab's connection (see `shareAcrossTabs`). */
   follower?: boolean;
 }
@@ -105,7 +108,49 @@ export interface Notification {
   read: boolean;
   created_at: string;
   action: NotificationAction | null;
+  /** In the archive, not the inbox (a new notification: false). */
+  archived: boolean;
 }
+
+/**
+ * Payload of `notification_unread`, `notification_archived`, `notification_unarchived` and
+ * `notification_deleted` on `user:<id>`: the notifications that changed state.
+ */
+export interface NotificationIds {
+  ids: string[];
+}
+
+export type TeamRole = "owner" | "member";
+
+/** `team_member_joined` / `team_member_left` payload on `team:<id>`. */
+export interface TeamMemberEvent {
+  team_id: string;
+  user_id: string;
+  username: string;
+  role: TeamRole;
+}
+
+/** `team_member_role_changed` payload on `team:<id>`. */
+export interface TeamRoleChangedEvent extends TeamMemberEvent {
+  previous_role: TeamRole;
+}
+
+/** `team_renamed` payload on `team:<id>`. */
+export interface TeamRenamedEvent {
+  team_id: string;
+  name: string;
+  previous_name: string;
+}
+
+/** A team event as `useTeamEvents` / `onMessage` deliver it, discriminated by `type`. */
+export type TeamEvent =
+  | { type: "team_member_joined" | "team_member_left"; payload: TeamMemberEvent }
+  | { type: "team_member_role_changed"; payload: TeamRoleChangedEvent }
+  | { type: "team_renamed"; payload: TeamRenamedEvent };
+
+export const TEAM_EVENT_TYPES: readonly TeamEvent["type"][] = Object.freeze([
+  "team_member_joined", "team_member_left", "team_member_role_changed", "team_renamed",
+] as const);
 
 export type ExecutionStatus = "queued" | "running" | "completed" | "failed";
 
@@ -155,6 +200,15 @@ export interface SocketLike {
 
 export type SocketConstructor = new (url: string, protocols?: string | string[]) => SocketLike;
 
+/** The subset of the EventSource API the client uses (tests pass a fake). */
+export interface EventSourceLike {
+  onerror: ((event: unknown) => void) | null;
+  addEventListener(type: string, listener: (event: MessageEvent<string>) => void): void;
+  close(): void;
+}
+
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
+
 export interface RealtimeOptions {
   /** WebSocket URL: absolute (`wss://host/ws/`) or a path (`/ws/`) on the page's host. */
   url?: string;
@@ -169,6 +223,20 @@ export interface RealtimeOptions {
   pollUrl?: string | false;
   /** Per-channel events URL used when the server has no multiplexed poll (v1 servers). */
   eventsUrl?: string;
+  /**
+   * Server-sent events URL (default: `/api/realtime/sse/` on the socket's host); `false`: the
+   * degraded mode long-polls instead. Used only where `EventSource` exists and the poll is on.
+   */
+  sseUrl?: string | false;
+  /** One-time ticket URL for the stream (default: `/api/realtime/ticket/` on the socket's host). */
+  ticketUrl?: string;
+  /** EventSource constructor (default: the global EventSource). */
+  EventSource?: EventSourceConstructor;
+  /**
+   * Message types to listen for on the stream beyond the protocol's and those given to
+   * `onMessage()` (EventSource delivers a named event only to listeners of that name).
+   */
+  sseEventTypes?: string[];
   /** WebSocket constructor (default: the global WebSocket). */
   WebSocket?: SocketConstructor;
   /** Shown in the admin's connection list (`client_id`, at most 64 characters). */
@@ -195,11 +263,12 @@ export interface RealtimeOptions {
   positions?: Record<string, Position>;
   /**
    * One connection per browser, not per tab (default false; the React provider turns it on):
-   * tabs of the same user and socket URL elect a leader with the Web Locks API; the leader keeps
-   * the one socket (or the one poll when degraded) and fans messages, state and resyncs out to
+   * tabs of the same user and socket URL elect a leader with the Web Locks API (or, without
+   * them, an election over BroadcastChannel); the leader keeps
+   * the one socket (or the one stream or poll when degraded) and fans messages, state and resyncs out to
    * the other tabs over a BroadcastChannel; their subscriptions and commands go through it.
    * When the leader tab closes, another takes over, resuming from the positions it saw. Without
-   * Web Locks or BroadcastChannel each tab keeps its own connection.
+   * BroadcastChannel each tab keeps its own connection.
    */
   shareAcrossTabs?: boolean;
   /** JWT claim holding the user id (default `user_id`). */

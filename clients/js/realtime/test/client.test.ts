@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { RealtimeClient, executionFromRest, executionFromUpdate, type Envelope } from "../src/index.js";
-import { FakeSocket, envelope, tick } from "./fake.js";
+import { FakeEventSource, FakeSocket, envelope, tick } from "./fake.js";
 
 function make(options: Partial<ConstructorParameters<typeof RealtimeClient>[0]> = {}) {
   const delivered: string[] = [];
@@ -220,6 +220,137 @@ describe("degraded mode", () => {
     expect(resyncs).toEqual(["user:7:epoch_changed"]);
     expect(client.positions()["user:7"]).toEqual({ epoch: "e2", offset: 10 });
     client.disconnect();
+  });
+});
+
+describe("degraded mode over server-sent events", () => {
+  /** Routes fetch by path: tickets are numbered, polls are answered from `polls` in order. */
+  function sseServer(polls: Array<(body: any) => unknown>) {
+    const requests: Array<{ path: string; body: any; auth: string | null }> = [];
+    let tickets = 0;
+    const fetch = vi.fn(async (url: string, init: RequestInit) => {
+      const path = new URL(url).pathname;
+      const body = init.body ? JSON.parse(String(init.body)) : null;
+      requests.push({ path, body, auth: new Headers(init.headers).get("Authorization") });
+      if (path === "/api/realtime/ticket/") {
+        return new Response(JSON.stringify({ ticket: `t${++tickets}`, expires_in: 30 }), { status: 201 });
+      }
+      const answer = polls.shift();
+      if (!answer) return new Promise<Response>(() => {});
+      return new Response(JSON.stringify(answer(body)), { status: 200, headers: { "X-Poll-Interval": "0" } });
+    });
+    return { requests, fetch: fetch as unknown as typeof globalThis.fetch };
+  }
+
+  async function degrade(client: RealtimeClient) {
+    client.connect();
+    await tick();
+    FakeSocket.all[0].welcome();
+    FakeSocket.all[0].serverClose(1006);
+    for (let i = 1; i <= 2; i++) {
+      await tick(40);
+      FakeSocket.all.at(-1)!.serverClose(1006);
+    }
+    await tick(40);
+  }
+
+  const options = (fetch: typeof globalThis.fetch) => ({ pollUrl: "http://api.test/api/realtime/poll/", fetch,
+    EventSource: FakeEventSource, maxAttempts: 2, probeIntervalMs: 60_000 });
+
+  beforeEach(() => { FakeEventSource.all = []; });
+
+  it("follows every channel on ONE stream with a ticket, catching up from the socket's positions, delivering once", async () => {
+    const server = sseServer([(body) => ({ channels: {
+      "user:7": { epoch: "e1", offset: 6, recovered: true,
+        messages: [envelope("user:7", 4), envelope("user:7", 5), envelope("user:7", 6)] } } })]);
+    const { client, delivered } = make(options(server.fetch));
+    await degrade(client);
+    expect(client.state).toBe("degraded");
+    expect(client.stateInfo).toMatchObject({ polling: true, transport: "sse" });
+    expect(FakeEventSource.all).toHaveLength(1);
+    const stream = FakeEventSource.last();
+    expect(new URL(stream.url).pathname).toBe("/api/realtime/sse/");
+    expect(stream.params.getAll("channel").sort()).toEqual(["broadcast", "user:7"]);
+    expect(stream.params.get("ticket")).toBe("t1");
+    expect(stream.params.get("since")).toBeNull();
+    expect(server.requests[0]).toMatchObject({ path: "/api/realtime/ticket/", auth: "Bearer tok" });
+
+    // The stream starts at the server's current positions; the client was at user:7@3.
+    stream.emit("ready", { channels: { "user:7": { epoch: "e1", offset: 6, recovered: false },
+      broadcast: { epoch: "b1", offset: 0, recovered: false } }, heartbeat_s: 25 }, "c6");
+    stream.emit("notification", envelope("user:7", 6), "c6");
+    stream.emit("notification", envelope("user:7", 7), "c7");
+    await tick(20);
+    expect(server.requests[1]).toMatchObject({ path: "/api/realtime/poll/",
+      body: { channels: { "user:7": { epoch: "e1", offset: 3 } }, timeout: 0 } });
+    stream.emit("unread_count", envelope("user:7", 8, "e1", "unread_count", { count: 1 }), "c8");
+    expect(delivered).toEqual(["user:7@4", "user:7@5", "user:7@6", "user:7@7", "user:7@8"]);
+    expect(client.positions()["user:7"]).toEqual({ epoch: "e1", offset: 8 });
+
+    // The stream ends (credentials expired, a proxy timeout): a new ticket, resumed by cursor.
+    stream.error();
+    await tick(20);
+    expect(stream.closed).toBe(true);
+    const next = FakeEventSource.last();
+    expect(FakeEventSource.all).toHaveLength(2);
+    expect(next.params.get("ticket")).toBe("t2");
+    expect(next.params.get("since")).toBe("c8");
+    next.emit("ready", { channels: { "user:7": { epoch: "e1", offset: 7, recovered: true },
+      broadcast: { epoch: "b1", offset: 0, recovered: true } }, heartbeat_s: 25 }, "c7");
+    next.emit("notification", envelope("user:7", 8), "c8");
+    next.emit("notification", envelope("user:7", 9), "c9");
+    expect(delivered.slice(5)).toEqual(["user:7@9"]);
+    expect(server.requests.filter((r) => r.path === "/api/realtime/poll/")).toHaveLength(1);
+    client.disconnect();
+    expect(next.closed).toBe(true);
+  });
+
+  it("applies the stream's resync and channel_error once", async () => {
+    const server = sseServer([() => ({ channels: { "user:7": { epoch: "e2", offset: 10, recovered: false, messages: [] } } })]);
+    const { client, delivered } = make(options(server.fetch));
+    const resyncs: string[] = [];
+    const errors: string[] = [];
+    client.onResync((e) => resyncs.push(`${e.channel}:${e.reason}:${e.offset}`));
+    client.on("error", (e) => errors.push(`${e.code}:${e.detail.channel}`));
+    client.subscribe("team:9", () => {});
+    await degrade(client);
+    const stream = FakeEventSource.last();
+    expect(stream.params.getAll("channel").sort()).toEqual(["broadcast", "team:9", "user:7"]);
+    stream.emit("ready", { channels: { "user:7": { epoch: "e2", offset: 10, recovered: false },
+      broadcast: { epoch: "b1", offset: 0, recovered: false } }, heartbeat_s: 25 }, "c1");
+    stream.emit("channel_error", { channel: "team:9", code: "forbidden", message: "not a member" });
+    // The server's resync for the same position as the catch-up poll's answer: one resync in all.
+    stream.emit("resync", { channel: "user:7", epoch: "e2", offset: 10 });
+    await tick(20);
+    expect(resyncs).toEqual(["user:7:epoch_changed:10"]);
+    expect(errors).toEqual(["forbidden:team:9"]);
+    // Later the channel's history is lost again while streaming.
+    stream.emit("resync", { channel: "user:7", epoch: "e3", offset: 2 }, "c2");
+    stream.emit("notification", envelope("user:7", 3, "e3"), "c3");
+    expect(resyncs).toEqual(["user:7:epoch_changed:10", "user:7:epoch_changed:2"]);
+    expect(delivered).toEqual(["user:7@3"]);
+    client.disconnect();
+  });
+
+  it("long-polls instead when the stream keeps failing before ready, and without EventSource", async () => {
+    const server = sseServer([]);
+    const { client } = make(options(server.fetch));
+    await degrade(client);
+    FakeEventSource.last().error();
+    await tick(40);
+    expect(FakeEventSource.all).toHaveLength(2);
+    FakeEventSource.last().error();
+    await tick(20);
+    expect(client.stateInfo).toMatchObject({ polling: true, transport: "poll" });
+    const last = server.requests.at(-1)!;
+    expect(last).toMatchObject({ path: "/api/realtime/poll/", body: { timeout: 25 } });
+    client.disconnect();
+
+    FakeSocket.all = [];
+    const plain = make({ ...options(server.fetch), EventSource: undefined });
+    await degrade(plain.client);
+    expect(plain.client.stateInfo).toMatchObject({ transport: "poll" });
+    plain.client.disconnect();
   });
 });
 

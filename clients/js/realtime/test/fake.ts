@@ -58,3 +58,42 @@ export function envelope(channel: string, offset: number, epoch = "e1", type = "
 }
 
 export const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A scripted EventSource: the test sends the server's events and errors. */
+export class FakeEventSource {
+  static all: FakeEventSource[] = [];
+  closed = false;
+  onerror: ((event: unknown) => void) | null = null;
+  private listeners = new Map<string, Array<(event: MessageEvent<string>) => void>>();
+
+  constructor(public url: string) {
+    FakeEventSource.all.push(this);
+  }
+
+  addEventListener(type: string, listener: (event: MessageEvent<string>) => void): void {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  /** What the browser does with `event: <type>`, `data: <json>`, `id: <cursor>`. */
+  emit(type: string, data: unknown, id = ""): void {
+    if (this.closed) return;
+    const event = { data: JSON.stringify(data), lastEventId: id } as MessageEvent<string>;
+    for (const listener of this.listeners.get(type) ?? []) listener(event);
+  }
+
+  error(): void {
+    if (!this.closed) this.onerror?.({});
+  }
+
+  get params(): URLSearchParams {
+    return new URL(this.url).searchParams;
+  }
+
+  static last(): FakeEventSource {
+    return FakeEventSource.all[FakeEventSource.all.length - 1];
+  }
+}
