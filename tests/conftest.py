@@ -18,6 +18,17 @@ from rest_framework_simplejwt.tokens import AccessToken
 _counter = itertools.count(1)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """The test process itself uses no PostgreSQL connection pool (server processes started by
+    the tests keep theirs). Tests call the ORM through ``sync_to_async`` from a new thread per
+    event loop, and nothing returns such a thread's connection to a pool, as the end of a
+    request does in a server: a pool of 8 would be used up after 8 tests."""
+    from django.conf import settings
+
+    settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
+
+
 @pytest.fixture(autouse=True)
 def _clean_realtime_redis(settings):
     """Every test starts with no realtime keys in Redis (history, registry, tickets, layer)."""
