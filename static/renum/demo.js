@@ -158,6 +158,8 @@ function stopApp() {
   executions.clear();
   renderNotifications();
   renderExecutions();
+  $("team-activity").replaceChildren();
+  $("team-activity-empty").hidden = false;
   setUnread(0);
 }
 
@@ -407,8 +409,32 @@ async function loadTeam() {
   $("start-execution").disabled = false;
   cleanups.push(client.subscribe(`team:${team.id}`, (m) => {
     if (m.type === "execution_update") updateExecution(m.payload);
+    else if (m.type in TEAM_EVENTS) addTeamActivity(m);
   }));
   await loadExecutions();
+}
+
+// The team service's events on `team:<id>` (docs/protocol.md), as one line each.
+const TEAM_EVENTS = {
+  team_member_joined: (p) => `${p.username} joined as ${p.role}`,
+  team_member_left: (p) => `${p.username} left`,
+  team_member_role_changed: (p) => `${p.username} is now ${p.role} (was ${p.previous_role})`,
+  team_renamed: (p) => `Renamed from ${p.previous_name} to ${p.name}`,
+};
+const TEAM_ACTIVITY_MAX = 10;
+
+function addTeamActivity(message) {
+  const payload = message.payload ?? {};
+  if (message.type === "team_renamed" && team && String(team.id) === String(payload.team_id)) {
+    team.name = payload.name;
+    $("team-info").textContent = `Team: ${team.name}`;
+  }
+  const item = document.createElement("li");
+  item.textContent = TEAM_EVENTS[message.type](payload);
+  const list = $("team-activity");
+  list.prepend(item);
+  while (list.children.length > TEAM_ACTIVITY_MAX) list.lastElementChild.remove();
+  $("team-activity-empty").hidden = true;
 }
 
 async function loadExecutions() {

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from executions.services import team_create
+from executions.services import team_create, team_membership_add, team_membership_remove, team_rename
 from notifications.models import Notification
 from notifications.services import notification_create
 from tests.browser.conftest import badge, off_loop, record_toasts, sign_in, toasts_shown
@@ -119,6 +119,27 @@ def test_demo_execution_progress_reaches_100(server, page, make_user):
     seen = page.evaluate("window.seenProgress")
     assert seen == sorted(seen), f"progress went backwards: {seen}"
     assert {20, 40, 60, 80, 100} <= set(seen), seen
+
+
+def test_team_events_show_live_in_the_team_activity(server, page, make_user):
+    # Given the owner of a team, signed in
+    owner, newcomer = make_user(), make_user(username="newcomer")
+    team = off_loop(team_create, name="Research", slug="research-live", owner=owner)
+    sign_in(page, server, owner)
+    expect(page.locator("#team-info")).to_have_text("Team: Research")
+
+    # When the team service adds a member, renames the team and the member leaves
+    off_loop(team_membership_add, team=team, user=newcomer)
+    off_loop(team_rename, team=team, name="Research & Development")
+    off_loop(team_membership_remove, team=team, user=newcomer)
+
+    # Then the page shows each event live, newest first, and the new name
+    items = page.locator("#team-activity li")
+    expect(items).to_have_text([
+        "newcomer left", "Renamed from Research to Research & Development", "newcomer joined as member",
+    ])
+    expect(page.locator("#team-info")).to_have_text("Team: Research & Development")
+    expect(page.locator("#team-activity-empty")).to_be_hidden()
 
 
 def test_user_without_team_is_told_why_nothing_runs(server, page, make_user):
