@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -70,6 +71,7 @@ def stack(nextjs_build, live_server_factory) -> Iterator[tuple[Any, NextApp]]:
         ["npx", "next", "start", "-p", str(port), "-H", "127.0.0.1"], cwd=APP_DIR,
         env={**os.environ, "RENUM_API_URL": server.http_url, "NEXT_TELEMETRY_DISABLED": "1"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # npx starts next, which starts next-server: stopped as one group
     )
     try:
         deadline = time.monotonic() + 60
@@ -84,11 +86,11 @@ def stack(nextjs_build, live_server_factory) -> Iterator[tuple[Any, NextApp]]:
                 time.sleep(0.3)
         yield server, NextApp(port, process)
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture
