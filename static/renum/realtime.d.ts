@@ -531,6 +531,9 @@ export declare class RealtimeClient {
     private _authorizedFetch;
     /** The multiplexed long poll: one request for every channel (v1.1 `POST /api/realtime/poll/`). */
     private _pollLoop;
+    /** What a failed poll request means for its loop: null to stop (aborted, credentials refused,
+     *  or degraded mode given up), else how long to back off before the next request. */
+    private _afterPollError;
     private _onPollRefused;
     private _pollChannel;
     /** Per-channel long poll (`GET /api/realtime/events/`), for servers without `/poll/`. */

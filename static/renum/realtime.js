@@ -1245,17 +1245,25 @@ class RealtimeClient {
         const interval = header === null || header === "" ? NaN : Number(header);
         waitMs = delivered ? 0 : Number.isFinite(interval) && interval >= 0 ? interval * 1e3 : 1e3;
       } catch (error) {
-        if (!current() || error?.name === "AbortError") return;
-        if (error?.code === "unauthorized") {
-          this._unauthorized(error.message, "session_expired");
-          return;
-        }
+        if (!current()) return;
         failures += 1;
-        if (this._pollFailed(error)) return;
-        waitMs = backoffDelay(this.options.backoffBaseMs, Math.min(failures, 5));
+        const backoff = this._afterPollError(error, failures);
+        if (backoff === null) return;
+        waitMs = backoff;
       }
       if (waitMs) await sleep(waitMs, signal);
     }
+  }
+  /** What a failed poll request means for its loop: null to stop (aborted, credentials refused,
+   *  or degraded mode given up), else how long to back off before the next request. */
+  _afterPollError(error, failures) {
+    if (error?.name === "AbortError") return null;
+    if (error?.code === "unauthorized") {
+      this._unauthorized(error.message, "session_expired");
+      return null;
+    }
+    if (this._pollFailed(error)) return null;
+    return backoffDelay(this.options.backoffBaseMs, Math.min(failures, 5));
   }
   _onPollRefused(name, code, message) {
     const ch = this._channel(name);
@@ -1303,14 +1311,11 @@ class RealtimeClient {
         const interval = Number(response.headers.get("X-Poll-Interval"));
         waitMs = body.messages?.length ? 0 : Number.isFinite(interval) && interval > 0 ? interval * 1e3 : 1e3;
       } catch (error) {
-        if (!current() || error?.name === "AbortError") return;
-        if (error?.code === "unauthorized") {
-          this._unauthorized(error.message, "session_expired");
-          return;
-        }
+        if (!current()) return;
         failures += 1;
-        if (this._pollFailed(error)) return;
-        waitMs = backoffDelay(this.options.backoffBaseMs, Math.min(failures, 5));
+        const backoff = this._afterPollError(error, failures);
+        if (backoff === null) return;
+        waitMs = backoff;
       }
       if (waitMs) await sleep(waitMs, signal);
     }

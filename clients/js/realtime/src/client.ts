@@ -1272,17 +1272,26 @@ export class RealtimeClient {
         const interval = header === null || header === "" ? NaN : Number(header);
         waitMs = delivered ? 0 : (Number.isFinite(interval) && interval >= 0 ? interval * 1000 : 1000);
       } catch (error) {
-        if (!current() || (error as Error)?.name === "AbortError") return;
-        if ((error as RealtimeError)?.code === "unauthorized") {
-          this._unauthorized((error as RealtimeError).message, "session_expired");
-          return;
-        }
+        if (!current()) return;
         failures += 1;
-        if (this._pollFailed(error)) return;
-        waitMs = backoffDelay(this.options.backoffBaseMs, Math.min(failures, 5));
+        const backoff = this._afterPollError(error, failures);
+        if (backoff === null) return;
+        waitMs = backoff;
       }
       if (waitMs) await sleep(waitMs, signal);
     }
+  }
+
+  /** What a failed poll request means for its loop: null to stop (aborted, credentials refused,
+   *  or degraded mode given up), else how long to back off before the next request. */
+  private _afterPollError(error: unknown, failures: number): number | null {
+    if ((error as Error)?.name === "AbortError") return null;
+    if ((error as RealtimeError)?.code === "unauthorized") {
+      this._unauthorized((error as RealtimeError).message, "session_expired");
+      return null;
+    }
+    if (this._pollFailed(error)) return null;
+    return backoffDelay(this.options.backoffBaseMs, Math.min(failures, 5));
   }
 
   private _onPollRefused(name: string, code: string, message: string): void {
@@ -1333,14 +1342,11 @@ export class RealtimeClient {
         const interval = Number(response.headers.get("X-Poll-Interval"));
         waitMs = body.messages?.length ? 0 : (Number.isFinite(interval) && interval > 0 ? interval * 1000 : 1000);
       } catch (error) {
-        if (!current() || (error as Error)?.name === "AbortError") return;
-        if ((error as RealtimeError)?.code === "unauthorized") {
-          this._unauthorized((error as RealtimeError).message, "session_expired");
-          return;
-        }
+        if (!current()) return;
         failures += 1;
-        if (this._pollFailed(error)) return;
-        waitMs = backoffDelay(this.options.backoffBaseMs, Math.min(failures, 5));
+        const backoff = this._afterPollError(error, failures);
+        if (backoff === null) return;
+        waitMs = backoff;
       }
       if (waitMs) await sleep(waitMs, signal);
     }
