@@ -204,6 +204,10 @@ function renderState(state, info) {
   pill.title = info.reason || "";
   pill.className = `pill pill-${tone}`;
   pill.dataset.state = state;
+  // Degraded: once the HTTP transport follows every channel, what came before it is reloaded.
+  const listening = state === State.DEGRADED ? String(Boolean(info.listening)) : "";
+  if (listening === "true" && pill.dataset.listening !== "true") scheduleReload();
+  pill.dataset.listening = listening;
   $("retry-button").hidden = state !== State.FAILED && state !== State.DEGRADED;
 }
 

@@ -64,6 +64,12 @@ export interface StateInfo {
      * long poll) or `events` (per channel, v1 servers).
      */
     transport?: "sse" | "poll" | "events";
+    /**
+     * `degraded`: the HTTP transport has placed every channel (the stream's `ready`, or the first
+     * poll answered). Until then, events of a channel the client held no position for are not
+     * yet followed: an app that loaded its state before should reload it once this turns true.
+     */
+    listening?: boolean;
     /** This tab follows another tab's connection (see `shareAcrossTabs`). */
     follower?: boolean;
 }
@@ -526,6 +532,8 @@ export declare class RealtimeClient {
     /** A new channel while degraded: the one poll or stream restarts with it (legacy: one more loop). */
     private _restartPolling;
     private _stopPolling;
+    /** The HTTP transport follows every channel from a known position (see `StateInfo.listening`). */
+    private _markListening;
     private _scheduleProbe;
     private _pollFailed;
     private _authorizedFetch;

@@ -1128,6 +1128,7 @@ class RealtimeClient {
     this._setState(State.DEGRADED, {
       ...info,
       polling: true,
+      listening: false,
       transport: this._legacyPolling ? "events" : this._useSse() ? "sse" : "poll"
     });
     this._startPolling();
@@ -1162,6 +1163,12 @@ class RealtimeClient {
     this._sseListen = null;
     this._pollAbort = null;
     this._polling.clear();
+  }
+  /** The HTTP transport follows every channel from a known position (see `StateInfo.listening`). */
+  _markListening() {
+    if (this.state === State.DEGRADED && !this.stateInfo.listening) {
+      this._setState(State.DEGRADED, { ...this.stateInfo, listening: true });
+    }
   }
   _scheduleProbe() {
     clearTimeout(this._timers.probe);
@@ -1220,7 +1227,7 @@ class RealtimeClient {
         if (response === null) continue;
         if (response.status === 404 || response.status === 405) {
           this._legacyPolling = true;
-          this._setState(State.DEGRADED, { ...this.stateInfo, transport: "events" });
+          this._setState(State.DEGRADED, { ...this.stateInfo, transport: "events", listening: false });
           this._stopPolling();
           this._startPolling();
           return;
@@ -1241,6 +1248,7 @@ class RealtimeClient {
           delivered += answer.messages?.length ?? 0;
           this._applyPoll(this._channel(name), since[name], answer);
         }
+        this._markListening();
         const header = response.headers.get("X-Poll-Interval");
         const interval = header === null || header === "" ? NaN : Number(header);
         waitMs = delivered ? 0 : Number.isFinite(interval) && interval >= 0 ? interval * 1e3 : 1e3;
@@ -1308,6 +1316,7 @@ class RealtimeClient {
         failures = 0;
         this._pollFailures = 0;
         this._applyPoll(ch, since, body);
+        if (this._pollChannels().every((other) => this._channel(other).epoch != null)) this._markListening();
         const interval = Number(response.headers.get("X-Poll-Interval"));
         waitMs = body.messages?.length ? 0 : Number.isFinite(interval) && interval > 0 ? interval * 1e3 : 1e3;
       } catch (error) {
@@ -1370,7 +1379,7 @@ class RealtimeClient {
       failures += 1;
       if (failures >= MAX_SSE_FAILURES) {
         this._sseFailed = true;
-        this._setState(State.DEGRADED, { ...this.stateInfo, transport: "poll" });
+        this._setState(State.DEGRADED, { ...this.stateInfo, transport: "poll", listening: false });
         void this._pollLoop(generation);
         return;
       }
@@ -1458,13 +1467,17 @@ class RealtimeClient {
           else if (!(position.epoch === ch.epoch && (position.recovered || position.offset === ch.offset))) behind.push(name);
         }
         if (event.lastEventId) cursor.value = event.lastEventId;
-        if (!behind.length) return;
+        if (!behind.length) {
+          this._markListening();
+          return;
+        }
         held = [];
         void this._catchUp(behind, renewed).then(() => {
           const waiting = held || [];
           held = null;
           if (done || !live()) return;
           for (const { kind, event: next } of waiting) apply(kind, next);
+          this._markListening();
         }, (error) => {
           if (error?.code === "unauthorized") {
             this._unauthorized(error.message, "session_expired");

@@ -203,6 +203,8 @@ def test_blocked_websocket_falls_back_to_polling_and_probes_back(server, page, m
     # Then the pill says so, after the configured attempts
     expect(page.locator("#connection-pill")).to_have_text("Degraded: polling")
     assert len(attempts) >= 4  # the first connection and three reconnect attempts
+    # (and once the stream follows the user's channel from a position: `listening`)
+    expect(page.locator("#connection-pill")).to_have_attribute("data-listening", "true", timeout=15_000)
 
     # When a notification is sent, it still arrives (by long polling), with its unread count
     notify(user, "Delivered by polling")

@@ -1146,7 +1146,7 @@ export class RealtimeClient {
 
   private _startDegraded(info: StateInfo): void {
     this._stopPolling();
-    this._setState(State.DEGRADED, { ...info, polling: true,
+    this._setState(State.DEGRADED, { ...info, polling: true, listening: false,
       transport: this._legacyPolling ? "events" : this._useSse() ? "sse" : "poll" });
     this._startPolling();
     this._scheduleProbe();
@@ -1185,6 +1185,13 @@ export class RealtimeClient {
     this._sseListen = null;
     this._pollAbort = null;
     this._polling.clear();
+  }
+
+  /** The HTTP transport follows every channel from a known position (see `StateInfo.listening`). */
+  private _markListening(): void {
+    if (this.state === State.DEGRADED && !this.stateInfo.listening) {
+      this._setState(State.DEGRADED, { ...this.stateInfo, listening: true });
+    }
   }
 
   private _scheduleProbe(): void {
@@ -1246,7 +1253,7 @@ export class RealtimeClient {
         if (response.status === 404 || response.status === 405) {
           // A server without the multiplexed poll (protocol v1): one loop per channel.
           this._legacyPolling = true;
-          this._setState(State.DEGRADED, { ...this.stateInfo, transport: "events" });
+          this._setState(State.DEGRADED, { ...this.stateInfo, transport: "events", listening: false });
           this._stopPolling();
           this._startPolling();
           return;
@@ -1267,6 +1274,7 @@ export class RealtimeClient {
           delivered += answer.messages?.length ?? 0;
           this._applyPoll(this._channel(name), since[name], answer);
         }
+        this._markListening();
         // The server's pace when it says one (0: poll again at once); else a second.
         const header = response.headers.get("X-Poll-Interval");
         const interval = header === null || header === "" ? NaN : Number(header);
@@ -1339,6 +1347,7 @@ export class RealtimeClient {
         failures = 0;
         this._pollFailures = 0;
         this._applyPoll(ch, since, body);
+        if (this._pollChannels().every((other) => this._channel(other).epoch != null)) this._markListening();
         const interval = Number(response.headers.get("X-Poll-Interval"));
         waitMs = body.messages?.length ? 0 : (Number.isFinite(interval) && interval > 0 ? interval * 1000 : 1000);
       } catch (error) {
@@ -1405,7 +1414,7 @@ export class RealtimeClient {
       if (failures >= MAX_SSE_FAILURES) {
         // The stream does not get through (a proxy that buffers it, an old server): long-poll.
         this._sseFailed = true;
-        this._setState(State.DEGRADED, { ...this.stateInfo, transport: "poll" });
+        this._setState(State.DEGRADED, { ...this.stateInfo, transport: "poll", listening: false });
         void this._pollLoop(generation);
         return;
       }
@@ -1483,13 +1492,14 @@ export class RealtimeClient {
           else if (!(position.epoch === ch.epoch && (position.recovered || position.offset === ch.offset))) behind.push(name);
         }
         if (event.lastEventId) cursor.value = event.lastEventId;
-        if (!behind.length) return;
+        if (!behind.length) { this._markListening(); return; }
         held = [];
         void this._catchUp(behind, renewed).then(() => {
           const waiting = held || [];
           held = null;
           if (done || !live()) return;
           for (const { kind, event: next } of waiting) apply(kind, next);
+          this._markListening();
         }, (error) => {
           if ((error as RealtimeError)?.code === "unauthorized") {
             this._unauthorized((error as RealtimeError).message, "session_expired");

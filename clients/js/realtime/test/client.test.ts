@@ -183,7 +183,7 @@ describe("degraded mode", () => {
     await degrade(client);
     await tick(20);
     expect(client.state).toBe("degraded");
-    expect(client.stateInfo).toMatchObject({ polling: true, transport: "poll" });
+    expect(client.stateInfo).toMatchObject({ polling: true, transport: "poll", listening: true });
     expect(server.requests[0].method).toBe("POST");
     expect(server.requests[0].url).toBe("http://api.test/api/realtime/poll/");
     expect(server.requests[0].body.channels).toEqual({
@@ -266,7 +266,7 @@ describe("degraded mode over server-sent events", () => {
     const { client, delivered } = make(options(server.fetch));
     await degrade(client);
     expect(client.state).toBe("degraded");
-    expect(client.stateInfo).toMatchObject({ polling: true, transport: "sse" });
+    expect(client.stateInfo).toMatchObject({ polling: true, transport: "sse", listening: false });
     expect(FakeEventSource.all).toHaveLength(1);
     const stream = FakeEventSource.last();
     expect(new URL(stream.url).pathname).toBe("/api/realtime/sse/");
@@ -283,6 +283,8 @@ describe("degraded mode over server-sent events", () => {
     await tick(20);
     expect(server.requests[1]).toMatchObject({ path: "/api/realtime/poll/",
       body: { channels: { "user:7": { epoch: "e1", offset: 3 } }, timeout: 0 } });
+    // Listening once the catch-up placed every channel (not at `ready`: user:7 was behind).
+    expect(client.stateInfo.listening).toBe(true);
     stream.emit("unread_count", envelope("user:7", 8, "e1", "unread_count", { count: 1 }), "c8");
     expect(delivered).toEqual(["user:7@4", "user:7@5", "user:7@6", "user:7@7", "user:7@8"]);
     expect(client.positions()["user:7"]).toEqual({ epoch: "e1", offset: 8 });
