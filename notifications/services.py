@@ -29,7 +29,7 @@ from notifications.payloads import iso_utc, notification_payload
 from notifications.selectors import notification_unread_counts
 from notifications.utils import chunked
 from realtime.channels import user_channel
-from realtime.publish import Message, publish_many_on_commit
+from realtime.publish import Message, create_and_publish_on_commit, publish_many_on_commit
 
 # Rows per INSERT of notification_create_many: big enough to amortize round trips, small
 # enough to stay under SQLite's parameter limit (10 columns x 1000 rows).
@@ -112,12 +112,11 @@ def notification_create(
     """
     _content_validate(type=type, title=title, message=message)
     action = notification_action_validate(action)
-    with transaction.atomic():
-        notification = Notification.objects.create(user=user, type=type, title=title, message=message, action=action)
-        _publish_on_commit(
-            [Message(user_channel(user.pk), "notification", notification_payload(notification))],
-            unread_counts_of=[user.pk],
-        )
+    notification = Notification(user=user, type=type, title=title, message=message, action=action)
+    create_and_publish_on_commit(
+        notification, [Message(user_channel(user.pk), "notification", notification_payload(notification))],
+        then=_unread_counts([user.pk]),
+    )
     return notification
 
 

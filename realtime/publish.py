@@ -218,6 +218,21 @@ def publish_many_on_commit(
     relay.write(relay.PUBLISH, rows, then=after)
 
 
+def create_and_publish_on_commit(instance: Any, messages: Iterable[Message], *,
+                                 then: Callable[[], Iterable[Message]] | None = None) -> None:
+    """Insert ``instance`` (a new model row) and publish ``messages`` after the commit.
+
+    The same as ``instance.save()`` and ``publish_many_on_commit(messages, then=then)`` in one
+    transaction (the caller's, or its own), for the messages of one outbox row; outside a
+    transaction on PostgreSQL both rows are written in one statement (``relay.write_with_insert``).
+    """
+    after = None
+    if then is not None:
+        def after() -> list[relay.Prepared]:
+            return [_prepared_message(m) for m in then()]
+    relay.write_with_insert(instance, relay.PUBLISH, [_prepared_message(m) for m in messages], then=after)
+
+
 def _prepared_message(m: Message) -> relay.Prepared:
     return _prepared(m.channel, m.type, m.payload, m.sender, None, (), m.coalesce_key)
 

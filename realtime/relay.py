@@ -2,12 +2,12 @@
 
 ``write`` inserts a row (``realtime.models.OutboxEvent``) in the caller's transaction and
 registers its delivery for after the commit. Right after the commit the committing thread
-makes one attempt with short timeouts (``PUBLISH_ATTEMPT_TIMEOUT_S``) and deletes the row;
-when that fails, or while earlier rows still wait, the row goes to the process's relay
-thread, which retries with backoff, keeps each process's rows in commit order, and deletes
-each row once Redis has it. So a business write never waits on a Redis outage for longer
-than the attempt's timeout, and once the relay has failed, not at all: later commits go
-straight to the relay's queue.
+makes one attempt with short timeouts (``PUBLISH_ATTEMPT_TIMEOUT_S``), and the relay thread
+deletes the delivered rows, many per statement, within ``DELETE_DELAY_S``. When the attempt
+fails, or while earlier rows still wait, the row goes to the relay thread, which retries with
+backoff, keeps each process's rows in commit order, and deletes each row once Redis has it.
+So a business write never waits on a Redis outage for longer than the attempt's timeout, and
+once the relay has failed, not at all: later commits go straight to the relay's queue.
 
 Exactly once into the stream: each message carries the idempotency key ``<row token>:<index>``
 and the publish script returns the existing offset for a key the channel already holds, so a
@@ -27,7 +27,9 @@ only (the channel layer's timeouts are long): delivered at least once, they are 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -39,7 +41,9 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, models, transaction
+from django.db.models import signals
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -63,6 +67,8 @@ PIPELINE_SIZE = 500
 BATCH_ROWS = 200
 # Ids per DELETE/UPDATE ... IN (...): below SQLite's parameter limit.
 IDS_PER_QUERY = 900
+# How long a row delivered after commit may wait for its DELETE (batched by the relay thread).
+DELETE_DELAY_S = 0.05
 
 
 @dataclass(slots=True)
@@ -96,23 +102,82 @@ def _lease_until() -> Any:
     return timezone.now() + timedelta(seconds=lease)
 
 
-def write(kind: str, records_per_row: list[Any], *,
-          then: Callable[[], list[Prepared]] | None = None) -> None:
-    """Insert outbox rows in the current transaction (autocommit: at once) and deliver them
-    after its commit. ``then`` computes messages after the commit (unread counts): they are
-    sent after the rows, and stored only when they cannot be sent at once."""
-    now, lease_until = time.time(), _lease_until()
-    rows = [OutboxEvent(kind=kind, records=_encode(kind, records), token=uuid.uuid4().hex, claimed_by=PROCESS_ID,
+def _outbox_rows(kind: str, records_per_row: list[Any]) -> list[OutboxEvent]:
+    lease_until = _lease_until()
+    return [OutboxEvent(kind=kind, records=_encode(kind, records), token=uuid.uuid4().hex, claimed_by=PROCESS_ID,
                         lease_until=lease_until) for records in records_per_row]
-    if len(rows) == 1:
-        rows[0].save(force_insert=True)
-    elif rows:
-        OutboxEvent.objects.bulk_create(rows)
+
+
+def _deliver_after_commit(kind: str, rows: list[OutboxEvent], records_per_row: list[Any],
+                          then: Callable[[], list[Prepared]] | None) -> None:
+    now = time.time()
     pending = [Pending(row.id, kind, records, row.token, now) for row, records in zip(rows, records_per_row,
                                                                                         strict=True)]
     if then is not None:
         pending.append(Pending(None, PUBLISH, None, uuid.uuid4().hex, now, then=then))
     transaction.on_commit(lambda: relay().after_commit(pending), robust=True)
+
+
+def write(kind: str, records_per_row: list[Any], *,
+          then: Callable[[], list[Prepared]] | None = None) -> None:
+    """Insert outbox rows in the current transaction (autocommit: at once) and deliver them
+    after its commit. ``then`` computes messages after the commit (unread counts): they are
+    sent after the rows, and stored only when they cannot be sent at once."""
+    rows = _outbox_rows(kind, records_per_row)
+    if len(rows) == 1:
+        rows[0].save(force_insert=True)
+    elif rows:
+        OutboxEvent.objects.bulk_create(rows)
+    _deliver_after_commit(kind, rows, records_per_row, then)
+
+
+def write_with_insert(instance: models.Model, kind: str, records: Any, *,
+                      then: Callable[[], list[Prepared]] | None = None) -> None:
+    """Insert ``instance`` (a new row) and one outbox row of ``records`` atomically, and
+    deliver them after the commit: ``instance.save()`` and ``write`` in one transaction.
+
+    Outside a transaction on PostgreSQL, for a row whose primary key is set before the insert
+    (a UUID default) and a model without save signals, both rows go in
+    ONE statement (``WITH <row> INSERT INTO <outbox>``, atomic by itself): one round trip
+    where the transaction takes four (BEGIN, two INSERTs, COMMIT). This is the path of a
+    single ``notification_create``, the service's most frequent write.
+    """
+    model = type(instance)
+    if (connection.vendor != "postgresql" or not connection.get_autocommit() or instance.pk is None
+            or signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model)):
+        with transaction.atomic():
+            instance.save(force_insert=True)
+            write(kind, [records], then=then)
+        return
+    [row] = _outbox_rows(kind, [records])
+    business_sql, business_params = _insert_sql(instance)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH business_row AS ({business_sql}) {_outbox_insert_sql()}",
+                       (*business_params, row.kind, row.records, row.token, row.created_at, row.claimed_by,
+                        row.lease_until, row.attempts))
+        row.id = cursor.fetchone()[0]
+    for saved in (instance, row):
+        saved._state.adding, saved._state.db = False, connection.alias
+    _deliver_after_commit(kind, [row], [records], then)
+
+
+@functools.cache
+def _outbox_insert_sql() -> str:
+    """INSERT of one outbox row, returning its id (PostgreSQL; built once, not per call)."""
+    quote = connection.ops.quote_name
+    columns = ("kind", "records", "token", "created_at", "claimed_by", "lease_until", "attempts")
+    return (f"INSERT INTO {quote(OutboxEvent._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING {quote(OutboxEvent._meta.pk.column)}")
+
+
+def _insert_sql(instance: models.Model) -> tuple[str, tuple]:
+    """The INSERT that ``save(force_insert=True)`` would run for ``instance`` (values prepared)."""
+    meta = instance._meta
+    fields = [f for f in meta.local_concrete_fields if not getattr(f, "generated", False)]
+    query = InsertQuery(type(instance))
+    query.insert_values(fields, [instance])
+    [(sql, params)] = query.get_compiler(connection=connection).as_sql()
+    return sql, tuple(params)
 
 
 # ---------------------------------------------------------------------- Redis side
@@ -243,6 +308,8 @@ class Relay:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._delivered: list[int] = []  # rows delivered after commit, deleted by the thread
+        self._delivered_since = 0.0
         self._stopping = False
         self.healthy = True  # False from a failed delivery until the relay delivers again
         self.delivered = 0
@@ -267,14 +334,59 @@ class Relay:
                 logger.warning("publish after commit failed (%s); the relay delivers it", exc)
             else:
                 metrics.PUBLISHED.labels("ok").inc(sum(len(p.records) for p in pending))
-                try:
-                    _delete([p.id for p in pending if p.id is not None])
-                    return
-                except DatabaseError:  # delivered; the relay deletes it (a resend is a no-op)
-                    logger.exception("delivered outbox rows could not be deleted")
+                self._delete_soon([p.id for p in pending if p.id is not None])
+                return
         self._resolve_then(pending)
         self._store_then(pending)
         self.enqueue(pending)
+
+    def _delete_soon(self, ids: list[int]) -> None:
+        """Delete delivered rows: by the relay thread, many per statement, within
+        ``DELETE_DELAY_S`` (the committing thread pays no second transaction); at once when no
+        relay thread runs in this process. A row whose delete is lost with the process is sent
+        again by another one, which the idempotency key turns into a no-op."""
+        if not ids:
+            return
+        if not setting("RELAY_IN_PROCESS"):
+            try:
+                _delete(ids)
+            except DatabaseError:  # delivered; the relay command deletes it (a resend is a no-op)
+                logger.exception("delivered outbox rows could not be deleted")
+            return
+        with self._lock:
+            first = not self._delivered
+            self._delivered.extend(ids)
+            if first:
+                self._delivered_since = time.monotonic()
+        self.start()
+        if first or len(self._delivered) >= BATCH_ROWS:
+            self._wake.set()
+
+    def _delete_delivered(self, force: bool = False) -> None:
+        """The relay thread's part of ``_delete_soon``: once the oldest id waited ``DELETE_DELAY_S``."""
+        with self._lock:
+            if not self._delivered or not (force or len(self._delivered) >= BATCH_ROWS
+                                            or time.monotonic() - self._delivered_since >= DELETE_DELAY_S):
+                return
+            ids = list(self._delivered)  # kept there until deleted (``drain`` waits for them)
+        try:
+            _delete(ids)
+        except Exception:
+            with self._lock:  # tried again next round
+                self._delivered_since = time.monotonic()
+            raise
+        with self._lock:
+            del self._delivered[:len(ids)]
+            self._delivered_since = time.monotonic()
+
+    def _delete_at_exit(self) -> None:
+        # The daemon thread dies with the interpreter: rows delivered in its last moments are
+        # deleted here rather than claimed and sent again (a no-op) by another process.
+        try:
+            self._delete_delivered(force=True)
+        except Exception as exc:  # e.g. the database is already gone: the resend is harmless
+            logger.warning("%d delivered outbox rows left for another relay to resend as no-ops (%s)",
+                           len(self._delivered), exc)
 
     def _controls_after_commit(self, controls: list[Pending]) -> None:
         # Like publishes: one attempt within the short timeout, the rest to the thread. A
@@ -289,11 +401,7 @@ class Relay:
                 self.healthy = False
                 metrics.REDIS_ERRORS.labels("control").inc()
                 logger.warning("control message after commit failed (%s); the relay delivers it", exc)
-            try:
-                _delete([row.id for row in sent])
-            except DatabaseError:
-                logger.exception("delivered control rows could not be deleted")
-                sent = []  # sent again by the relay: idempotent
+            self._delete_soon([row.id for row in sent])
         waiting = controls[len(sent):]
         if waiting:
             self.enqueue(waiting)
@@ -347,6 +455,7 @@ class Relay:
             if self._thread is None:
                 self._thread = threading.Thread(target=self.run_forever, name="realtime-relay", daemon=True)
                 self._thread.start()
+                atexit.register(self._delete_at_exit)
 
     def stop(self, timeout: float = 6.0) -> None:
         """Make ``run_forever`` return, and wait for the thread (tests, the management command)."""
@@ -361,12 +470,16 @@ class Relay:
         backoff = 0.0
         next_claim = next_renew = 0.0
         while not self._stopping:
-            self._wake.wait(backoff if backoff else poll if not (self._queue or self._controls) else 0)
+            wait = backoff if backoff else 0 if (self._queue or self._controls) else poll
+            if self._delivered:
+                wait = min(wait, max(0.0, self._delivered_since + DELETE_DELAY_S - time.monotonic()))
+            self._wake.wait(wait)
             self._wake.clear()
             if self._stopping:
                 break
             now = time.monotonic()
             try:
+                self._delete_delivered()
                 if now >= next_claim:
                     next_claim = now + poll
                     self.claim_expired()
@@ -392,9 +505,11 @@ class Relay:
             except Exception:
                 logger.exception("relay: unexpected failure; retrying")
                 backoff = min(max(backoff * 2, 0.05), 1.0)
-            if not (self._queue or self._controls):
+            if not (self._queue or self._controls or self._delivered):
                 # An idle relay holds no database connection (nor blocks a test database's drop).
                 connection.close()
+        self._delete_at_exit()
+        atexit.unregister(self._delete_at_exit)
         connection.close()
 
     def drain_once(self) -> int:
@@ -515,10 +630,10 @@ class Relay:
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until this process's queue is empty (tests, shutdown); False on timeout."""
         deadline = time.monotonic() + timeout
-        while (self._queue or self._controls) and time.monotonic() < deadline:
+        while (self._queue or self._controls or self._delivered) and time.monotonic() < deadline:
             self._wake.set()
             time.sleep(0.01)
-        return not (self._queue or self._controls)
+        return not (self._queue or self._controls or self._delivered)
 
     @property
     def queued(self) -> int:

@@ -11,7 +11,8 @@ from datetime import timedelta
 import orjson
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from notifications.models import Notification
@@ -57,6 +58,7 @@ def test_a_committed_publish_is_delivered_and_its_outbox_row_deleted():
         assert history("user:1") == []
 
     assert payloads("user:1") == [{"n": 1}]
+    assert rt_relay.relay().drain(5)  # the relay thread deletes delivered rows, in batches
     assert OutboxEvent.objects.count() == 0
 
 
@@ -122,6 +124,7 @@ def test_a_delivery_whose_reply_was_lost_is_not_appended_twice(own_redis, use_re
 def test_while_redis_is_down_commits_do_not_wait_and_events_follow_in_order(own_redis):
     user_channel = "user:5"
     publish_on_commit(user_channel, "system_event", {"n": 0})
+    assert rt_relay.relay().drain(5)  # its row deleted
     own_redis.kill()
     durations = []
     for n in range(1, 6):
@@ -225,8 +228,47 @@ def test_notification_create_writes_row_and_event_in_one_transaction(user):
 
     assert [orjson.loads(r.body)["type"] for r in history(f"user:{user.pk}")] == ["notification", "unread_count"]
     assert orjson.loads(history(f"user:{user.pk}")[0].body)["payload"]["id"] == str(notification.id)
+    assert rt_relay.relay().drain(5)
     assert OutboxEvent.objects.count() == 0
     assert Notification.objects.count() == 1
+
+
+def test_a_single_notification_costs_the_committing_thread_one_write_statement(user):
+    """Outside a transaction on PostgreSQL the notification and its outbox row go in one
+    statement (no BEGIN/COMMIT); on every database the committing thread runs no DELETE: the
+    relay thread deletes delivered rows in batches."""
+    notification_create(user=user, type="info", title="warm-up", message="")
+    with CaptureQueriesContext(connection) as queries:
+        notification = notification_create(user=user, type="info", title="t", message="m")
+
+    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        assert statements == ["WITH", "SELECT"]  # both rows; then the unread count after commit
+    assert "DELETE" not in statements
+    assert payloads(f"user:{user.pk}")[-2]["id"] == str(notification.id)
+    assert rt_relay.relay().drain(5)
+    assert OutboxEvent.objects.count() == 0
+    assert Notification.objects.get(pk=notification.pk).title == "t"
+
+
+def test_a_failed_insert_leaves_no_outbox_row_and_publishes_nothing(user):
+    ghost = type(user)(pk=user.pk + 10_000)  # no such user: the foreign key refuses the row
+
+    with pytest.raises(IntegrityError):
+        notification_create(user=ghost, type="info", title="t", message="m")
+
+    assert OutboxEvent.objects.count() == 0 and Notification.objects.count() == 0
+    assert history(f"user:{ghost.pk}") == []
+
+
+def test_inside_a_transaction_that_rolls_back_neither_row_remains(user):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        notification_create(user=user, type="info", title="t", message="m")
+        assert OutboxEvent.objects.count() == 1
+        raise RuntimeError("rolled back")
+
+    assert OutboxEvent.objects.count() == 0 and Notification.objects.count() == 0
+    assert history(f"user:{user.pk}") == []
 
 
 def test_readyz_reports_a_stuck_relay(client, settings):
