@@ -1,7 +1,7 @@
 """The ``team:`` and ``execution:`` channel namespaces: who may subscribe, what a subscriber sees first.
 
-Registered by ``ExecutionsConfig.ready``. The checks run in Django's database thread. They
-answer False, never raise, for anything they cannot match to a membership (malformed ids,
+Registered by ``ExecutionsConfig.ready``. The team check is batched on the event loop; the
+execution checks run in Django's database thread. They answer False, never raise, for anything they cannot match to a membership (malformed ids,
 unknown teams or executions), so that a client learns nothing beyond ``forbidden``.
 """
 
@@ -10,15 +10,49 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db import router
+
 from executions.events import EXECUTION_UPDATE, execution_update_payload
-from executions.models import Execution
-from executions.selectors import execution_get_for_user, team_membership_exists
+from executions.models import Execution, TeamMembership
+from executions.selectors import int_id_or_none, execution_get_for_user
+from realtime.batching import PerLoop
 from realtime.channels import register_channel, suffix
+from realtime.users import fetch_rows
 
 
-def team_can_subscribe(user: Any, channel: str) -> bool:
-    """Members of the team may follow ``team:<team_id>``."""
-    return team_membership_exists(user=user, team_id=suffix(channel))
+async def team_can_subscribe(user: Any, channel: str) -> bool:
+    """Members of the team may follow ``team:<team_id>``.
+
+    Asked for every socket subscribe and every long poll and stream of a team member: checks
+    made at the same moment share one query (``realtime.batching``), run on the event loop's
+    own connection on PostgreSQL (``realtime.users.fetch_rows``), not one query each in
+    Django's database thread.
+    """
+    team_id = int_id_or_none(suffix(channel))
+    if team_id is None or not getattr(user, "is_authenticated", False):
+        return False
+    return await _memberships.submit((user.pk, team_id))
+
+
+async def _members(pairs: list[tuple[Any, int]]) -> list[bool]:
+    """Which (user id, team id) pairs are memberships, in one SELECT."""
+    table, team, member = TeamMembership._meta.db_table, "team_id", "user_id"
+    users = list(dict.fromkeys(user_id for user_id, _ in pairs))
+    teams = list(dict.fromkeys(team_id for _, team_id in pairs))
+
+    def sql(connection: Any) -> tuple[str, list[Any]]:
+        quote = connection.ops.quote_name
+        return (f"SELECT {quote(member)}, {quote(team)} FROM {quote(table)}"
+                f" WHERE {quote(team)} IN ({', '.join(['%s'] * len(teams))})"
+                f" AND {quote(member)} IN ({', '.join(['%s'] * len(users))})", [*teams, *users])
+
+    found = {(str(user_id), team_id) for user_id, team_id in
+             await fetch_rows(router.db_for_read(TeamMembership), sql)}
+    return [(str(user_id), team_id) in found for user_id, team_id in pairs]
+
+
+# At most 400 pairs per query (SQLite's parameter limit is 999 for the two IN lists).
+_memberships: PerLoop[tuple[Any, int], bool] = PerLoop(_members, max_batch=400)
 
 
 def execution_can_subscribe(user: Any, channel: str) -> bool:

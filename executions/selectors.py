@@ -20,7 +20,7 @@ def team_list_for_user(*, user: Any) -> QuerySet[Team]:
 
 def team_get_for_user(*, user: Any, team_id: Any) -> Team | None:
     """The team with this id when the user belongs to it, else None (also for malformed ids)."""
-    parsed = _int_or_none(team_id)
+    parsed = int_id_or_none(team_id)
     if parsed is None:
         return None
     return team_list_for_user(user=user).filter(pk=parsed).first()
@@ -28,7 +28,7 @@ def team_get_for_user(*, user: Any, team_id: Any) -> Team | None:
 
 def team_get(*, team_id: Any) -> Team | None:
     """The team with this id, whoever asks (for services), or None (also for malformed ids)."""
-    parsed = _int_or_none(team_id)
+    parsed = int_id_or_none(team_id)
     if parsed is None:
         return None
     return Team.objects.filter(pk=parsed).first()
@@ -47,7 +47,7 @@ def team_member_ids(*, team_id: Any) -> list[Any] | None:
 
 def team_membership_exists(*, user: Any, team_id: Any) -> bool:
     """Whether the user is a member of the team; False for anonymous users and malformed ids."""
-    parsed = _int_or_none(team_id)
+    parsed = int_id_or_none(team_id)
     if parsed is None or not getattr(user, "is_authenticated", False):
         return False
     return TeamMembership.objects.filter(team_id=parsed, user_id=user.pk).exists()
@@ -84,7 +84,8 @@ def execution_get_for_user(*, user: Any, execution_id: Any) -> Execution | None:
     return execution_list(user=user).filter(pk=parsed).first()
 
 
-def _int_or_none(value: Any) -> int | None:
+def int_id_or_none(value: Any) -> int | None:
+    """An integer id as a client may spell it (digits, at most 18), else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

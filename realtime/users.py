@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -52,7 +53,23 @@ async def active_ids(user_ids: list[str]) -> set[str]:
     return {u for u, pk in query.wanted.items() if pk in found}
 
 
-async def _fetch(query: _Query) -> list[tuple]:
+async def fetch_rows(db: str, sql: Callable[[Any], tuple[str, list[Any]]]) -> list[tuple]:
+    """Rows of one short SELECT, run where the user lookup runs: on the event loop's own
+    connection on PostgreSQL, else in Django's database thread. ``sql(connection)`` builds the
+    statement and its parameters for the backend (quoting, placeholders); domain apps use this
+    for checks that many concurrent requests make at once (team membership)."""
+    return await _fetch(_Statement(db, sql))
+
+
+class _Statement:
+    """A caller's SELECT, shaped like ``_Query`` for ``_fetch``."""
+
+    def __init__(self, db: str, sql: Callable[[Any], tuple[str, list[Any]]]) -> None:
+        self.db = db
+        self.sql = sql
+
+
+async def _fetch(query: _Query | _Statement) -> list[tuple]:
     if psycopg is not None and "postgresql" in connections.settings[query.db]["ENGINE"]:
         return await _fetch_on_loop(query)
     return await _fetch_in_thread(query)
@@ -104,7 +121,7 @@ class _Query:
 
 
 @database_sync_to_async
-def _fetch_in_thread(query: _Query) -> list[tuple]:
+def _fetch_in_thread(query: _Query | _Statement) -> list[tuple]:
     connection = connections[query.db]
     statement, params = query.sql(connection)
     with connection.cursor() as cursor:
@@ -120,7 +137,7 @@ class _LoopConnection:
         self.wrapper = connections.create_connection(db)
         self.connection: Any = None
 
-    async def fetch(self, query: _Query) -> list[tuple]:
+    async def fetch(self, query: _Query | _Statement) -> list[tuple]:
         statement, params = query.sql(self.wrapper)
         for attempt in (1, 2):
             if self.connection is None or self.connection.closed:
@@ -152,7 +169,7 @@ _loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str
     weakref.WeakKeyDictionary())
 
 
-async def _fetch_on_loop(query: _Query) -> list[tuple]:
+async def _fetch_on_loop(query: _Query | _Statement) -> list[tuple]:
     held = _loop_connections.setdefault(asyncio.get_running_loop(), {})
     connection = held.get(query.db)
     if connection is None:

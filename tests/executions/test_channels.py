@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import uuid
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 
 from executions.events import execution_update_payload
@@ -24,9 +26,12 @@ pytestmark = pytest.mark.django_db
 
 
 def _can_subscribe(user, channel: str) -> bool:
-    return policy_for(channel).can_subscribe(user, channel)
+    check = policy_for(channel).can_subscribe
+    return async_to_sync(check)(user, channel) if inspect.iscoroutinefunction(check) else check(user, channel)
 
 
+# The team check runs on the event loop's own connection on PostgreSQL: it sees committed rows only.
+@pytest.mark.django_db(transaction=True)
 def test_team_channel_is_open_to_members_only(team, member, outsider, make_team):
     other_team = make_team(outsider)
 
@@ -35,6 +40,7 @@ def test_team_channel_is_open_to_members_only(team, member, outsider, make_team)
     assert _can_subscribe(member, f"team:{other_team.id}") is False
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("suffix", ["abc", "1.5", "-1", "999999", "0x1", "1 ", "99999999999999999999999"])
 def test_team_channel_refuses_malformed_and_unknown_ids(member, team, suffix):
     assert _can_subscribe(member, f"team:{suffix}") is False
@@ -60,6 +66,7 @@ def test_execution_channel_refuses_malformed_unknown_and_non_canonical_ids(team,
     assert _can_subscribe(member, f"execution:{make_suffix(execution)}") is False
 
 
+@pytest.mark.django_db(transaction=True)
 def test_anonymous_users_may_subscribe_to_nothing(team):
     from django.contrib.auth.models import AnonymousUser
 
@@ -142,6 +149,31 @@ async def test_joining_and_leaving_a_team_moves_live_connections(make_user):
         {"type": "rt.unsubscribe", "channel": f"execution:{running.id}", "user_id": user_id},
     ]
     assert f"execution:{ended.id}" not in str(left)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_team_checks_made_at_the_same_moment_share_one_query(make_user, monkeypatch):
+    from executions import channels as execution_channels
+
+    users = [await sync_to_async(make_user)(username=f"u{n}") for n in range(6)]
+    teams = [await sync_to_async(_team_with)(users[0]), await sync_to_async(_team_with)(users[1])]
+    await sync_to_async(team_membership_add)(team=teams[0], user=users[2])
+    queries = []
+    real_fetch = execution_channels.fetch_rows
+
+    async def counted(db, sql):
+        queries.append(db)
+        return await real_fetch(db, sql)
+
+    monkeypatch.setattr(execution_channels, "fetch_rows", counted)
+    asks = [(user, f"team:{team.id}") for user in users for team in teams] + [(users[0], "team:999999")]
+
+    answers = await asyncio.gather(*(call_check(policy_for(c).can_subscribe, u, c) for u, c in asks))
+
+    members = {(users[0].pk, teams[0].id), (users[2].pk, teams[0].id), (users[1].pk, teams[1].id)}
+    assert answers == [(u.pk, int(c.split(":")[1])) in members for u, c in asks]
+    assert sum(answers) == 3
+    assert len(queries) == 1
 
 
 def _team_with(owner):
