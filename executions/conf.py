@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "DEMO_MAX_RUNNING": 20,
     # Page size of GET /api/executions/.
     "PAGE_SIZE": 50,
+    # The account ``manage.py demo_setup`` creates (or resets): a staff user owning the demo team.
+    "DEMO_USERNAME": "demo",
+    "DEMO_PASSWORD": "demo-password",
 }
 
 

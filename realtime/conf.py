@@ -130,6 +130,12 @@ DEFAULTS: dict[str, Any] = {
     "HTTP_PERMISSION_TTL_S": 10,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
+    # Redis connections per process and pool (the pools wait when all are busy); the event
+    # loop's client on a Redis Cluster gets at least 1000 per node (it raises instead of waiting).
+    "REDIS_POOL_SIZE": 64,
+    # Garbage-collector thresholds of a server process, "g0,g1,g2"; empty: (50000, 20, 10);
+    # "off": CPython's defaults (realtime/runtime.py). Applied once, when renum/asgi.py loads.
+    "GC_THRESHOLDS": "",
 }
 
 
