@@ -70,6 +70,8 @@ INSTALLED_APPS = [
     "realtime",
     "notifications",
     "executions",
+    # The load tool's management commands (``manage.py loadtest``, ``loadtest_redis``).
+    "loadtest",
 ]
 
 MIDDLEWARE = [
