@@ -130,6 +130,10 @@ DEFAULTS: dict[str, Any] = {
     "HTTP_PERMISSION_TTL_S": 10,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
+    # Access tokens of sockets and streams decoded by the fast path of realtime/tokens.py (a
+    # cached HMAC key, a segment check in C, over a private method of PyJWT); False: by
+    # simplejwt's AccessToken, as REST requests. Both accept and refuse the same tokens.
+    "FAST_JWT": True,
     # Redis connections per process and pool (the pools wait when all are busy); the event
     # loop's client on a Redis Cluster gets at least 1000 per node (it raises instead of waiting).
     "REDIS_POOL_SIZE": 64,
