@@ -134,6 +134,9 @@ DEFAULTS: dict[str, Any] = {
     # cached HMAC key, a segment check in C, over a private method of PyJWT); False: by
     # simplejwt's AccessToken, as REST requests. Both accept and refuse the same tokens.
     "FAST_JWT": True,
+    # On PostgreSQL, the connect-time user lookup runs on a psycopg connection of the event loop
+    # (realtime/users.py); False: on Django's connection in the database thread.
+    "USER_LOOKUP_ON_LOOP": True,
     # Redis connections per process and pool (the pools wait when all are busy); the event
     # loop's client on a Redis Cluster gets at least 1000 per node (it raises instead of waiting).
     "REDIS_POOL_SIZE": 64,
