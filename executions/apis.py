@@ -40,9 +40,16 @@ from executions.services import (
     execution_create,
     execution_report,
 )
-from realtime.service_auth import HasServiceScope, ServiceKeyAuthentication, request_service
+from realtime.service_auth import HasServiceScope, ServiceKey, ServiceKeyAuthentication, request_service
 
 SERVICE_SCOPE = "executions"
+
+
+def runner_service_keys() -> list[ServiceKey]:
+    """The runner keys (``RENUM_EXECUTIONS["RUNNER_KEYS"]``) as service keys of the executions
+    scope only; ``ExecutionsConfig.ready`` registers this with ``realtime.service_auth``."""
+    return [ServiceKey(entry.strip().encode(), frozenset({SERVICE_SCOPE}))
+            for entry in setting("RUNNER_KEYS") if entry.strip()]
 
 
 class ExecutionChangeRefused(APIException):

@@ -1,4 +1,5 @@
-"""The ``RENUM_EXECUTIONS`` settings dict, with documented defaults, read through one accessor.
+"""The ``RENUM_EXECUTIONS`` settings dict, with documented defaults, read through the
+project's one accessor (``realtime.conf.AppSettings``).
 
 ``renum/settings.py`` fills it from the environment (the only place the environment is read);
 a key it does not set takes the default below.
@@ -6,9 +7,10 @@ a key it does not set takes the default below.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
+from realtime.conf import AppSettings
 
 DEFAULTS: dict[str, Any] = {
     # Keys of external runners, ``Authorization: Runner <key>`` (kept for runners configured
@@ -31,14 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "DEMO_MAX_RUNNING": 20,
     # Page size of GET /api/executions/.
     "PAGE_SIZE": 50,
+    # The account ``manage.py demo_setup`` creates (or resets): a staff user owning the demo team.
+    "DEMO_USERNAME": "demo",
+    "DEMO_PASSWORD": "demo-password",
 }
 
 
-def setting(name: str) -> Any:
-    """Return ``settings.RENUM_EXECUTIONS[name]``, or its default when the project does not set it."""
-    overrides = getattr(settings, "RENUM_EXECUTIONS", {})
-    if name in overrides:
-        return overrides[name]
-    if name not in DEFAULTS:
-        raise KeyError(f"unknown RENUM_EXECUTIONS setting {name!r}")
-    return DEFAULTS[name]
+setting: Callable[[str], Any] = AppSettings("RENUM_EXECUTIONS", DEFAULTS).get

@@ -1,10 +1,12 @@
-"""The ``RENUM_NOTIFICATIONS`` settings dict, with documented defaults, read through one accessor."""
+"""The ``RENUM_NOTIFICATIONS`` settings dict, with documented defaults, read through the
+project's one accessor (``realtime.conf.AppSettings``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
+from realtime.conf import AppSettings
 
 DEFAULTS: dict[str, Any] = {
     # Seconds a POST /api/notifications/ answer is kept for retries with the same
@@ -15,11 +17,4 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def setting(name: str) -> Any:
-    """Return ``settings.RENUM_NOTIFICATIONS[name]``, or its default when the project does not set it."""
-    overrides = getattr(settings, "RENUM_NOTIFICATIONS", {})
-    if name in overrides:
-        return overrides[name]
-    if name not in DEFAULTS:
-        raise KeyError(f"unknown RENUM_NOTIFICATIONS setting {name!r}")
-    return DEFAULTS[name]
+setting: Callable[[str], Any] = AppSettings("RENUM_NOTIFICATIONS", DEFAULTS).get

@@ -6,9 +6,6 @@ Authentication failures are reported to the consumer, which accepts and then clo
 
 from __future__ import annotations
 
-import binascii
-import functools
-import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,24 +13,16 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import jwt
-import orjson
 from channels.auth import get_user as channels_get_user
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.http.request import validate_host
-from jwt.algorithms import HMACAlgorithm
-from jwt.api_jws import PyJWS
-from jwt.exceptions import DecodeError
-from jwt.utils import base64url_decode, base64url_encode
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import AccessToken
-from rest_framework_simplejwt.utils import aware_utcnow
 
 from realtime import redis as rt_redis
-from realtime import sessions, users
+from realtime import sessions, tokens, users
 from realtime.conf import setting
 
 SUBPROTOCOL = "renum.v1"
@@ -81,81 +70,13 @@ def origin_allowed(scope: dict) -> bool:
     return validate_host(parts.hostname, settings.ALLOWED_HOSTS) or validate_host(host, settings.ALLOWED_HOSTS)
 
 
-class _PreparedKeyHMAC(HMACAlgorithm):
-    """HMAC whose key is checked once: PyJWT re-validates the key on every decode (a JSON
-    parse among other things), which shows up in profiles of connect storms."""
-
-    @functools.lru_cache(maxsize=8)  # noqa: B019 - one module-level instance, a handful of keys
-    def prepare_key(self, key: str | bytes) -> bytes:
-        """The validated key bytes, computed once per key."""
-        return super().prepare_key(key)
-
-
-_SEGMENT_CHARACTERS = re.compile(rb"[A-Za-z0-9_-]*")
-
-
-class _PyJWS(PyJWS):
-    """PyJWS whose segment check runs in C: PyJWT 2.15 tests each character of a token in a
-    Python loop (three segments, a few hundred bytes per connect) before decoding it."""
-
-    @staticmethod
-    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
-        # The same rules as PyJWT's: at most two '=' and only on a whole 4-character group,
-        # no length that base64 cannot produce, nothing outside the base64url alphabet, only
-        # canonical encodings (tested against PyJWT's own in tests/realtime/test_parser_properties.py).
-        stripped = segment.rstrip(b"=")
-        padding = len(segment) - len(stripped)
-        if (padding > 2 or (padding and len(segment) % 4 != 0) or len(stripped) % 4 == 1
-                or _SEGMENT_CHARACTERS.fullmatch(stripped) is None):
-            raise DecodeError(f"Invalid {name} padding")
-        try:
-            decoded = base64url_decode(stripped)
-        except (TypeError, binascii.Error) as err:
-            raise DecodeError(f"Invalid {name} padding") from err
-        if base64url_encode(decoded) != stripped:  # only the canonical encoding of the bytes
-            raise DecodeError(f"Invalid {name} padding")
-        return decoded
-
-
-_HMAC_BITS = {"HS256": HMACAlgorithm.SHA256, "HS384": HMACAlgorithm.SHA384, "HS512": HMACAlgorithm.SHA512}
-_jws = _PyJWS()
-for _name, _hash in _HMAC_BITS.items():
-    _jws.unregister_algorithm(_name)
-    _jws.register_algorithm(_name, _PreparedKeyHMAC(_hash))
-
-
-def _verified_payload(token: str) -> dict[str, Any] | None:
-    """The claims of a token whose signature checks out with the cached key; None when the
-    settings need simplejwt's own decoding (another algorithm, audience or issuer)."""
-    if jwt_settings.ALGORITHM not in _HMAC_BITS or jwt_settings.AUDIENCE or jwt_settings.ISSUER:
-        return None
-    decoded = _jws.decode_complete(token, key=jwt_settings.SIGNING_KEY, algorithms=[jwt_settings.ALGORITHM])
-    try:
-        payload = orjson.loads(decoded["payload"])
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"Invalid payload string: {exc}") from None
-    if not isinstance(payload, dict):
-        raise DecodeError("Invalid payload string: must be a json object")
-    return payload
-
-
 def decode_access_token(token: str) -> tuple[str, datetime]:
     """Validate a simplejwt access token; return (user id, expiry) or raise AuthFailure.
 
-    The signature is checked with a cached key (``_verified_payload``), then simplejwt checks
-    expiry and token type exactly as it does for REST requests, on the claims decoded once.
+    Signature, expiry and token type are checked as for REST requests (``realtime.tokens``).
     """
     try:
-        payload = _verified_payload(token)
-        if payload is not None:
-            # What AccessToken(token) does, minus decoding the token a second time.
-            access = AccessToken.__new__(AccessToken)
-            access.token, access.current_time, access.payload = token, aware_utcnow(), payload
-            access.verify()
-        else:
-            access = AccessToken(token)
-    except jwt.InvalidTokenError as exc:
-        raise AuthFailure(f"invalid token: {exc}") from None
+        access = tokens.access_token(token)
     except TokenError as exc:
         raise AuthFailure(f"invalid token: {exc}") from None
     user_id = access.get(jwt_settings.USER_ID_CLAIM)

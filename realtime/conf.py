@@ -1,12 +1,65 @@
-"""The ``RENUM_REALTIME`` settings dict, with documented defaults, read through one accessor."""
+"""The settings accessor of every app, and the ``RENUM_REALTIME`` settings dict with its defaults.
+
+Each app has one namespaced dict in the Django settings (``RENUM_REALTIME``,
+``RENUM_NOTIFICATIONS``, ``RENUM_EXECUTIONS``) and one ``conf.py`` that declares its keys with
+documented defaults and reads them through ``AppSettings``: ``setting("NAME")`` everywhere.
+``renum/settings.py`` fills the dicts from the environment (the only place it is read).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+
+class AppSettings:
+    """One app's settings dict: ``settings.<name>[key]``, or the app's default when it is not set.
+
+    Values are remembered until the dict changes (tests, ``override_settings``): a connect
+    reads a dozen settings, and reading Django's settings object costs more than a dict lookup.
+    """
+
+    def __init__(self, name: str, defaults: dict[str, Any]) -> None:
+        self.name = name
+        self.defaults = defaults
+        self._values: dict[str, Any] = {}
+        _accessors[name] = self
+
+    def get(self, key: str) -> Any:
+        """The value of ``key``; KeyError for a key the app does not declare."""
+        try:
+            return self._values[key]
+        except KeyError:
+            pass
+        overrides = getattr(settings, self.name, {})
+        if key in overrides:
+            value = overrides[key]
+        else:
+            try:
+                value = self.defaults[key]
+            except KeyError:
+                raise KeyError(f"unknown {self.name} setting {key!r}") from None
+        self._values[key] = value
+        return value
+
+    def forget(self) -> None:
+        """Drop the remembered values: the next read sees the settings as they are now."""
+        self._values.clear()
+
+
+_accessors: dict[str, AppSettings] = {}
+
+
+@receiver(setting_changed)
+def _forget_values(*, setting: str, **kwargs: Any) -> None:
+    accessor = _accessors.get(setting)
+    if accessor is not None:
+        accessor.forget()
+
 
 DEFAULTS: dict[str, Any] = {
     # Seconds between client pings; a connection silent for IDLE_FACTOR x this is closed.
@@ -77,35 +130,21 @@ DEFAULTS: dict[str, Any] = {
     "HTTP_PERMISSION_TTL_S": 10,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
+    # Access tokens of sockets and streams decoded by the fast path of realtime/tokens.py (a
+    # cached HMAC key, a segment check in C, over a private method of PyJWT); False: by
+    # simplejwt's AccessToken, as REST requests. Both accept and refuse the same tokens.
+    "FAST_JWT": True,
+    # On PostgreSQL, the connect-time user lookup runs on a psycopg connection of the event loop
+    # (realtime/users.py); False: on Django's connection in the database thread.
+    "USER_LOOKUP_ON_LOOP": True,
+    # Redis connections per process and pool (the pools wait when all are busy); the event
+    # loop's client on a Redis Cluster gets at least 1000 per node (it raises instead of waiting).
+    "REDIS_POOL_SIZE": 64,
+    # Garbage-collector thresholds of a server process, "g0,g1,g2"; empty: (50000, 20, 10);
+    # "off": CPython's defaults (realtime/runtime.py). Applied once, when renum/asgi.py loads.
+    "GC_THRESHOLDS": "",
 }
 
 
-_values: dict[str, Any] = {}
-
-
-def setting(name: str) -> Any:
-    """Return ``settings.RENUM_REALTIME[name]``, or its default when the project does not set it.
-
-    Remembered until RENUM_REALTIME changes (tests, ``override_settings``): a connect reads a
-    dozen settings, and reading Django's settings object costs more than a dict lookup.
-    """
-    try:
-        return _values[name]
-    except KeyError:
-        pass
-    overrides = getattr(settings, "RENUM_REALTIME", {})
-    if name in overrides:
-        value = overrides[name]
-    else:
-        try:
-            value = DEFAULTS[name]
-        except KeyError:
-            raise KeyError(f"unknown RENUM_REALTIME setting {name!r}") from None
-    _values[name] = value
-    return value
-
-
-@receiver(setting_changed)
-def _forget_values(*, setting: str, **kwargs: Any) -> None:
-    if setting == "RENUM_REALTIME":
-        _values.clear()
+#: ``setting("NAME")``: the bound method, so a read costs one call, as a plain function's would.
+setting: Callable[[str], Any] = AppSettings("RENUM_REALTIME", DEFAULTS).get

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from typing import Any
 
 import orjson
@@ -100,19 +99,12 @@ def readyz(request: HttpRequest) -> HttpResponse:
 # ---------------------------------------------------------------------- metrics
 
 
-def _metrics_token() -> str:
-    # Declared in settings as METRICS_TOKEN; read from the environment when settings do not
-    # declare it, so that setting the variable always protects the endpoint.
-    token = getattr(settings, "METRICS_TOKEN", None)
-    return os.environ.get("METRICS_TOKEN", "") if token is None else token
-
-
 def _metrics_registry() -> CollectorRegistry:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.PROMETHEUS_MULTIPROC_DIR:
         # Each process writes its values to files in that directory; a fresh collector per
         # scrape reads them all, so any process answers for the whole host.
         collected = CollectorRegistry()
-        prometheus_multiprocess.MultiProcessCollector(collected)
+        prometheus_multiprocess.MultiProcessCollector(collected, path=settings.PROMETHEUS_MULTIPROC_DIR)
         return collected
     return REGISTRY
 
@@ -121,7 +113,7 @@ def _metrics_registry() -> CollectorRegistry:
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text exposition; ``Authorization: Bearer <METRICS_TOKEN>`` when a token is set."""
-    token = _metrics_token()
+    token = settings.METRICS_TOKEN
     if token:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import weakref
 
@@ -25,9 +24,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from realtime import topology
+from realtime.conf import setting
 
-_POOL_SIZE = int(os.environ.get("REALTIME_REDIS_POOL_SIZE", "64"))
-_CLUSTER_POOL_SIZE = max(_POOL_SIZE, 1000)
 logger = logging.getLogger("realtime.redis")
 
 
@@ -90,10 +88,10 @@ def is_cluster() -> bool:
 
 def _sync(timeout: float) -> redis.Redis:
     if is_cluster():
-        return topology.cluster_client(_topology(), asynchronous=False, max_connections=_POOL_SIZE,
+        return topology.cluster_client(_topology(), asynchronous=False, max_connections=setting("REDIS_POOL_SIZE"),
                                        socket_timeout=timeout, socket_connect_timeout=min(timeout, 2))
     pool = topology.sync_pool(
-        _topology(), max_connections=_POOL_SIZE, timeout=timeout,
+        _topology(), max_connections=setting("REDIS_POOL_SIZE"), timeout=timeout,
         socket_timeout=timeout, socket_connect_timeout=min(timeout, 2), health_check_interval=30,
         redis_connect_func=_check_generation,
     )
@@ -118,11 +116,12 @@ def async_client() -> aioredis.Redis:
         if is_cluster():
             # Per node; the async cluster client raises (not waits) past it, and holds a
             # connection per command in flight: room for a connect storm.
-            client = topology.cluster_client(_topology(), asynchronous=True, max_connections=_CLUSTER_POOL_SIZE,
+            client = topology.cluster_client(_topology(), asynchronous=True,
+                                             max_connections=max(setting("REDIS_POOL_SIZE"), 1000),
                                              socket_timeout=5, socket_connect_timeout=2)
         else:
             pool = topology.async_pool(
-                _topology(), max_connections=_POOL_SIZE, timeout=5,
+                _topology(), max_connections=setting("REDIS_POOL_SIZE"), timeout=5,
                 socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
                 redis_connect_func=_acheck_generation,
             )

@@ -9,7 +9,8 @@ A key is configured as ``<key>`` (every scope, as keys always had) or ``<key>:<s
 
 Services send ``Authorization: ApiKey <key>``. The older ``Authorization: Runner <key>`` still
 works for the keys of ``RENUM_EXECUTIONS["RUNNER_KEYS"]`` (``EXECUTION_RUNNER_KEYS``), which
-hold the ``executions`` scope only.
+hold the ``executions`` scope only: the executions app adds them with ``register_key_source``
+when Django starts, so this layer reads no domain app's settings.
 
 Keys are compared as bytes with ``hmac.compare_digest`` against every configured key (no early
 exit), so a malformed header (non-ASCII, empty) is a plain 401 and timing tells nothing. The
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,13 +96,22 @@ def parse_api_key(entry: str) -> ServiceKey:
     return ServiceKey(secret.encode(), scopes)
 
 
-def configured_keys() -> list[ServiceKey]:
-    """Every key a service may present: the API keys, then the runner keys (``executions`` only)."""
-    from executions.conf import setting as executions_setting  # the app's own settings dict
+_key_sources: list[Callable[[], Iterable[ServiceKey]]] = []
 
+
+def register_key_source(source: Callable[[], Iterable[ServiceKey]]) -> None:
+    """Accept the keys ``source()`` gives besides the API keys (read on every request, so they
+    follow the settings); an app calls it from ``AppConfig.ready``, once per source."""
+    if source not in _key_sources:
+        _key_sources.append(source)
+
+
+def configured_keys() -> list[ServiceKey]:
+    """Every key a service may present: the API keys, then those of the registered sources
+    (the executions app's runner keys, ``executions`` scope only)."""
     keys = [parse_api_key(entry) for entry in setting("API_KEYS")]
-    keys += [ServiceKey(entry.strip().encode(), frozenset({"executions"}))
-             for entry in executions_setting("RUNNER_KEYS") if entry.strip()]
+    for source in _key_sources:
+        keys.extend(source())
     return keys
 
 

@@ -9,7 +9,11 @@ On PostgreSQL the query runs on the event loop, on a psycopg async connection th
 keeps for it (one per event loop, opened with the settings Django uses, in autocommit mode).
 In a connect storm the hop to Django's database thread cost more than the query: a thread
 wake-up per batch, and the thread and the event loop taking the GIL from each other. Other
-databases (SQLite in development) use Django's connection in the database thread.
+databases (SQLite in development), and PostgreSQL with ``RENUM_REALTIME["USER_LOOKUP_ON_LOOP"]``
+off, use Django's connection in the database thread: the plain path. ``_fetch`` is the one
+place that chooses; both paths run the same SQL and give the same users
+(tests/realtime/test_users.py), and the tests close the loop connections after each test
+(``close_all``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections, router
 
 from realtime.batching import PerLoop
+from realtime.conf import setting
 
 try:
     import psycopg
@@ -70,7 +75,8 @@ class _Statement:
 
 
 async def _fetch(query: _Query | _Statement) -> list[tuple]:
-    if psycopg is not None and "postgresql" in connections.settings[query.db]["ENGINE"]:
+    if (setting("USER_LOOKUP_ON_LOOP") and psycopg is not None
+            and "postgresql" in connections.settings[query.db]["ENGINE"]):
         return await _fetch_on_loop(query)
     return await _fetch_in_thread(query)
 

@@ -12,12 +12,13 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from realtime.auth import SessionAuthMiddleware  # noqa: E402
+from realtime.conf import setting  # noqa: E402
 from realtime.routing import ExactPathURLRouter, websocket_urlpatterns  # noqa: E402
 from realtime.runtime import tune_gc  # noqa: E402
 from realtime.transports import http_router  # noqa: E402
 
 http_app = django_asgi_app
-if settings.DEBUG or os.environ.get("SERVE_STATIC", "").strip().lower() in {"1", "true", "yes", "on"}:
+if settings.DEBUG or settings.SERVE_STATIC:
     # Development and tests serve /static/ (the demo page's scripts) from the app itself;
     # production leaves static files to the proxy or a CDN.
     http_app = ASGIStaticFilesHandler(django_asgi_app)
@@ -36,4 +37,4 @@ application = ProtocolTypeRouter(
 
 # A server holds thousands of sockets: the garbage collector's defaults make each new one
 # cost more than the last (see realtime/runtime.py; REALTIME_GC_THRESHOLDS=off restores them).
-tune_gc(os.environ.get("REALTIME_GC_THRESHOLDS"))
+tune_gc(setting("GC_THRESHOLDS"))

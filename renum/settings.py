@@ -70,6 +70,8 @@ INSTALLED_APPS = [
     "realtime",
     "notifications",
     "executions",
+    # The load tool's management commands (``manage.py loadtest``, ``loadtest_redis``).
+    "loadtest",
 ]
 
 MIDDLEWARE = [
@@ -214,6 +216,14 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve /static/ from the ASGI app (renum/asgi.py) when no proxy or CDN does; DEBUG always does.
+SERVE_STATIC = env_bool("SERVE_STATIC", False)
+
+# /metrics (realtime/ops.py): the bearer token scrapers must send (empty: open), and the
+# directory all server processes of a host share so that any of them reports them all.
+# prometheus-client reads PROMETHEUS_MULTIPROC_DIR itself too, when its metrics are created.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
@@ -273,6 +283,8 @@ RENUM_REALTIME = {
     "OUTBOX_STUCK_S": int(os.environ.get("REALTIME_OUTBOX_STUCK_S", "60")),
     # Two deployments sharing one Redis need different prefixes (pub/sub ignores db numbers).
     "KEY_PREFIX": REALTIME_KEY_PREFIX,
+    "REDIS_POOL_SIZE": int(os.environ.get("REALTIME_REDIS_POOL_SIZE", "64")),
+    "GC_THRESHOLDS": os.environ.get("REALTIME_GC_THRESHOLDS", ""),
 }
 
 RENUM_EXECUTIONS = {
@@ -281,6 +293,9 @@ RENUM_EXECUTIONS = {
     "DEMO_ENABLED": env_bool("EXECUTION_DEMO_ENABLED", True),
     "DEMO_STEPS": int(os.environ.get("EXECUTION_DEMO_STEPS", "10")),
     "DEMO_INTERVAL_S": float(os.environ.get("EXECUTION_DEMO_INTERVAL_S", "1.0")),
+    # The account ``manage.py demo_setup`` creates (or resets) for the quick start.
+    "DEMO_USERNAME": os.environ.get("DEMO_USERNAME", "demo"),
+    "DEMO_PASSWORD": os.environ.get("DEMO_PASSWORD", "demo-password"),
 }
 
 RENUM_NOTIFICATIONS = {

@@ -18,7 +18,7 @@ def render(rows: list[dict[str, Any]], exitstatus: int) -> str:
         "`tests/realtime/test_outbox_faults.py` and `tests/realtime/test_sentinel.py`, which CI also runs), against",
         "real uvicorn server processes, real Redis servers (the Redis faults: servers, a TCP proxy and Sentinel sets",
         "of the tests' own) and the test database, with the",
-        "reference client `realtime/client.py` (backoff 1, 2, 4, 8, 16 s plus jitter, at most 5 attempts,",
+        "reference client `tests/reference_client.py` (backoff 1, 2, 4, 8, 16 s plus jitter, at most 5 attempts,",
         "resume with `since`, de-duplication by `(channel, epoch, offset)`).",
         "",
         "In the `outbox:` rows a notification counts as lost when its client neither received it live nor",

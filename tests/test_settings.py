@@ -103,6 +103,19 @@ def test_execution_runner_keys_and_the_demo_switch_come_from_the_environment():
         "['alpha', 'beta'] False"
 
 
+def test_the_process_settings_come_from_the_environment_with_their_defaults(tmp_path):
+    expression = ("(lambda s, rt, ex: [s.METRICS_TOKEN, s.PROMETHEUS_MULTIPROC_DIR, s.SERVE_STATIC, "
+                  "rt('REDIS_POOL_SIZE'), rt('GC_THRESHOLDS'), ex('DEMO_USERNAME'), ex('DEMO_PASSWORD')])"
+                  "(__import__('django.conf').conf.settings, __import__('realtime.conf').conf.setting, "
+                  "__import__('executions.conf').conf.setting)")
+    given = {"METRICS_TOKEN": "scrape", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "SERVE_STATIC": "yes",
+             "REALTIME_REDIS_POOL_SIZE": "16", "REALTIME_GC_THRESHOLDS": "off", "DEMO_USERNAME": "ada",
+             "DEMO_PASSWORD": "ada-password"}
+
+    assert settings_value(expression) == "['', '', False, 64, '', 'demo', 'demo-password']"
+    assert settings_value(expression, **given) == f"['scrape', '{tmp_path}', True, 16, 'off', 'ada', 'ada-password']"
+
+
 def test_production_settings_turn_the_demo_runner_off_unless_asked():
     production = {"DJANGO_SETTINGS_MODULE": "renum.settings_production", "SECRET_KEY": "s" * 50,
                   "DATABASE_URL": "sqlite:////tmp/renum-settings-check.sqlite3", "REDIS_URL": "redis://127.0.0.1:6379/0"}

@@ -28,10 +28,10 @@ from notifications.services import notification_create
 from realtime import publish as rt_publish
 from realtime import redis as rt_redis
 from realtime import relay as rt_relay
-from realtime.client import ClientGaveUp, RealtimeClient
 from realtime.publish import publish_rollback_unsafe
 from tests.conftest import access_token_for
 from tests.live import free_port
+from tests.reference_client import ClientGaveUp, RealtimeClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

@@ -2,7 +2,7 @@
 
 A real server process and this test process (the publisher, through ``notification_create``)
 use a Redis of the test's own, through a TCP proxy of the test's own; the shared Redis is never
-faulted. Each scenario connects reference clients (``realtime/client.py``), creates
+faulted. Each scenario connects reference clients (``tests/reference_client.py``), creates
 notifications before, during and after the fault, and checks for every user that each one
 arrived exactly once and in order, or that the client was told to resync and the REST reload
 contains it; and that creating a notification during the fault took no longer than without

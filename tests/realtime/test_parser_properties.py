@@ -319,7 +319,7 @@ def test_fast_jwt_segment_check_agrees_with_pyjwt(segment):
     from jwt.api_jws import PyJWS
     from jwt.exceptions import DecodeError
 
-    from realtime.auth import _PyJWS
+    from realtime.tokens import _PyJWS
 
     def outcome(decode):
         try:

@@ -220,9 +220,9 @@ async def test_a_failover_under_load_with_100_clients_loses_no_notification(sent
 
     from notifications.models import Notification
     from notifications.services import notification_create
-    from realtime.client import RealtimeClient
     from tests.conftest import access_token_for
     from tests.realtime.test_failures import NO_LIMITS, create_users, wait_until
+    from tests.reference_client import RealtimeClient
 
     users = await sync_to_async(create_users)(100)
     servers = [live_server_factory(REDIS_URL=sentinel_set.url, **NO_LIMITS) for _ in range(2)]

@@ -89,3 +89,26 @@ async def test_active_ids_are_those_of_existing_active_users(make_user):
 
     assert found == {str(active.pk)}
     assert await users.active_ids(["not-a-number"]) == set()
+
+
+@on_postgresql
+async def test_the_loop_connection_and_the_database_thread_find_the_same_users(make_user, settings, monkeypatch):
+    alice = await sync_to_async(make_user)(username="alice", is_staff=True)
+    away = await sync_to_async(make_user)(username="away", is_active=False)
+    ids = [str(alice.pk), str(away.pk), "999999", "not-a-number", str(alice.pk)]
+    threads = []
+    in_thread = users._fetch_in_thread
+    monkeypatch.setattr(users, "_fetch_in_thread", lambda query: threads.append(query) or in_thread(query))
+
+    def seen(found: list) -> list:
+        return [(u.pk, u.username, u.is_active, u.is_staff, u.is_superuser) if u else None for u in found]
+
+    settings.RENUM_REALTIME = {"USER_LOOKUP_ON_LOOP": True}
+    on_loop = (seen(await users.active_users(ids)), await users.active_ids(ids))
+    assert threads == [] and asyncio.get_running_loop() in users._loop_connections
+    settings.RENUM_REALTIME = {"USER_LOOKUP_ON_LOOP": False}
+    in_the_thread = (seen(await users.active_users(ids)), await users.active_ids(ids))
+
+    alice_row = (alice.pk, "alice", True, True, False)
+    assert on_loop == in_the_thread == ([alice_row, None, None, None, alice_row], {str(alice.pk)})
+    assert len(threads) == 2  # the plain path answered both lookups

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from executions.conf import setting
 from executions.models import Team
 from executions.services import team_create, team_membership_add
 
@@ -18,8 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         """Idempotent: running it twice resets the password and keeps the data."""
-        username = os.environ.get("DEMO_USERNAME", "demo")
-        password = os.environ.get("DEMO_PASSWORD", "demo-password")
+        username, password = setting("DEMO_USERNAME"), setting("DEMO_PASSWORD")
         user, _ = get_user_model().objects.get_or_create(
             username=username, defaults={"email": f"{username}@example.com"})
         user.is_staff = user.is_superuser = True

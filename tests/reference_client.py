@@ -4,7 +4,8 @@ It implements what every client must: subprotocol authentication, reconnect with
 backoff (1, 2, 4, 8, 16 s plus jitter, at most 5 attempts in a row, then ``ClientGaveUp``),
 resume with ``since`` on every channel (the auto-subscribed ones included), de-duplication by
 ``(channel, epoch, offset)``, heartbeats, token refresh on 4011, and a resync callback when a
-gap cannot be filled. The failure tests and the load tool drive real servers with it.
+gap cannot be filled. The failure tests drive real servers with it; it ships with the tests,
+not with the server.
 
     client = RealtimeClient("ws://127.0.0.1:8000/ws/", token_provider)
     client.on_message = lambda envelope: ...
@@ -26,7 +27,7 @@ import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-logger = logging.getLogger("realtime.client")
+logger = logging.getLogger(__name__)
 
 TokenProvider = str | Callable[[], str | Awaitable[str]]
 RECONNECT_AT_ONCE = {1012, 4009}  # service restart, slow consumer: reconnect at once and resume

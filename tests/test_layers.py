@@ -1,0 +1,54 @@
+"""The layers point one way: the realtime layer imports no domain app, nor the load tool, nor the tests.
+
+Domain apps (``notifications``, ``executions``) use ``realtime``; where the realtime layer needs
+something of theirs (channels, socket commands, service keys) they register it from
+``AppConfig.ready``. A new import the other way fails here, with the file and line.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from tests.live import ROOT
+
+FORBIDDEN = {"notifications", "executions", "loadtest", "tests"}
+
+
+def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import, and of every ``import_module("...")`` /
+    ``__import__("...")`` with a literal name."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if name in ("import_module", "__import__"):
+                found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def test_realtime_imports_no_domain_app_nor_the_load_tool():
+    sources = sorted((ROOT / "realtime").rglob("*.py"))
+    assert len(sources) > 30  # the walk found the package
+
+    offending = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sources
+        for line, module in imported_modules(ast.parse(path.read_text(), filename=str(path)))
+        if module.split(".")[0] in FORBIDDEN
+    ]
+
+    assert offending == []
+
+
+def test_the_check_sees_every_kind_of_import():
+    source = ("import executions.models\nfrom notifications import services\n"
+              "def later():\n    from loadtest.runner import run\n    return import_module('tests.live')\n")
+
+    found = [module for _, module in imported_modules(ast.parse(source))]
+
+    assert found == ["executions.models", "notifications", "loadtest.runner", "tests.live"]
