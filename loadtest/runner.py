@@ -297,6 +297,8 @@ def _publish_and_measure(config: LoadConfig, spec: ServerSpec, label: str, env: 
     threads = config.publisher_threads or (4 if scenario.publish == "notify" else 1)
     run_id = "lt" + secrets.token_hex(8)
     mode = "notify" if scenario.publish == "notify" else spec.kind
+    # Each publishing thread keeps a database connection, and the process's outbox relay needs one.
+    env = {**env, "DATABASE_POOL_MAX_SIZE": str(max(int(env.get("DATABASE_POOL_MAX_SIZE", "8")), threads + 2))}
     publisher = Publisher(env, {
         "mode": mode, "targets": _targets(scenario, spec, connected_users), "rate": rate, "duration": duration,
         "threads": threads, "redis_url": config.redis_url, "bare_prefix": env["LOADTEST_LAYER_PREFIX"] + ":bare:",

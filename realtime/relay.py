@@ -310,6 +310,7 @@ class Relay:
         self._thread: threading.Thread | None = None
         self._delivered: list[int] = []  # rows delivered after commit, deleted by the thread
         self._delivered_since = 0.0
+        self._looping: threading.Thread | None = None  # the thread in ``run_forever``
         self._stopping = False
         self.healthy = True  # False from a failed delivery until the relay delivers again
         self.delivered = 0
@@ -361,6 +362,17 @@ class Relay:
         self.start()
         if first or len(self._delivered) >= BATCH_ROWS:
             self._wake.set()
+
+    def _delete_delivered_rows(self, ids: list[int]) -> None:
+        """Rows the relay delivered: deleted with the others by its loop (``run_forever``), or
+        now when drained by hand (``realtime_relay --once``, tests)."""
+        if self._looping is threading.current_thread():
+            with self._lock:
+                if not self._delivered:
+                    self._delivered_since = time.monotonic()
+                self._delivered.extend(ids)
+        else:
+            _delete(ids)
 
     def _delete_delivered(self, force: bool = False) -> None:
         """The relay thread's part of ``_delete_soon``: once the oldest id waited ``DELETE_DELAY_S``."""
@@ -466,6 +478,7 @@ class Relay:
 
     def run_forever(self) -> None:
         """Drain the queue, claim rows of dead processes, renew leases; until ``stop``."""
+        self._looping = threading.current_thread()
         poll = setting("RELAY_POLL_S")
         backoff = 0.0
         next_claim = next_renew = 0.0
@@ -510,6 +523,7 @@ class Relay:
                 connection.close()
         self._delete_at_exit()
         atexit.unregister(self._delete_at_exit)
+        self._looping = None
         connection.close()
 
     def drain_once(self) -> int:
@@ -524,10 +538,12 @@ class Relay:
             return 0
         batch = self._discard_expired(batch)
         self._publish_rows(batch)
-        _delete([row.id for row in batch if row.id is not None])
+        # Delivered: off the queue at once, deleted with the others (``_delete_soon``), so a
+        # database that is slow or out of connections never holds up delivery from Redis's side.
         with self._lock:
             for _ in batch:
                 self._queue.popleft()
+        self._delete_delivered_rows([row.id for row in batch if row.id is not None])
         self.healthy = True
         self.delivered += len(batch)
         return len(batch)
@@ -543,10 +559,10 @@ class Relay:
             else:
                 logger.error("outbox control row %s discarded: older than OUTBOX_RETENTION_S", row.id)
                 metrics.OUTBOX_DISCARDED.inc()
-        _delete([row.id for row in batch if row.id is not None])
         with self._lock:
             for _ in batch:
                 self._controls.popleft()
+        self._delete_delivered_rows([row.id for row in batch if row.id is not None])
         self.healthy = True
         return len(batch)
 
@@ -599,7 +615,7 @@ class Relay:
         if not OutboxEvent.objects.filter(lease_until__lt=now).exists():
             return 0  # the usual case, without a write transaction
         with self._lock:
-            held = {row.id for row in (*self._queue, *self._controls)}
+            held = {row.id for row in (*self._queue, *self._controls)} | set(self._delivered)
         with transaction.atomic():
             candidates = OutboxEvent.objects.filter(lease_until__lt=now).order_by("pk")
             if connection.features.has_select_for_update_skip_locked:

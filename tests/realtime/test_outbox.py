@@ -11,7 +11,7 @@ from datetime import timedelta
 import orjson
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -293,6 +293,41 @@ def test_metrics_show_outbox_depth_and_oldest_age(client):
     age = float(next(line.split()[1] for line in text.splitlines()
                      if line.startswith("renum_realtime_outbox_oldest_age_seconds ")))
     assert 30 <= age < 40
+
+
+def test_rows_that_cannot_be_deleted_do_not_hold_up_delivery(own_redis, monkeypatch):
+    """The relay delivers waiting rows even while its deletes fail (a database out of
+    connections), and deletes them once it can."""
+    publish_on_commit("user:12", "system_event", {"n": 0})
+    assert rt_relay.relay().drain(5)
+    own_redis.kill()
+    for n in range(1, 4):
+        publish_on_commit("user:12", "system_event", {"n": n})
+    assert rt_relay.relay().queued == 3
+    real_delete = rt_relay._delete
+    failed = []
+
+    def refused(ids):
+        failed.append(ids)
+        raise OperationalError("couldn't get a connection after 2.00 sec")
+
+    monkeypatch.setattr(rt_relay, "_delete", refused)
+    own_redis.start()
+
+    deadline = time.monotonic() + 15
+    while rt_relay.relay().queued and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rt_relay.relay().queued == 0  # delivered, deletes pending
+    entries = own_redis.client().xrange(streams.history_key("user:12"))
+    assert [orjson.loads(streams.Record.parse(f[b"r"]).body)["payload"]["n"] for _, f in entries][-3:] == [1, 2, 3]
+    deadline = time.monotonic() + 5
+    while not failed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert failed and OutboxEvent.objects.count() == 3
+
+    monkeypatch.setattr(rt_relay, "_delete", real_delete)
+    assert rt_relay.relay().drain(10)
+    assert OutboxEvent.objects.count() == 0
 
 
 def test_the_relay_command_delivers_what_waits_and_exits_with_once():
