@@ -14,26 +14,22 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 from redis.exceptions import RedisError
 
-from realtime import auth, limits, logs, metrics, registry, security, sessions, users
-from realtime.batching import Failed, PerLoop
+from realtime import auth, limits, logs, metrics, security, sessions
 from realtime.channels import BROADCAST, authorize_subscribe, call_check, policy_for, user_channel
 from realtime.commands import run_command
 from realtime.conf import setting
-from realtime.control import ControlPlane
-from realtime.hub import HOUSEKEEPING_JOBS, Hub, Outbox, get_hub
+from realtime.hub import Outbox
 from realtime.limits import TokenBucket
+from realtime.node import Node, get_node
 from realtime.publish import apublish
 from realtime.recovery import catch_up
 from realtime.schemas import (
@@ -74,7 +70,7 @@ def _iso(moment: datetime | None) -> str | None:
 class RealtimeConsumer(AsyncWebsocketConsumer):
     """One WebSocket session of the Renum realtime protocol (see docs/protocol.md)."""
 
-    hub: Hub
+    node: Node
     identity: auth.Identity | None = None
     session_key: str | None = None  # of a session-cookie socket (``realtime.sessions``)
 
@@ -218,15 +214,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def _start_session(self) -> None:
         identity = self.identity
         self.user_key = identity.user_id.encode()
-        self.hub = await get_hub()
+        self.node = await get_node()
         own = (user_channel(identity.user_id), BROADCAST)
         self.subscribed.update(own)  # listed in the registry entry from the start
-        self.hub.register(self)  # deliveries are held until the welcome is out
-        control = self.hub.control
-        start = _Start(self._registry_entry(), own, self.hub.join_soon(self, own),
-                       control if control is not None and control.join_soon(identity.user_id, self) else None)
         try:
-            count, reads = await _starts.submit(start)
+            # Deliveries are held until the welcome is out.
+            count, reads = await self.node.attach(self, self.registry_entry(), own)
         except BaseException:
             self.identity = None
             await self._end_session(identity)
@@ -242,8 +235,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         metrics.CONNECTIONS.inc()
         self.counted = True
         positions = dict(zip(own, reads, strict=True))
+        hub = self.node.hub
         for channel, position in positions.items():
-            self.hub.note_position(channel, position.epoch, position.offset)
+            hub.note_position(channel, position.epoch, position.offset)
         self.outbox.push(frame("welcome", {
             "user_id": identity.user_id,
             "connection_id": self.connection_id,
@@ -255,17 +249,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def _end_session(self, identity: auth.Identity) -> None:
         """Leave the channels, the control routing and the registry that a session start joined."""
-        if getattr(self, "hub", None) is None:  # ended before the session started
+        if getattr(self, "node", None) is None:  # ended before the session started
             return
-        await self.hub.unregister(self)
-        try:
-            if self.hub.control is not None:
-                await self.hub.control.leave(identity.user_id, self)
-            await registry.remove(self.connection_id, identity.user_id)
-        except RedisError as exc:  # the registry entry expires by itself
-            logger.warning("cleanup of a connection failed: %s", exc)
+        await self.node.detach(self, identity.user_id)
 
-    def _registry_entry(self) -> dict[str, Any]:
+    def registry_entry(self) -> dict[str, Any]:
+        """This socket's entry in the connection registry (``realtime.registry``)."""
         client = self.scope.get("client") or ("", 0)
         query_string = self.scope.get("query_string", b"")
         query = parse_qs(query_string.decode("latin-1")) if query_string else {}
@@ -281,7 +270,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             "last_activity": time.time() - (time.monotonic() - self.last_seen),
             "channels": sorted(getattr(self, "subscribed", ())),
             # Where control messages for this socket go: its process's channel (realtime.control).
-            "channel_name": self.hub.control.channel_name if self.hub.control is not None else "",
+            "channel_name": self.node.control_channel,
         }
 
     # ------------------------------------------------------------------ delivery (called by the hub)
@@ -396,14 +385,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.held = self.held if self.held is not None else []
         try:
             if channel not in self.subscribed:
-                await self.hub.join(self, channel)
+                await self.node.hub.join(self, channel)
                 self.subscribed.add(channel)
             caught = await catch_up(policy, self.identity.user, self.user_key, channel,
                                     (since.epoch, since.offset) if since is not None else None)
         except BaseException:
             self._release({})
             raise
-        self.hub.note_position(channel, caught.epoch, caught.offset)
+        self.node.hub.note_position(channel, caught.epoch, caught.offset)
         # `replayed` tells the client how many of the frames that follow are the replay, so it
         # knows when its position may move past them (an extension of the v1 reply).
         self.outbox.push(frame("subscribed", {
@@ -421,7 +410,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if channel not in self.subscribed:
             raise ProtocolError("not_found", f"not subscribed to {channel}")
         self.subscribed.discard(channel)
-        await self.hub.leave(self, channel)
+        await self.node.hub.leave(self, channel)
         self.outbox.push(frame("unsubscribed", {"channel": channel}, reply_to))
 
     async def _publish(self, command: Publish) -> None:
@@ -482,136 +471,3 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Leave every channel and the registry; then stop the consumer."""
         await self._finish()
         raise StopConsumer()
-
-
-# ---------------------------------------------------------------------- session start
-
-
-@dataclass(slots=True)
-class _Start:
-    """What a socket's session start writes to Redis, once its subscriptions are confirmed."""
-
-    entry: dict[str, Any]  # its registry entry
-    channels: tuple[str, ...]  # whose positions its welcome names
-    confirmations: list[asyncio.Future]  # of the SUBSCRIBE of those channels, where pending
-    control: ControlPlane | None  # the process's, when the user's group must now hold it
-
-
-async def _start_sessions(starts: list[_Start]) -> list[Any]:
-    """The registry entries, welcome positions and control memberships of the sockets starting
-    together: one wait for their subscriptions, then one script call and one membership write
-    (a socket of its own would wait three times, each a future and a wake-up)."""
-    pending = {f for start in starts for f in start.confirmations if not f.done()}
-    if pending:
-        await asyncio.wait(pending)  # each is settled by Redis or the SUBSCRIBE timer
-    results: list[Any] = [None] * len(starts)
-    ready = []
-    for index, start in enumerate(starts):
-        failures = [e for e in map(_failure, start.confirmations) if e is not None]
-        if failures:
-            results[index] = Failed(failures[0])
-        else:
-            ready.append(index)
-    if ready:
-        # One batcher per event loop, so one hub and one control plane for the whole batch.
-        joining = [starts[i] for i in ready if starts[i].control is not None]
-        control = joining[0].control if joining else None
-        user_ids = [start.entry["user_id"] for start in joining]
-        # The memberships go into the registry's script when the layer keeps its groups in the
-        # same Redis (the default): one round trip for the batch instead of two.
-        scripted = control.joins_for_script(user_ids, settings.REDIS_URL) if control is not None else None
-        added, *_ = await asyncio.gather(
-            registry.add_many([(starts[i].entry, starts[i].channels) for i in ready], scripted),
-            *([control.write_joins(user_ids)] if control is not None and scripted is None else []),
-        )
-        for index, result in zip(ready, added, strict=True):
-            results[index] = result
-    return results
-
-
-def _failure(confirmation: asyncio.Future) -> BaseException | None:
-    if confirmation.cancelled():
-        return ConnectionError("the subscription was given up")
-    return confirmation.exception()
-
-
-_starts: PerLoop[_Start, Any] = PerLoop(_start_sessions, max_batch=500)
-
-
-# ---------------------------------------------------------------------- housekeeping
-
-
-async def _sweep(hub: Hub) -> None:
-    """Close zombie sockets (silent for IDLE_FACTOR x HEARTBEAT_S) and expired sessions (4011)."""
-    idle_limit = setting("HEARTBEAT_S") * setting("IDLE_FACTOR")
-    now = time.monotonic()
-    wall = datetime.now(UTC)
-    for conn in list(hub.connections.values()):
-        if conn.identity is None:
-            continue
-        if now - conn.last_seen > idle_limit:
-            conn.close_soon(1001, "heartbeat timeout")
-        elif conn.identity.expires_at is not None and conn.identity.expires_at <= wall:
-            conn.close_soon(4011, "session expired" if conn.identity.method == "session" else "token expired")
-
-
-async def _refresh_registry(hub: Hub) -> None:
-    """Push this process's registry entries forward (activity and channels included)."""
-    now = time.monotonic()
-    if now - hub.stamps.get("registry", 0.0) >= min(setting("REGISTRY_REFRESH_S"), setting("REGISTRY_TTL_S") / 3):
-        hub.stamps["registry"] = now
-        await registry.refresh([c._registry_entry() for c in list(hub.connections.values()) if c.identity])
-    if hub.control is not None and now - hub.stamps.setdefault("groups", now) >= hub.control.layer.group_expiry / 3:
-        # Keeps control-group memberships younger than the layer's group_expiry.
-        hub.stamps["groups"] = now
-        await hub.control.refresh()
-
-
-async def _close_deactivated(hub: Hub) -> None:
-    """Close the sockets of users deactivated or deleted since they connected (4001).
-
-    A periodic check, not a signal: it also catches changes made by bulk updates or SQL.
-    """
-    now = time.monotonic()
-    if now - hub.stamps.get("users", 0.0) < setting("USER_RECHECK_S"):
-        return
-    hub.stamps["users"] = now
-    connected = {c.identity.user_id for c in list(hub.connections.values()) if c.identity is not None}
-    if not connected:
-        return
-    ids = sorted(connected)
-    active: set[str] = set()
-    for start in range(0, len(ids), 5000):  # within every backend's limit on query parameters
-        active |= await users.active_ids(ids[start:start + 5000])
-    gone = connected - active
-    for conn in list(hub.connections.values()):
-        if conn.identity is not None and conn.identity.user_id in gone:
-            conn.close_soon(4001, "account deactivated")
-
-
-async def _close_ended_sessions(hub: Hub) -> None:
-    """Close session-cookie sockets whose session ended (expired, logged out, password changed,
-    deleted) with 4001, and follow a session whose expiry moved (``SESSION_SAVE_EVERY_REQUEST``).
-
-    Periodic, like ``_close_deactivated``: it catches every way a session ends, however it
-    happened; logout and password changes also close at once (``realtime.sessions``).
-    """
-    now = time.monotonic()
-    if now - hub.stamps.get("sessions", 0.0) < setting("USER_RECHECK_S"):
-        return
-    hub.stamps["sessions"] = now
-    conns = [c for c in list(hub.connections.values())
-             if c.identity is not None and c.identity.method == "session" and c.session_key]
-    if not conns:
-        return
-    live = await database_sync_to_async(sessions.live_sessions)([(c.session_key, c.identity.user_id) for c in conns])
-    for conn in conns:
-        if conn.identity is None:
-            continue
-        if conn.session_key not in live:
-            conn.close_soon(4001, "session ended")
-        elif live[conn.session_key] != conn.identity.expires_at:
-            conn.identity = auth.Identity(conn.identity.user, live[conn.session_key], "session")
-
-
-HOUSEKEEPING_JOBS.extend([_sweep, _refresh_registry, _close_deactivated, _close_ended_sessions])

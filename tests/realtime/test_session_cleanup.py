@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from realtime import metrics, registry
 from realtime.commands import register_command
 from realtime.consumers import RealtimeConsumer
-from realtime.hub import get_hub
+from realtime.node import get_node
 from tests.conftest import access_token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,14 +33,15 @@ def _gauge() -> float:
 
 
 async def _nothing_left_of(user, connection_id: str) -> None:
-    hub = await get_hub()
+    node = await get_node()
+    hub = node.hub
     for _ in range(100):  # the cleanup runs after the close: give it a few turns
-        if connection_id not in hub.connections and hub.control.users.get(str(user.pk)) is None:
+        if connection_id not in hub.connections and node.control.users.get(str(user.pk)) is None:
             break
         await asyncio.sleep(0.02)
     assert connection_id not in hub.connections
     assert not any(conn.connection_id == connection_id for subs in hub.channels.values() for conn in subs)
-    assert hub.control.users.get(str(user.pk)) is None
+    assert node.control.users.get(str(user.pk)) is None
     assert await sync_to_async(registry.user_connection_count)(str(user.pk)) == 0
 
 
