@@ -35,7 +35,7 @@ def control_group(user_id: Any) -> str:
 
 
 class Controlled(Protocol):
-    """What the control plane needs of a connection (implemented by the consumer)."""
+    """What the control plane needs of a connection (implemented by the session, ``realtime.session``)."""
 
     connection_id: str
 

@@ -159,7 +159,7 @@ class Outbox:
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a connection (implemented by the consumer)."""
+    """What the hub needs of a connection (a session, ``realtime.session``, or an HTTP listener)."""
 
     connection_id: str
     user_key: bytes

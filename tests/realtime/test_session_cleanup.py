@@ -16,8 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from realtime import metrics, registry
 from realtime.commands import register_command
-from realtime.consumers import RealtimeConsumer
 from realtime.node import get_node
+from realtime.session import Session
 from tests.conftest import access_token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,12 +63,12 @@ async def test_a_failing_command_answers_internal_and_the_session_goes_on(connec
     connection_id = sock.welcome["payload"]["connection_id"]
 
     errors = _Records()
-    logging.getLogger("realtime.consumers").addHandler(errors)
+    logging.getLogger("realtime.session").addHandler(errors)
     try:
         await sock.send({"type": "command", "id": "c1", "payload": {"name": "test.explode", "args": {}}})
         reply = await sock.recv_until(lambda f: f.get("reply_to") == "c1")
     finally:
-        logging.getLogger("realtime.consumers").removeHandler(errors)
+        logging.getLogger("realtime.session").removeHandler(errors)
     await sock.send({"type": "ping", "id": "p"})
     pong = await sock.recv_until(lambda f: f.get("reply_to") == "p")
 
@@ -98,10 +98,10 @@ async def test_an_exception_outside_the_handlers_closes_1011_and_cleans_up(conne
     connection_id = sock.welcome["payload"]["connection_id"]
     gauge = _gauge()
 
-    async def broken(self, text_data=None, bytes_data=None):
+    async def broken(self, raw):
         raise RuntimeError("a bug outside the handlers")
 
-    monkeypatch.setattr(RealtimeConsumer, "receive", broken)
+    monkeypatch.setattr(Session, "receive", broken)
     await sock.send({"type": "ping"})
     closed = await sock.communicator.receive_output(3)
 
