@@ -44,6 +44,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     """The WebSocket transport of one session of the Renum realtime protocol (see docs/protocol.md)."""
 
     session: Session | None = None  # from the authenticated handshake on
+    # No channel-layer channel nor groups of its own (control messages reach the session through
+    # the node's control plane): class attributes, so that no socket stores them.
+    channel_layer = None
+    channel_name = ""
+    groups = ()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -57,8 +62,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """
         self.scope = scope
         self.base_send = send
-        self.channel_layer = None
-        self.channel_name = ""
         self._turn = asyncio.Lock()
         try:
             while True:
