@@ -1,10 +1,13 @@
-"""The socket session: authenticate, subscribe, recover, answer commands. No domain logic.
+"""The v1 WebSocket transport: a Channels consumer that carries one session (``realtime.session``).
 
-One ``RealtimeConsumer`` per socket. Data messages do not pass through the channel layer:
-the process's hub calls ``deliver`` with an already serialized frame.
-The channel layer carries only per-user control messages (server-side subscribe,
-unsubscribe, disconnect), through the group ``rt.user.<id>`` of the process channels where
-the user is connected (``realtime.control``).
+It checks the handshake (origin, connect rate, credentials), creates the session once the
+client is authenticated, hands it the socket's frames one at a time and closes the socket
+when the session asks. The session holds every protocol decision; this module holds what is
+WebSocket and ASGI: accept, close codes before and after the handshake, the scope.
+
+Data messages do not pass through the channel layer: the process's hub writes already
+serialized frames to the session's outbox. The channel layer carries only per-user control
+messages, through the process's control plane (``realtime.control``) to ``Session.control``.
 """
 
 from __future__ import annotations
@@ -14,40 +17,15 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
-from redis.exceptions import RedisError
 
-from realtime import auth, limits, logs, metrics, registry, security, sessions, users
-from realtime.batching import Failed, PerLoop
-from realtime.channels import BROADCAST, authorize_subscribe, call_check, policy_for, user_channel
-from realtime.commands import run_command
-from realtime.conf import setting
-from realtime.control import ControlPlane
-from realtime.hub import HOUSEKEEPING_JOBS, Hub, Outbox, get_hub
-from realtime.limits import TokenBucket
-from realtime.publish import apublish
-from realtime.recovery import catch_up
-from realtime.schemas import (
-    AuthRefresh,
-    Command,
-    Ping,
-    ProtocolError,
-    Publish,
-    Subscribe,
-    Unsubscribe,
-    frame,
-    parse_command,
-    validate_channel_name,
-)
+from realtime import auth, limits, logs, metrics, security
+from realtime.session import Session
 
 logger = logging.getLogger("realtime.consumers")
 
@@ -56,27 +34,21 @@ _CONNECTION_ID_PREFIX = uuid.uuid4().hex[:16]
 _connection_numbers = itertools.count(1)
 
 
-_CONNECTS_OK = metrics.CONNECTS.labels("ok")
-
-
 def _new_connection_id() -> str:
     """A connection id unique across processes: a random per-process prefix and a counter
     (``uuid4`` per socket costs a system call on every connect)."""
     return f"{_CONNECTION_ID_PREFIX}{next(_connection_numbers):016x}"
 
 
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class RealtimeConsumer(AsyncWebsocketConsumer):
-    """One WebSocket session of the Renum realtime protocol (see docs/protocol.md)."""
+    """The WebSocket transport of one session of the Renum realtime protocol (see docs/protocol.md)."""
 
-    hub: Hub
-    identity: auth.Identity | None = None
-    session_key: str | None = None  # of a session-cookie socket (``realtime.sessions``)
+    session: Session | None = None  # from the authenticated handshake on
+    # No channel-layer channel nor groups of its own (control messages reach the session through
+    # the node's control plane): class attributes, so that no socket stores them.
+    channel_layer = None
+    channel_name = ""
+    groups = ()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -85,13 +57,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
         Channels' loop opens a channel per consumer and waits on it and on the socket with two
         tasks. Control messages reach this process's control plane instead (``realtime.control``),
-        which hands them to ``control``; ``_turn`` keeps them from interleaving with the
+        which hands them to the session; ``_turn`` keeps them from interleaving with the
         socket's own messages, as Channels' single loop would.
         """
         self.scope = scope
         self.base_send = send
-        self.channel_layer = None
-        self.channel_name = ""
         self._turn = asyncio.Lock()
         try:
             while True:
@@ -103,7 +73,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         except Exception:
             # A bug or a failed dependency outside the frame handlers (which answer `internal`
             # themselves): the socket is closed with 1011, never left open without a session.
-            logger.exception("connection %s failed", getattr(self, "connection_id", "-"))
+            logger.exception("connection %s failed", logs.connection_id.get())
             await self._close_after_failure()
         finally:
             # Every way out (a disconnect, an exception, the task cancelled by a shutdown) ends
@@ -131,36 +101,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             pass
 
     async def _finish(self) -> None:
-        """End the session: refuse further frames, leave hub, control group and registry (idempotent)."""
-        outbox = getattr(self, "outbox", None)
-        if outbox is not None:
-            outbox.close()
-        if self.identity is None:
-            return
-        self.identity, identity = None, self.identity
-        if getattr(self, "counted", False):
-            self.counted = False
-            metrics.CONNECTIONS.dec()
-        try:
-            await self._end_session(identity)
-        except Exception:
-            logger.exception("cleanup of connection %s failed", self.connection_id)
-
-    def control(self, message: dict) -> None:
-        """Handle a control message from the process's control plane, in turn with socket messages."""
-        asyncio.ensure_future(self._handle_control(message))
-
-    async def _handle_control(self, message: dict) -> None:
-        async with self._turn:
-            if self.identity is None:  # closed meanwhile
-                return
-            try:
-                await self.dispatch(message)
-            except Exception:
-                logger.exception("control message %s failed", message.get("type"))
+        """End the session, if one started (idempotent)."""
+        if self.session is not None:
+            await self.session.end()
 
     async def dispatch(self, message: dict) -> None:
-        """Route an ASGI or channel-layer message to its handler.
+        """Route an ASGI message to its handler.
 
         Channels awaits ``aclose_old_connections()`` (a hop through the sync thread) before
         every handler; database work here goes through ``database_sync_to_async``, which
@@ -171,29 +117,27 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"no handler for message type {message['type']}")
         await handler(message)
 
+    def describe(self) -> tuple[str, str]:
+        """The client's user agent and the ``client_id`` of its query string (the session's registry entry)."""
+        query_string = self.scope.get("query_string", b"")
+        query = parse_qs(query_string.decode("latin-1")) if query_string else {}
+        return (auth.header(self.scope, b"user-agent") or "")[:200], query.get("client_id", [""])[0][:64]
+
     # ------------------------------------------------------------------ connect
 
     async def websocket_connect(self, message: dict) -> None:
-        """Check origin and credentials, then greet with ``welcome``."""
-        self.connection_id = _new_connection_id()
-        self.held: list[tuple[str, int, str, bytes]] | None = []
-        self.subscribed: set[str] = set()
-        self.closing = False
-        self.last_seen = time.monotonic()
-        self.connected_at = time.time()
-        self.invalid_frames = 0
-        self.rate_strikes = 0
-        self.bucket = TokenBucket(setting("COMMAND_RATE"), setting("COMMAND_BURST"))
-        self.outbox = Outbox(self.base_send, setting("OUTBOX_MAX_BYTES"), self._on_slow)
-        self.ip = (self.scope.get("client") or ("", 0))[0]
-        logs.connection_id.set(self.connection_id)
+        """Check origin and credentials, then start the session (which greets with ``welcome``)."""
+        connection_id = _new_connection_id()
+        connected_at = time.time()
+        ip = (self.scope.get("client") or ("", 0))[0]
+        logs.connection_id.set(connection_id)
         if not auth.origin_allowed(self.scope):
             metrics.CONNECTS.labels("origin_rejected").inc()
-            await security.record("origin_rejected", ip=self.ip, detail=auth.header(self.scope, b"origin") or "")
+            await security.record("origin_rejected", ip=ip, detail=auth.header(self.scope, b"origin") or "")
             await self.close()  # before accept: the handshake is refused with HTTP 403
             return
         subprotocol = auth.SUBPROTOCOL if auth.SUBPROTOCOL in self.scope.get("subprotocols", ()) else None
-        retry_after = await limits.connect_attempt(self.ip)
+        retry_after = await limits.connect_attempt(ip)
         if retry_after:
             metrics.CONNECTS.labels("rate_limited").inc()
             await self.accept(subprotocol)
@@ -204,414 +148,32 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         except auth.AuthFailure as failure:
             metrics.CONNECTS.labels("unauthorized").inc()
             metrics.AUTH_FAILURES.inc()
-            await security.record("auth_failure", ip=self.ip, detail=str(failure))
+            await security.record("auth_failure", ip=ip, detail=str(failure))
             await self.accept(subprotocol)
             await self.close(code=4001, reason=str(failure)[:120])
             return
         logs.user_id.set(identity.user_id)
         session = self.scope.get("session") if identity.method == "session" else None
-        self.session_key = session.session_key if session is not None else None
         await self.accept(subprotocol)
-        self.identity = identity  # from here on, every way out runs ``_finish``
-        await self._start_session()
-
-    async def _start_session(self) -> None:
-        identity = self.identity
-        self.user_key = identity.user_id.encode()
-        self.hub = await get_hub()
-        own = (user_channel(identity.user_id), BROADCAST)
-        self.subscribed.update(own)  # listed in the registry entry from the start
-        self.hub.register(self)  # deliveries are held until the welcome is out
-        control = self.hub.control
-        start = _Start(self._registry_entry(), own, self.hub.join_soon(self, own),
-                       control if control is not None and control.join_soon(identity.user_id, self) else None)
-        try:
-            count, reads = await _starts.submit(start)
-        except BaseException:
-            self.identity = None
-            await self._end_session(identity)
-            raise
-        if count > setting("MAX_CONNECTIONS_PER_USER"):
-            self.identity = None
-            await self._end_session(identity)
-            metrics.CONNECTS.labels("too_many").inc()
-            await security.record("too_many_connections", ip=self.ip, user_id=identity.user_id)
-            await self.close(code=4003, reason="too many connections for this user")
-            return
-        _CONNECTS_OK.inc()
-        metrics.CONNECTIONS.inc()
-        self.counted = True
-        positions = dict(zip(own, reads, strict=True))
-        for channel, position in positions.items():
-            self.hub.note_position(channel, position.epoch, position.offset)
-        self.outbox.push(frame("welcome", {
-            "user_id": identity.user_id,
-            "connection_id": self.connection_id,
-            "expires_at": _iso(identity.expires_at),
-            "heartbeat_s": setting("HEARTBEAT_S"),
-            "channels": {c: {"epoch": p.epoch, "offset": p.offset} for c, p in positions.items()},
-        }))
-        self._release({c: p.offset for c, p in positions.items()})
-
-    async def _end_session(self, identity: auth.Identity) -> None:
-        """Leave the channels, the control routing and the registry that a session start joined."""
-        if getattr(self, "hub", None) is None:  # ended before the session started
-            return
-        await self.hub.unregister(self)
-        try:
-            if self.hub.control is not None:
-                await self.hub.control.leave(identity.user_id, self)
-            await registry.remove(self.connection_id, identity.user_id)
-        except RedisError as exc:  # the registry entry expires by itself
-            logger.warning("cleanup of a connection failed: %s", exc)
-
-    def _registry_entry(self) -> dict[str, Any]:
-        client = self.scope.get("client") or ("", 0)
-        query_string = self.scope.get("query_string", b"")
-        query = parse_qs(query_string.decode("latin-1")) if query_string else {}
-        return {
-            "connection_id": self.connection_id,
-            "user_id": self.identity.user_id,
-            "username": self.identity.user.get_username(),
-            "ip": client[0],
-            "user_agent": (auth.header(self.scope, b"user-agent") or "")[:200],
-            "client_id": query.get("client_id", [""])[0][:64],
-            "auth": self.identity.method,
-            "connected_at": self.connected_at,
-            "last_activity": time.time() - (time.monotonic() - self.last_seen),
-            "channels": sorted(getattr(self, "subscribed", ())),
-            # Where control messages for this socket go: its process's channel (realtime.control).
-            "channel_name": self.hub.control.channel_name if self.hub.control is not None else "",
-        }
-
-    # ------------------------------------------------------------------ delivery (called by the hub)
-
-    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"", message: dict | None = None) -> None:
-        """Send a channel message, or hold it while a welcome or recovery is being sent."""
-        if self.held is None:
-            self.outbox.push(text, key, message)
-        else:
-            self.held.append((channel, offset, text, key))
-
-    def _release(self, sent_up_to: dict[str, int]) -> None:
-        """Flush held messages, skipping those already covered by the replay or position sent."""
-        held, self.held = self.held or [], None
-        for channel, offset, text, key in held:
-            if offset > sent_up_to.get(channel, -1):
-                self.outbox.push(text, key)
-
-    def _on_slow(self) -> None:
-        metrics.SLOW_CONSUMERS.inc()
-        self.close_soon(4009, "slow consumer: reconnect and resume")
-
-    def close_soon(self, code: int, reason: str) -> None:
-        """Close the socket from synchronous code (hub, sweeps)."""
-        if not self.closing:
-            self.closing = True
-            asyncio.ensure_future(self.close(code=code, reason=reason))
+        # From here on every way out ends the session (``_finish``).
+        self.session = Session(self, identity, connection_id=connection_id, ip=ip,
+                               session_key=session.session_key if session is not None else None,
+                               send=self.base_send, turn=self._turn, connected_at=connected_at)
+        await self.session.start()
 
     # ------------------------------------------------------------------ inbound frames
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Handle one client frame; every bad frame gets an ``error`` and the socket stays open."""
-        # Frames that arrive after a policy close (4008, 4029) was decided are not handled:
-        # no second security event, no second close.
-        if self.identity is None or self.closing:
-            return
-        self.last_seen = time.monotonic()
-        raw = text_data if text_data is not None else bytes_data
-        command: Any = None
-        try:
-            limit = setting("MAX_FRAME_BYTES")
-            if len(raw) > limit or (isinstance(raw, str) and len(raw) * 4 > limit and len(raw.encode()) > limit):
-                raise ProtocolError("too_large", f"frames are limited to {limit} bytes")
-            if not self.bucket.take():
-                self.rate_strikes += 1
-                metrics.RATE_LIMITED.labels("commands").inc()
-                if self.rate_strikes >= setting("RATE_LIMIT_STRIKES"):
-                    self.closing = True
-                    await security.record("rate_limited", ip=self.ip, user_id=self.identity.user_id)
-                    await self.close(code=4029, reason=f"rate limited; retry after {setting('RATE_LIMIT_RETRY_S')}s")
-                    return
-                raise ProtocolError("rate_limited", f"slow down: retry in {self.bucket.seconds_until_token():.2f}s")
-            self.rate_strikes = 0
-            command = parse_command(raw)
-            try:
-                await self._handle(command)
-            except RedisError as exc:
-                logger.warning("connection %s: Redis unavailable for a %s: %s", self.connection_id,
-                               type(command).__name__, exc)
-                error = ProtocolError("unavailable", "the service is temporarily unavailable; retry later")
-                error.reply_to = command.id
-                raise error from None
-        except ProtocolError as error:
-            metrics.PROTOCOL_ERRORS.labels(error.code).inc()
-            if error.code in ("invalid_json", "invalid_message", "too_large", "unknown_command"):
-                self.invalid_frames += 1
-            if error.code == "too_large":
-                await security.record("too_large", ip=self.ip, user_id=self.identity.user_id, detail=error.message)
-            elif error.code == "forbidden":
-                await security.record("forbidden", ip=self.ip, user_id=self.identity.user_id, detail=error.message)
-            self.outbox.push(frame("error", {"code": error.code, "message": error.message}, error.reply_to))
-            if self.invalid_frames > setting("MAX_INVALID_FRAMES"):
-                self.closing = True
-                await security.record("invalid_frames", ip=self.ip, user_id=self.identity.user_id)
-                await self.close(code=4008, reason="too many invalid or oversized messages")
-        except Exception:
-            # A bug or a failed dependency in a handler: logged with the connection, answered,
-            # and the session goes on (its state was not changed by the failed command).
-            logger.exception("connection %s: a frame failed", self.connection_id)
-            metrics.PROTOCOL_ERRORS.labels("internal").inc()
-            self.outbox.push(frame("error", {"code": "internal", "message": "internal error; see the server log"},
-                                   getattr(command, "id", None)))
-
-    async def _handle(self, command: Any) -> None:
-        try:
-            if isinstance(command, Ping):
-                self.outbox.push(frame("pong", None, command.id))
-            elif isinstance(command, Subscribe):
-                await self._subscribe(command.channel, command.since, command.id)
-            elif isinstance(command, Unsubscribe):
-                await self._unsubscribe(command.channel, command.id)
-            elif isinstance(command, Command):
-                result = await run_command(self.identity.user, command.payload.name, command.payload.args)
-                self.outbox.push(frame("command_result", {"name": command.payload.name, "result": result}, command.id))
-            elif isinstance(command, Publish):
-                await self._publish(command)
-            elif isinstance(command, AuthRefresh):
-                await self._refresh(command)
-        except ProtocolError as error:
-            if error.reply_to is None:
-                error.reply_to = command.id
-            raise
-
-    async def _subscribe(self, channel: str, since: Any, reply_to: Any, *, checked: bool = False) -> None:
-        if checked:
-            validate_channel_name(channel)
-            policy = policy_for(channel)
-        else:
-            policy = await authorize_subscribe(self.identity.user, channel)
-        if channel not in self.subscribed and len(self.subscribed) >= setting("MAX_CHANNELS_PER_CONNECTION"):
-            raise ProtocolError("limit_exceeded", "too many channels on this connection")
-        self.held = self.held if self.held is not None else []
-        try:
-            if channel not in self.subscribed:
-                await self.hub.join(self, channel)
-                self.subscribed.add(channel)
-            caught = await catch_up(policy, self.identity.user, self.user_key, channel,
-                                    (since.epoch, since.offset) if since is not None else None)
-        except BaseException:
-            self._release({})
-            raise
-        self.hub.note_position(channel, caught.epoch, caught.offset)
-        # `replayed` tells the client how many of the frames that follow are the replay, so it
-        # knows when its position may move past them (an extension of the v1 reply).
-        self.outbox.push(frame("subscribed", {
-            "channel": channel, "epoch": caught.epoch, "offset": caught.offset, "recovered": caught.recovered,
-            "replayed": len(caught.replay),
-        }, reply_to))
-        for _, text in caught.replay:
-            self.outbox.push(text)  # never coalesced: the client counts these frames
-        if caught.snapshot is not None:
-            self.outbox.push(caught.snapshot)
-        self._release({channel: caught.offset})
-
-    async def _unsubscribe(self, channel: str, reply_to: Any) -> None:
-        validate_channel_name(channel)
-        if channel not in self.subscribed:
-            raise ProtocolError("not_found", f"not subscribed to {channel}")
-        self.subscribed.discard(channel)
-        await self.hub.leave(self, channel)
-        self.outbox.push(frame("unsubscribed", {"channel": channel}, reply_to))
-
-    async def _publish(self, command: Publish) -> None:
-        channel = validate_channel_name(command.channel)
-        policy = policy_for(channel)
-        if policy.can_publish is None or not await call_check(policy.can_publish, self.identity.user, channel):
-            raise ProtocolError("forbidden", f"clients may not publish to {channel}")
-        try:
-            published = await apublish(channel, command.event, command.payload, sender=f"user:{self.identity.user_id}")
-        except (ValueError, TypeError) as exc:
-            raise ProtocolError("invalid_message", str(exc)) from None
-        if published is None:
-            raise ProtocolError("unavailable", "the message could not be published; retry later")
-        self.outbox.push(frame("published", {"channel": channel, "offset": published.offset,
-                                             "epoch": published.epoch}, command.id))
-
-    async def _refresh(self, command: AuthRefresh) -> None:
-        try:
-            user, expires_at = await auth.user_from_token(command.token)
-        except auth.AuthFailure as failure:
-            await security.record("auth_failure", ip=self.ip, user_id=self.identity.user_id,
-                                  detail=f"auth.refresh: {failure}")
-            raise ProtocolError("unauthorized", str(failure)) from None
-        if str(user.pk) != self.identity.user_id:
-            raise ProtocolError("forbidden", "the token belongs to another user")
-        self.identity = auth.Identity(user, expires_at, self.identity.method)
-        self.outbox.push(frame("auth.refreshed", {"expires_at": _iso(expires_at)}, command.id))
-
-    # ------------------------------------------------------------------ control (channel layer)
-
-    async def rt_subscribe(self, event: dict) -> None:
-        """Server-side subscribe of this user's connections (e.g. the user joined a team)."""
-        if self.identity is not None and event["channel"] not in self.subscribed:
-            try:
-                await self._subscribe(event["channel"], None, None, checked=True)
-            except ProtocolError as error:
-                logger.warning("server-side subscribe to %s failed: %s", event["channel"], error.message)
-
-    async def rt_unsubscribe(self, event: dict) -> None:
-        """Server-side unsubscribe (e.g. the user left a team)."""
-        if self.identity is not None and event["channel"] in self.subscribed:
-            await self._unsubscribe(event["channel"], None)
-
-    async def rt_disconnect(self, event: dict) -> None:
-        """Close this socket on the server's request (admin action, deactivated user)."""
-        target = event.get("connection_id")
-        if "auth" in event and (self.identity is None or self.identity.method != event["auth"]):
-            return  # e.g. a logout closes session-cookie sockets, not the user's token sockets
-        if "session" in event and (self.session_key is None
-                                   or sessions.session_tag(self.session_key) != event["session"]):
-            return  # another session of the same user
-        if target is None or target == self.connection_id:
-            await self.close(code=event.get("code", 1000), reason=event.get("reason", ""))
+    async def websocket_receive(self, message: dict) -> None:
+        """Hand one client frame, text or binary, to the session (as directly as Channels' own
+        ``websocket_receive`` hands it to ``receive``: no call more per frame)."""
+        session = self.session
+        if session is not None:
+            text = message.get("text")
+            await session.receive(text if text is not None else message["bytes"])
 
     # ------------------------------------------------------------------ disconnect
 
     async def websocket_disconnect(self, message: dict) -> None:
-        """Leave every channel and the registry; then stop the consumer."""
+        """End the session (leave every channel and the registry); then stop the consumer."""
         await self._finish()
         raise StopConsumer()
-
-
-# ---------------------------------------------------------------------- session start
-
-
-@dataclass(slots=True)
-class _Start:
-    """What a socket's session start writes to Redis, once its subscriptions are confirmed."""
-
-    entry: dict[str, Any]  # its registry entry
-    channels: tuple[str, ...]  # whose positions its welcome names
-    confirmations: list[asyncio.Future]  # of the SUBSCRIBE of those channels, where pending
-    control: ControlPlane | None  # the process's, when the user's group must now hold it
-
-
-async def _start_sessions(starts: list[_Start]) -> list[Any]:
-    """The registry entries, welcome positions and control memberships of the sockets starting
-    together: one wait for their subscriptions, then one script call and one membership write
-    (a socket of its own would wait three times, each a future and a wake-up)."""
-    pending = {f for start in starts for f in start.confirmations if not f.done()}
-    if pending:
-        await asyncio.wait(pending)  # each is settled by Redis or the SUBSCRIBE timer
-    results: list[Any] = [None] * len(starts)
-    ready = []
-    for index, start in enumerate(starts):
-        failures = [e for e in map(_failure, start.confirmations) if e is not None]
-        if failures:
-            results[index] = Failed(failures[0])
-        else:
-            ready.append(index)
-    if ready:
-        # One batcher per event loop, so one hub and one control plane for the whole batch.
-        joining = [starts[i] for i in ready if starts[i].control is not None]
-        control = joining[0].control if joining else None
-        user_ids = [start.entry["user_id"] for start in joining]
-        # The memberships go into the registry's script when the layer keeps its groups in the
-        # same Redis (the default): one round trip for the batch instead of two.
-        scripted = control.joins_for_script(user_ids, settings.REDIS_URL) if control is not None else None
-        added, *_ = await asyncio.gather(
-            registry.add_many([(starts[i].entry, starts[i].channels) for i in ready], scripted),
-            *([control.write_joins(user_ids)] if control is not None and scripted is None else []),
-        )
-        for index, result in zip(ready, added, strict=True):
-            results[index] = result
-    return results
-
-
-def _failure(confirmation: asyncio.Future) -> BaseException | None:
-    if confirmation.cancelled():
-        return ConnectionError("the subscription was given up")
-    return confirmation.exception()
-
-
-_starts: PerLoop[_Start, Any] = PerLoop(_start_sessions, max_batch=500)
-
-
-# ---------------------------------------------------------------------- housekeeping
-
-
-async def _sweep(hub: Hub) -> None:
-    """Close zombie sockets (silent for IDLE_FACTOR x HEARTBEAT_S) and expired sessions (4011)."""
-    idle_limit = setting("HEARTBEAT_S") * setting("IDLE_FACTOR")
-    now = time.monotonic()
-    wall = datetime.now(UTC)
-    for conn in list(hub.connections.values()):
-        if conn.identity is None:
-            continue
-        if now - conn.last_seen > idle_limit:
-            conn.close_soon(1001, "heartbeat timeout")
-        elif conn.identity.expires_at is not None and conn.identity.expires_at <= wall:
-            conn.close_soon(4011, "session expired" if conn.identity.method == "session" else "token expired")
-
-
-async def _refresh_registry(hub: Hub) -> None:
-    """Push this process's registry entries forward (activity and channels included)."""
-    now = time.monotonic()
-    if now - hub.stamps.get("registry", 0.0) >= min(setting("REGISTRY_REFRESH_S"), setting("REGISTRY_TTL_S") / 3):
-        hub.stamps["registry"] = now
-        await registry.refresh([c._registry_entry() for c in list(hub.connections.values()) if c.identity])
-    if hub.control is not None and now - hub.stamps.setdefault("groups", now) >= hub.control.layer.group_expiry / 3:
-        # Keeps control-group memberships younger than the layer's group_expiry.
-        hub.stamps["groups"] = now
-        await hub.control.refresh()
-
-
-async def _close_deactivated(hub: Hub) -> None:
-    """Close the sockets of users deactivated or deleted since they connected (4001).
-
-    A periodic check, not a signal: it also catches changes made by bulk updates or SQL.
-    """
-    now = time.monotonic()
-    if now - hub.stamps.get("users", 0.0) < setting("USER_RECHECK_S"):
-        return
-    hub.stamps["users"] = now
-    connected = {c.identity.user_id for c in list(hub.connections.values()) if c.identity is not None}
-    if not connected:
-        return
-    ids = sorted(connected)
-    active: set[str] = set()
-    for start in range(0, len(ids), 5000):  # within every backend's limit on query parameters
-        active |= await users.active_ids(ids[start:start + 5000])
-    gone = connected - active
-    for conn in list(hub.connections.values()):
-        if conn.identity is not None and conn.identity.user_id in gone:
-            conn.close_soon(4001, "account deactivated")
-
-
-async def _close_ended_sessions(hub: Hub) -> None:
-    """Close session-cookie sockets whose session ended (expired, logged out, password changed,
-    deleted) with 4001, and follow a session whose expiry moved (``SESSION_SAVE_EVERY_REQUEST``).
-
-    Periodic, like ``_close_deactivated``: it catches every way a session ends, however it
-    happened; logout and password changes also close at once (``realtime.sessions``).
-    """
-    now = time.monotonic()
-    if now - hub.stamps.get("sessions", 0.0) < setting("USER_RECHECK_S"):
-        return
-    hub.stamps["sessions"] = now
-    conns = [c for c in list(hub.connections.values())
-             if c.identity is not None and c.identity.method == "session" and c.session_key]
-    if not conns:
-        return
-    live = await database_sync_to_async(sessions.live_sessions)([(c.session_key, c.identity.user_id) for c in conns])
-    for conn in conns:
-        if conn.identity is None:
-            continue
-        if conn.session_key not in live:
-            conn.close_soon(4001, "session ended")
-        elif live[conn.session_key] != conn.identity.expires_at:
-            conn.identity = auth.Identity(conn.identity.user, live[conn.session_key], "session")
-
-
-HOUSEKEEPING_JOBS.extend([_sweep, _refresh_registry, _close_deactivated, _close_ended_sessions])

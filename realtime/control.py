@@ -14,6 +14,7 @@ written in one pipeline (``realtime.layers``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from typing import Any, Protocol
@@ -34,7 +35,7 @@ def control_group(user_id: Any) -> str:
 
 
 class Controlled(Protocol):
-    """What the control plane needs of a connection (implemented by the consumer)."""
+    """What the control plane needs of a connection (implemented by the session, ``realtime.session``)."""
 
     connection_id: str
 
@@ -57,6 +58,14 @@ class ControlPlane:
         self.channel_name = await self.layer.new_channel(CHANNEL_PREFIX)
         # A fresh context: this task serves every socket, not the one whose connect started it.
         self._receiver = asyncio.get_running_loop().create_task(self._receive_forever(), context=contextvars.Context())
+
+    async def stop(self) -> None:
+        """Stop receiving (the node's ``stop``); the group memberships expire with the layer's group_expiry."""
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
 
     # -------------------------------------------------------------- membership
 

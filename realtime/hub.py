@@ -14,22 +14,18 @@ affected sockets with 1012 so that their clients resubscribe and resync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
-import time
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from realtime import metrics, streams
 from realtime import redis as rt_redis
-from realtime.conf import setting
-from realtime.control import ControlPlane
 
 logger = logging.getLogger("realtime.hub")
 # Bound once: a metric call on the hot path is one method call, not a label lookup.
@@ -163,7 +159,7 @@ class Outbox:
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a connection (implemented by the consumer)."""
+    """What the hub needs of a connection (a session, ``realtime.session``, or an HTTP listener)."""
 
     connection_id: str
     user_key: bytes
@@ -184,7 +180,7 @@ def audience_allows(audience: bytes, user_key: bytes) -> bool:
 
 
 class Hub:
-    """Channel subscriptions of the connections of one process (one per event loop)."""
+    """Channel subscriptions of the connections of one process, owned by its node (``realtime.node``)."""
 
     def __init__(self) -> None:
         self.channels: dict[str, dict[Subscriber, None]] = {}
@@ -199,8 +195,6 @@ class Hub:
         self._starting: asyncio.Future | None = None
         self._prefix = streams.pubsub_prefix()
         self._prefix_len = len(self._prefix)
-        self.stamps: dict[str, float] = {}
-        self.control: ControlPlane | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -225,21 +219,23 @@ class Hub:
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read_forever(), context=contextvars.Context())
         self._reader.add_done_callback(_log_if_crashed)
-        # Periodic jobs count from now: a registry refresh or a user recheck moments after
-        # start would redo what the first connects just did, in the middle of a connect storm.
-        now = time.monotonic()
-        self.stamps.update(registry=now, users=now)
-        self._housekeeping = loop.create_task(self._run_housekeeping(), context=contextvars.Context())
-        # The outbox relay of this process: delivers what waits in the outbox (this process's
-        # rows after a Redis outage, and those of processes that died).
-        from realtime.relay import relay
 
-        relay().start()
-        layer = get_channel_layer()
-        if layer is not None:
-            control = ControlPlane(layer, self.connections)
-            await control.start()
-            self.control = control
+    async def stop(self) -> None:
+        """Stop the reader and close the pub/sub connection (the node's ``stop``); a later
+        ``start`` opens a new one."""
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            starting.cancel()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        pubsub, client, self._pubsub, self._client = self._pubsub, self._client, None, None
+        if pubsub is not None:
+            await pubsub.aclose()
+        if client is not None:
+            await client.aclose()
 
     # -------------------------------------------------------------- membership
 
@@ -461,18 +457,6 @@ class Hub:
         for record in records:
             self.dispatch(channel, record.raw)
 
-    async def _run_housekeeping(self) -> None:
-        interval_s = min(2.0, setting("HEARTBEAT_S") / 2)
-        while True:
-            await asyncio.sleep(interval_s)
-            for job in HOUSEKEEPING_JOBS:
-                try:
-                    await job(self)
-                except RedisError as exc:
-                    logger.warning("housekeeping job %s: Redis unavailable (%s)", job.__name__, exc)
-                except Exception:
-                    logger.exception("housekeeping job %s failed", getattr(job, "__name__", job))
-
 
 def _log_if_crashed(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
@@ -482,17 +466,9 @@ def _log_if_crashed(task: asyncio.Task) -> None:
 # Seconds a join waits for Redis to confirm a new subscription.
 SUBSCRIBE_TIMEOUT_S = 10
 
-# Periodic jobs run by every hub (idle sweeps, registry refresh), registered by the consumers.
-HOUSEKEEPING_JOBS: list[Callable[[Hub], Awaitable[None]]] = []
-
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-
 
 async def get_hub() -> Hub:
-    """The hub of the running event loop, started on first use."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = Hub()
-    await hub.start()
-    return hub
+    """The hub of the running event loop's node (``realtime.node``), started on first use."""
+    from realtime.node import get_node  # the node owns the hub: imported when first asked for
+
+    return (await get_node()).hub

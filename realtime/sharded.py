@@ -102,6 +102,20 @@ class ShardedPubSub:
             except (RedisError, OSError) as exc:
                 logger.warning("sharded pub/sub: a node is still unreachable (%s)", exc)
 
+    async def aclose(self) -> None:
+        """Stop reading and close every node's connection (the hub's ``stop``)."""
+        for reader in self._readers.values():
+            reader.cancel()
+        self._readers.clear()
+        openings, self._pubsubs = list(self._pubsubs.values()), {}
+        for opening in openings:
+            if opening.done() and not opening.cancelled() and opening.exception() is None:
+                pubsub = opening.result()
+                await pubsub.aclose()
+                await pubsub.connection_pool.aclose()
+            else:
+                opening.cancel()
+
     async def _read(self, pubsub: aioredis.client.PubSub) -> None:
         prefix_len = len(self._prefix)
         while True:

@@ -297,11 +297,11 @@ async def test_the_control_membership_is_written_as_group_add_writes_it(connect,
     from channels.layers import get_channel_layer
 
     from realtime.control import control_group
-    from realtime.hub import get_hub
+    from realtime.node import get_node
 
     layer = get_channel_layer()
     await connect(user)  # its membership is written by the registry's script
-    channel_name = (await get_hub()).control.channel_name
+    channel_name = (await get_node()).control.channel_name
     await layer.group_add("reference", channel_name)  # channels_redis's own write
     redis = layer.connection(0)
     key, reference = layer._group_key(control_group(user.pk)), layer._group_key("reference")

@@ -464,10 +464,11 @@ async def test_a_user_back_while_the_discard_was_on_its_way_keeps_the_group_memb
 async def test_a_connect_whose_subscription_redis_never_confirms_fails_and_leaves_nothing(connect, user, monkeypatch):
     from realtime import hub as hub_module
     from realtime import registry
-    from realtime.hub import get_hub
+    from realtime.node import get_node
 
     _, warm, _ = await connect(user)  # the hub is up and subscribed to broadcast
-    hub = await get_hub()
+    node = await get_node()
+    hub = node.hub
     monkeypatch.setattr(hub_module, "SUBSCRIBE_TIMEOUT_S", 0.3)
 
     async def lost(*channels):  # the command never reaches Redis: no confirmation comes
@@ -488,6 +489,6 @@ async def test_a_connect_whose_subscription_redis_never_confirms_fails_and_leave
     assert connected and closed == {"type": "websocket.close", "code": 1011, "reason": "internal error"}
 
     assert f"user:{other.pk}" not in hub.channels
-    assert str(other.pk) not in hub.control.users
+    assert str(other.pk) not in node.control.users
     assert registry.user_connection_count(str(other.pk)) == 0
     assert [c.identity.user_id for c in hub.connections.values()] == [str(user.pk)]

@@ -16,8 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from realtime import metrics, registry
 from realtime.commands import register_command
-from realtime.consumers import RealtimeConsumer
-from realtime.hub import get_hub
+from realtime.node import get_node
+from realtime.session import Session
 from tests.conftest import access_token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,14 +33,15 @@ def _gauge() -> float:
 
 
 async def _nothing_left_of(user, connection_id: str) -> None:
-    hub = await get_hub()
+    node = await get_node()
+    hub = node.hub
     for _ in range(100):  # the cleanup runs after the close: give it a few turns
-        if connection_id not in hub.connections and hub.control.users.get(str(user.pk)) is None:
+        if connection_id not in hub.connections and node.control.users.get(str(user.pk)) is None:
             break
         await asyncio.sleep(0.02)
     assert connection_id not in hub.connections
     assert not any(conn.connection_id == connection_id for subs in hub.channels.values() for conn in subs)
-    assert hub.control.users.get(str(user.pk)) is None
+    assert node.control.users.get(str(user.pk)) is None
     assert await sync_to_async(registry.user_connection_count)(str(user.pk)) == 0
 
 
@@ -62,12 +63,12 @@ async def test_a_failing_command_answers_internal_and_the_session_goes_on(connec
     connection_id = sock.welcome["payload"]["connection_id"]
 
     errors = _Records()
-    logging.getLogger("realtime.consumers").addHandler(errors)
+    logging.getLogger("realtime.session").addHandler(errors)
     try:
         await sock.send({"type": "command", "id": "c1", "payload": {"name": "test.explode", "args": {}}})
         reply = await sock.recv_until(lambda f: f.get("reply_to") == "c1")
     finally:
-        logging.getLogger("realtime.consumers").removeHandler(errors)
+        logging.getLogger("realtime.session").removeHandler(errors)
     await sock.send({"type": "ping", "id": "p"})
     pong = await sock.recv_until(lambda f: f.get("reply_to") == "p")
 
@@ -97,10 +98,10 @@ async def test_an_exception_outside_the_handlers_closes_1011_and_cleans_up(conne
     connection_id = sock.welcome["payload"]["connection_id"]
     gauge = _gauge()
 
-    async def broken(self, text_data=None, bytes_data=None):
+    async def broken(self, raw):
         raise RuntimeError("a bug outside the handlers")
 
-    monkeypatch.setattr(RealtimeConsumer, "receive", broken)
+    monkeypatch.setattr(Session, "receive", broken)
     await sock.send({"type": "ping"})
     closed = await sock.communicator.receive_output(3)
 

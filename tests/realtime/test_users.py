@@ -63,18 +63,18 @@ async def test_close_all_closes_every_loops_connection(make_user):
 
 
 async def test_deactivated_users_sockets_are_closed_by_the_periodic_check(connect, make_user, settings):
-    from realtime.consumers import _close_deactivated
-    from realtime.hub import get_hub
+    from realtime.housekeeping import close_deactivated
+    from realtime.node import get_node
 
     stays = await sync_to_async(make_user)(username="stays")
     leaves = await sync_to_async(make_user)(username="leaves")
     _, kept, _ = await connect(stays)
     _, dropped, _ = await connect(leaves)
     await sync_to_async(type(leaves).objects.filter(pk=leaves.pk).update)(is_active=False)
-    hub = await get_hub()
-    hub.stamps["users"] = 0.0  # due now
+    node = await get_node()
+    node.stamps["users"] = 0.0  # due now
 
-    await _close_deactivated(hub)
+    await close_deactivated(node)
 
     closed = await dropped.communicator.receive_output(5)
     assert (closed["type"], closed["code"]) == ("websocket.close", 4001)
