@@ -1,8 +1,9 @@
 """The ``team:`` and ``execution:`` channel namespaces: who may subscribe, what a subscriber sees first.
 
 Registered by ``ExecutionsConfig.ready``. The team check is batched on the event loop; the
-execution checks run in Django's database thread. They answer False, never raise, for anything they cannot match to a membership (malformed ids,
-unknown teams or executions), so that a client learns nothing beyond ``forbidden``.
+execution checks run in Django's database thread. They answer False, never raise, for
+anything they cannot match to a membership (malformed ids, unknown teams or executions), so
+that a client learns nothing beyond ``forbidden``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.db import router
 
 from executions.events import EXECUTION_UPDATE, execution_update_payload
 from executions.models import Execution, TeamMembership
-from executions.selectors import int_id_or_none, execution_get_for_user
+from executions.selectors import execution_get_for_user, int_id_or_none
 from realtime.batching import PerLoop
 from realtime.channels import register_channel, suffix
 from realtime.users import fetch_rows
