@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from realtime import metrics, streams
 from realtime import redis as rt_redis
+from realtime.lifecycle import StartOnce
 
 logger = logging.getLogger("realtime.hub")
 # Bound once: a metric call on the hot path is one method call, not a label lookup.
@@ -179,7 +180,7 @@ def audience_allows(audience: bytes, user_key: bytes) -> bool:
     return listed if audience[:1] == b"+" else not listed
 
 
-class Hub:
+class Hub(StartOnce):
     """Channel subscriptions of the connections of one process, owned by its node (``realtime.node``)."""
 
     def __init__(self) -> None:
@@ -192,22 +193,14 @@ class Hub:
         self._confirmations: dict[str, asyncio.Future] = {}
         self._subscribe_queue: list[str] = []
         self._reader: asyncio.Task | None = None
-        self._starting: asyncio.Future | None = None
         self._prefix = streams.pubsub_prefix()
         self._prefix_len = len(self._prefix)
 
     # -------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Open the pub/sub connection and start the reader (idempotent)."""
-        starting = self._starting
-        if starting is None:
-            starting = self._starting = asyncio.ensure_future(self._start())
-        elif starting.done() and not starting.cancelled() and starting.exception() is None:
-            return
-        await asyncio.shield(starting)
 
     async def _start(self) -> None:
+        """Open the pub/sub connection and start the reader (``start`` runs this once)."""
         if rt_redis.is_cluster():  # SSUBSCRIBE, each channel on the node of its slot
             self._pubsub = rt_redis.sharded_pubsub(self._prefix)
         else:
@@ -223,9 +216,7 @@ class Hub:
     async def stop(self) -> None:
         """Stop the reader and close the pub/sub connection (the node's ``stop``); a later
         ``start`` opens a new one."""
-        starting, self._starting = self._starting, None
-        if starting is not None and not starting.done():
-            starting.cancel()
+        self._forget_start()
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()

@@ -31,6 +31,7 @@ from realtime.batching import Batcher, Failed
 from realtime.conf import setting
 from realtime.control import ControlPlane
 from realtime.hub import Hub, Subscriber
+from realtime.lifecycle import StartOnce
 
 logger = logging.getLogger("realtime.node")
 
@@ -47,7 +48,7 @@ class _Start:
     control: ControlPlane | None  # the node's, when the user's group must now hold this process
 
 
-class Node:
+class Node(StartOnce):
     """The hub, the control plane, connect batching and housekeeping of one process."""
 
     def __init__(self, jobs: tuple[Job, ...] = housekeeping.JOBS) -> None:
@@ -58,21 +59,13 @@ class Node:
         self.stamps: dict[str, float] = {}
         self._starts: Batcher[_Start, Any] = Batcher(self._start_sessions, max_batch=500)
         self._housekeeping: asyncio.Task | None = None
-        self._starting: asyncio.Future | None = None
 
     # -------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Open the hub's pub/sub connection and the control channel, start housekeeping and
-        this process's outbox relay (idempotent; concurrent callers wait for the same start)."""
-        starting = self._starting
-        if starting is None:
-            starting = self._starting = asyncio.ensure_future(self._start())
-        elif starting.done() and not starting.cancelled() and starting.exception() is None:
-            return
-        await asyncio.shield(starting)
 
     async def _start(self) -> None:
+        """Open the hub's pub/sub connection and the control channel, start housekeeping and
+        this process's outbox relay (``start`` runs this once)."""
         await self.hub.start()
         # Periodic jobs count from now: a registry refresh or a user recheck moments after
         # start would redo what the first connects just did, in the middle of a connect storm.
@@ -97,9 +90,7 @@ class Node:
         connection. Sockets still open stop receiving; what they left in Redis (registry
         entries, control memberships) expires on its own. The relay is the process's and
         outlives the node (``realtime.relay``)."""
-        starting, self._starting = self._starting, None
-        if starting is not None and not starting.done():
-            starting.cancel()
+        self._forget_start()
         if self._housekeeping is not None:
             await _cancelled(self._housekeeping)
             self._housekeeping = None

@@ -102,6 +102,7 @@ def test_a_delivery_whose_reply_was_lost_is_not_appended_twice(own_redis, use_re
     proxy = TcpProxy(own_redis.port)
     use_redis(proxy.url)
     publish_on_commit("user:40", "system_event", {"n": 0})  # the connection is made (and checked)
+    assert rt_relay.relay().drain(5)  # and its row deleted
     proxy.swallow_replies = True
     started = time.monotonic()
     with transaction.atomic():
