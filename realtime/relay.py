@@ -63,9 +63,10 @@ CONTROL = OutboxEvent.Kind.CONTROL
 Prepared = tuple[str, bytes, bytes, str, str]
 # Messages per pipeline (one round trip).
 PIPELINE_SIZE = 500
-# Messages per PUBLISH_MANY_LUA call: Redis serves no other client while a script runs, so a
-# call stays at a few milliseconds (a message takes Redis some 20 us).
-MESSAGES_PER_CALL = 100
+# Messages per PUBLISH_MANY_LUA call. Redis answers a call only once all its messages ran (and
+# serves no other client meanwhile): at 100 per call, the attempt after commit, whose reads
+# wait PUBLISH_ATTEMPT_TIMEOUT_S, timed out on a loaded machine where 25 per call did not.
+MESSAGES_PER_CALL = 25
 # Rows the relay sends or claims at a time.
 BATCH_ROWS = 200
 # Ids per DELETE/UPDATE ... IN (...): below SQLite's parameter limit.
@@ -199,7 +200,7 @@ def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[
 
     On one server the items go MESSAGES_PER_CALL at a time through PUBLISH_MANY_LUA (the same
     publish, looped in one script call): Redis runs one script call, and redis-py packs one
-    command and parses one reply, per hundred messages instead of per message.
+    command and parses one reply, per MESSAGES_PER_CALL messages instead of per message.
     """
     if isinstance(client, RedisCluster):
         return _publish_per_node(client, items)
