@@ -16,6 +16,8 @@ from notifications.utils import chunked
 
 # Keeps `user_id IN (...)` below SQLite's bound-parameter limit and PostgreSQL plans simple.
 _IDS_PER_QUERY = 1000
+# Ids per array parameter on PostgreSQL (one statement stays small enough to log and cancel).
+_IDS_PER_ARRAY = 10_000
 
 
 def notification_list(
@@ -85,12 +87,16 @@ def notification_unread_counts(*, user_ids: Iterable[Any]) -> dict[Any, int]:
     archived_column = quote(Notification._meta.get_field("archived_at").column)
     to_python = Notification._meta.get_field("user").target_field.to_python  # ids as the ORM gives them
     counts: dict[Any, int] = {}
+    # PostgreSQL takes the ids as one array parameter (``= ANY(%s)``), many per query; other
+    # databases as an IN list under their parameter limit.
+    postgresql = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        for chunk in chunked(user_ids, _IDS_PER_QUERY):
+        for chunk in chunked(user_ids, _IDS_PER_ARRAY if postgresql else _IDS_PER_QUERY):
+            among = "= ANY(%s)" if postgresql else f"IN ({', '.join(['%s'] * len(chunk))})"
             cursor.execute(
                 f"SELECT {user_column}, COUNT(*) FROM {table} WHERE {read_column} IS NULL AND {archived_column} IS NULL"
-                f" AND {user_column} IN ({', '.join(['%s'] * len(chunk))}) GROUP BY {user_column}",
-                list(chunk),
+                f" AND {user_column} {among} GROUP BY {user_column}",
+                [chunk] if postgresql else chunk,
             )
             counts.update((to_python(user_id), count) for user_id, count in cursor.fetchall())
     return counts

@@ -32,7 +32,14 @@ from realtime import metrics, relay, streams
 from realtime import redis as rt_redis
 from realtime.channels import BROADCAST, user_channel
 from realtime.conf import setting
-from realtime.schemas import envelope_parts, validate_channel_name, validate_payload
+from realtime.schemas import (
+    envelope_parts,
+    envelope_parts_json,
+    now_iso,
+    validate_channel_name,
+    validate_payload,
+    validate_payload_json,
+)
 
 logger = logging.getLogger("realtime.publish")
 
@@ -115,7 +122,7 @@ def _audience(exclude_users: Iterable[Any] = (), only_users: Iterable[Any] | Non
 
 
 def _prepared(channel: str, message_type: str, payload: Any, sender: str, target: Any,
-              exclude_users: Iterable[Any], coalesce_key: str = "") -> relay.Prepared:
+              exclude_users: Iterable[Any], coalesce_key: str = "", timestamp: str | None = None) -> relay.Prepared:
     validate_channel_name(channel)
     if "\t" in coalesce_key:
         raise ValueError("coalesce_key must not contain a tab")
@@ -125,7 +132,7 @@ def _prepared(channel: str, message_type: str, payload: Any, sender: str, target
         only = target if isinstance(target, (list, tuple)) else [target]
         target = [str(t) for t in only] if isinstance(target, (list, tuple)) else str(target)
     head, tail = envelope_parts(channel=channel, message_type=message_type, payload=payload,
-                                sender=sender, target=target)
+                                sender=sender, target=target, timestamp=timestamp)
     return channel, head, tail, _audience(exclude_users, only), coalesce_key
 
 
@@ -207,14 +214,39 @@ def publish_many_on_commit(
     that dies between the commit and that moment loses them; the next count replaces them).
     If ``then`` fails, ``messages`` are still sent.
     """
-    prepared = [_prepared_message(m) for m in messages]
+    _write_prepared(_prepared_messages(messages), batch_size=batch_size, then=then)
+
+
+def publish_json_many_on_commit(
+    message_type: str, channels: list[str], payloads: list[bytes], *, sender: str = "system",
+    batch_size: int = 1000, then: Callable[[], Iterable[Message]] | None = None,
+) -> None:
+    """``publish_many_on_commit`` of one type's messages whose payloads are already JSON.
+
+    For payloads built from one template (a notification to many users, which differ only in
+    ids): no dict per message. ``channels[i]`` gets ``payloads[i]``; each is validated now
+    against the type's schema, like a payload given as a dict, and sent as the same bytes.
+    """
+    timestamp = now_iso()
+    prepared = []
+    for channel, payload in zip(channels, payloads, strict=True):
+        validate_channel_name(channel)
+        validate_payload_json(message_type, payload)
+        head, tail = envelope_parts_json(channel=channel, message_type=message_type, payload_json=payload,
+                                         sender=sender, timestamp=timestamp)
+        prepared.append((channel, head, tail, "", ""))
+    _write_prepared(prepared, batch_size=batch_size, then=then)
+
+
+def _write_prepared(prepared: list[relay.Prepared], *, batch_size: int,
+                    then: Callable[[], Iterable[Message]] | None) -> None:
     if not prepared and then is None:
         return
     rows = [prepared[start:start + batch_size] for start in range(0, len(prepared), batch_size)]
     after = None
     if then is not None:
         def after() -> list[relay.Prepared]:
-            return [_prepared_message(m) for m in then()]
+            return _prepared_messages(then())
     relay.write(relay.PUBLISH, rows, then=after)
 
 
@@ -233,8 +265,14 @@ def create_and_publish_on_commit(instance: Any, messages: Iterable[Message], *,
     relay.write_with_insert(instance, relay.PUBLISH, [_prepared_message(m) for m in messages], then=after)
 
 
-def _prepared_message(m: Message) -> relay.Prepared:
-    return _prepared(m.channel, m.type, m.payload, m.sender, None, (), m.coalesce_key)
+def _prepared_message(m: Message, timestamp: str | None = None) -> relay.Prepared:
+    return _prepared(m.channel, m.type, m.payload, m.sender, None, (), m.coalesce_key, timestamp)
+
+
+def _prepared_messages(messages: Iterable[Message]) -> list[relay.Prepared]:
+    """The messages of one batch, prepared with one timestamp (read once, not per message)."""
+    timestamp = now_iso()
+    return [_prepared_message(m, timestamp) for m in messages]
 
 
 def send_to_user_on_commit(user_id: Any, message_type: str, payload: Any, *, sender: str = "system") -> None:

@@ -63,6 +63,10 @@ CONTROL = OutboxEvent.Kind.CONTROL
 Prepared = tuple[str, bytes, bytes, str, str]
 # Messages per pipeline (one round trip).
 PIPELINE_SIZE = 500
+# Messages per PUBLISH_MANY_LUA call. Redis answers a call only once all its messages ran (and
+# serves no other client meanwhile): at 100 per call, the attempt after commit, whose reads
+# wait PUBLISH_ATTEMPT_TIMEOUT_S, timed out on a loaded machine where 25 per call did not.
+MESSAGES_PER_CALL = 25
 # Rows the relay sends or claims at a time.
 BATCH_ROWS = 200
 # Ids per DELETE/UPDATE ... IN (...): below SQLite's parameter limit.
@@ -184,35 +188,51 @@ def _insert_sql(instance: models.Model) -> tuple[str, tuple]:
 
 
 def _publish_items(rows: Iterable[Pending]) -> list[tuple[list[str], list]]:
-    items = []
-    for row in rows:
-        for index, (channel, head, tail, audience, key) in enumerate(row.records):
-            items.append(streams.publish_args(channel, head, tail, audience, key, f"{row.token}:{index}"))
-    return items
+    return streams.publish_args_many((channel, head, tail, audience, key, f"{row.token}:{index}")
+                                     for row in rows
+                                     for index, (channel, head, tail, audience, key) in enumerate(row.records))
 
 
 def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[Any]:
-    """Run PUBLISH_LUA for each item, PIPELINE_SIZE per round trip, with EVALSHA; returns
+    """Run PUBLISH_LUA for each item, in order, PIPELINE_SIZE messages per round trip; returns
     the replies. Raises the first error (after the whole batch ran: what succeeded stays
     succeeded, and its idempotency keys make a retry harmless).
 
-    A Script object in a pipeline makes redis-py ask SCRIPT EXISTS first: an extra round trip
-    on every batch. When Redis has lost the script (restart, SCRIPT FLUSH), only the
-    publishes that failed with NOSCRIPT are repeated after loading it, so none is sent twice.
+    On one server the items go MESSAGES_PER_CALL at a time through PUBLISH_MANY_LUA (the same
+    publish, looped in one script call): Redis runs one script call, and redis-py packs one
+    command and parses one reply, per MESSAGES_PER_CALL messages instead of per message.
     """
     if isinstance(client, RedisCluster):
         return _publish_per_node(client, items)
-    sha = rt_redis.sync_script(streams.PUBLISH_LUA).sha
+    calls = []
+    for start in range(0, len(items), MESSAGES_PER_CALL):
+        chunk = items[start:start + MESSAGES_PER_CALL]
+        calls.append(([key for keys, _ in chunk for key in keys], [arg for _, args in chunk for arg in args]))
     replies: list[Any] = []
-    for start in range(0, len(items), PIPELINE_SIZE):
-        chunk = items[start:start + PIPELINE_SIZE]
+    for reply in _evalsha_pipelined(client, streams.PUBLISH_MANY_LUA, calls, PIPELINE_SIZE // MESSAGES_PER_CALL):
+        replies.extend(reply)
+    return replies
+
+
+def _evalsha_pipelined(client: Any, source: str, calls: list[tuple[list[str], list]], per_round_trip: int) -> list[Any]:
+    """Run a script once per call, ``per_round_trip`` calls per pipeline, with EVALSHA; returns
+    the replies, raising the first error after the whole batch ran.
+
+    A Script object in a pipeline makes redis-py ask SCRIPT EXISTS first: an extra round trip
+    on every batch. When Redis has lost the script (restart, SCRIPT FLUSH), only the
+    calls that failed with NOSCRIPT are repeated after loading it, so none is run twice.
+    """
+    sha = rt_redis.sync_script(source).sha
+    replies: list[Any] = []
+    for start in range(0, len(calls), per_round_trip):
+        chunk = calls[start:start + per_round_trip]
         pipe = client.pipeline(transaction=False)
         for keys, args in chunk:
             pipe.evalsha(sha, len(keys), *keys, *args)
         results = pipe.execute(raise_on_error=False)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
-            client.script_load(rt_redis.script_source(streams.PUBLISH_LUA))
+            client.script_load(rt_redis.script_source(source))
             pipe = client.pipeline(transaction=False)
             for i in missing:
                 keys, args = chunk[i]
@@ -228,8 +248,9 @@ def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[
 
 def _publish_per_node(cluster: Any, items: list[tuple[list[str], list]]) -> list[Any]:
     """``publish_pipelined`` on a Redis Cluster, whose pipelines refuse scripts: the items of
-    each node go through a pipeline of that node's own connection (each item's keys share the
-    slot of its channel), and the replies come back in the items' order."""
+    each node go through a pipeline of that node's own connection, one PUBLISH_LUA per item
+    (each item's keys share the slot of its channel; the items of one call would not), and
+    the replies come back in the items' order."""
     by_node: dict[str, tuple[Any, list[int]]] = {}
     for index, (keys, _) in enumerate(items):
         node = cluster.get_node_from_key(keys[0])
@@ -238,7 +259,8 @@ def _publish_per_node(cluster: Any, items: list[tuple[list[str], list]]) -> list
     failure: Exception | None = None
     for node_client, indexes in by_node.values():
         try:
-            for index, reply in zip(indexes, publish_pipelined(node_client, [items[i] for i in indexes]),
+            for index, reply in zip(indexes, _evalsha_pipelined(node_client, streams.PUBLISH_LUA,
+                                                                [items[i] for i in indexes], PIPELINE_SIZE),
                                     strict=True):
                 replies[index] = reply
         except Exception as exc:  # the other nodes still get theirs; retries are idempotent

@@ -7,6 +7,7 @@ receive checked data and every bad frame maps to one protocol error code.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import UTC, datetime
@@ -147,6 +148,26 @@ def validate_payload(message_type: str, payload: Any) -> None:
         raise ValueError("invalid execution_update payload: progress must be within 0..100")
 
 
+@functools.cache
+def _payload_decoder(schema: type[msgspec.Struct]) -> msgspec.json.Decoder:
+    return msgspec.json.Decoder(schema, strict=False)
+
+
+def validate_payload_json(message_type: str, payload_json: bytes) -> None:
+    """``validate_payload`` of a payload already serialized (checked without a dict);
+    a payload of another type must at least be JSON."""
+    schema = _PAYLOAD_SCHEMAS.get(message_type)
+    try:
+        if schema is None:
+            orjson.loads(payload_json)
+            return
+        payload = _payload_decoder(schema).decode(payload_json)
+    except (msgspec.ValidationError, msgspec.DecodeError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"invalid {message_type} payload: {exc}") from None
+    if message_type == "execution_update" and not 0 <= payload.progress <= 100:
+        raise ValueError("invalid execution_update payload: progress must be within 0..100")
+
+
 def validate_channel_name(channel: Any) -> str:
     """Return the channel name or raise ProtocolError(invalid_message)."""
     # fullmatch: with match(), the pattern's "$" also matches before a trailing newline.
@@ -162,20 +183,32 @@ def now_iso() -> str:
 
 def envelope_parts(
     *, channel: str, message_type: str, payload: Any, sender: str, target: Any = None,
-    snapshot: bool = False,
+    snapshot: bool = False, timestamp: str | None = None,
 ) -> tuple[bytes, bytes]:
     """The envelope JSON split around its position: ``head + offset + ,"epoch":"e" + tail``.
 
-    Serialized once per message; Redis inserts the offset and epoch it assigns.
+    Serialized once per message; Redis inserts the offset and epoch it assigns. ``timestamp``:
+    ``now_iso()`` unless given (a batch reads the clock once).
     """
+    return envelope_parts_json(channel=channel, message_type=message_type,
+                               payload_json=orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
+                               sender=sender, timestamp=timestamp or now_iso(), target=target, snapshot=snapshot)
+
+
+def envelope_parts_json(
+    *, channel: str, message_type: str, payload_json: bytes, sender: str, timestamp: str, target: Any = None,
+    snapshot: bool = False,
+) -> tuple[bytes, bytes]:
+    """``envelope_parts`` of a payload already serialized, stamped ``timestamp`` (``now_iso()``):
+    for batches, whose messages share one timestamp and are serialized without a dict each."""
     head = b'{"type":' + orjson.dumps(message_type) + b',"channel":' + orjson.dumps(channel) + b',"offset":'
     tail = (
         b',"id":' + orjson.dumps(str(uuid.uuid4()))
-        + b',"timestamp":' + orjson.dumps(now_iso())
+        + b',"timestamp":' + orjson.dumps(timestamp)
         + b',"sender":' + orjson.dumps(sender)
         + (b',"target":' + orjson.dumps(target) if target is not None else b"")
         + (b',"snapshot":true' if snapshot else b"")
-        + b',"payload":' + orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+        + b',"payload":' + payload_json
         + b"}"
     )
     return head, tail

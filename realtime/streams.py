@@ -19,6 +19,7 @@ JSON never contains a raw tab, so splitting at the first four tabs is exact and 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from realtime import redis as rt_redis
@@ -71,40 +72,58 @@ local function position(meta, history, new_epoch, meta_ttl)
 end
 """
 
-# KEYS: meta, history, idempotency set. ARGV: head, tail, audience, history size, history TTL,
-# meta TTL, new epoch, pub/sub channel, coalesce key, idempotency key ('' for none).
+# One message: KEYS meta, history, idempotency set; ARGV head, tail, audience, history size,
+# history TTL, meta TTL, new epoch, pub/sub channel, coalesce key, idempotency key ('' for none).
 # A message whose idempotency key the channel's set already holds (a retried delivery that
 # had reached Redis) is not appended again: the reply is its offset, the current epoch and 1.
 # The set keeps the keys of the channel's last 2 x history-size messages.
-PUBLISH_LUA = POSITION_LUA + """
-local idem = ARGV[10]
-if idem and idem ~= '' then
-  local seen = redis.call('ZSCORE', KEYS[3], idem)
-  if seen then
-    return {tonumber(seen), redis.call('HGET', KEYS[1], 'epoch') or '', 1}
+_PUBLISH_FUNCTION_LUA = POSITION_LUA + """
+local function publish(k, a)
+  local idem = ARGV[a + 10]
+  if idem and idem ~= '' then
+    local seen = redis.call('ZSCORE', KEYS[k + 3], idem)
+    if seen then
+      return {tonumber(seen), redis.call('HGET', KEYS[k + 1], 'epoch') or '', 1}
+    end
   end
-end
-local epoch = position(KEYS[1], KEYS[2], ARGV[7], ARGV[6])
-local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-local record = offset .. '\\t' .. epoch .. '\\t' .. ARGV[3] .. '\\t' .. ARGV[9] .. '\\t' ..
-  ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[2]
-local size = tonumber(ARGV[4])
-if size > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-1', 'r', record)
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-end
-redis.call('PUBLISH', ARGV[8], record)
-if idem and idem ~= '' then
-  redis.call('ZADD', KEYS[3], offset, idem)
-  redis.call('EXPIRE', KEYS[3], ARGV[6])
-  local keep = math.max(size, 100)
-  local count = redis.call('ZCARD', KEYS[3])
-  if count > 2 * keep then
-    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, count - keep - 1)
+  local epoch = position(KEYS[k + 1], KEYS[k + 2], ARGV[a + 7], ARGV[a + 6])
+  local offset = redis.call('HINCRBY', KEYS[k + 1], 'offset', 1)
+  redis.call('EXPIRE', KEYS[k + 1], ARGV[a + 6])
+  local record = offset .. '\\t' .. epoch .. '\\t' .. ARGV[a + 3] .. '\\t' .. ARGV[a + 9] .. '\\t' ..
+    ARGV[a + 1] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[a + 2]
+  local size = tonumber(ARGV[a + 4])
+  if size > 0 then
+    redis.call('XADD', KEYS[k + 2], 'MAXLEN', size, offset .. '-1', 'r', record)
+    redis.call('EXPIRE', KEYS[k + 2], ARGV[a + 5])
   end
+  redis.call('PUBLISH', ARGV[a + 8], record)
+  if idem and idem ~= '' then
+    redis.call('ZADD', KEYS[k + 3], offset, idem)
+    redis.call('EXPIRE', KEYS[k + 3], ARGV[a + 6])
+    local keep = math.max(size, 100)
+    local count = redis.call('ZCARD', KEYS[k + 3])
+    if count > 2 * keep then
+      redis.call('ZREMRANGEBYRANK', KEYS[k + 3], 0, count - keep - 1)
+    end
+  end
+  return {offset, epoch, 0}
 end
-return {offset, epoch, 0}
+"""
+
+# Publishes one message (keys and arguments above); replies {offset, epoch, duplicate}.
+PUBLISH_LUA = _PUBLISH_FUNCTION_LUA + """
+return publish(0, 0)
+"""
+
+# Publishes many messages in order, each with its 3 keys and 10 arguments one after the other;
+# replies a {offset, epoch, duplicate} per message. One script call where PUBLISH_LUA takes one
+# per message: for one server only (the keys of many channels are in many slots of a Cluster).
+PUBLISH_MANY_LUA = _PUBLISH_FUNCTION_LUA + """
+local replies = {}
+for i = 0, #KEYS / 3 - 1 do
+  replies[i + 1] = publish(3 * i, 10 * i)
+end
+return replies
 """
 
 # Gives a channel a new epoch at once (events it should have carried were discarded), and
@@ -156,12 +175,12 @@ def new_epoch() -> str:
 
 def meta_key(channel: str) -> str:
     """Redis key of a channel's epoch and offset (hash-tagged with the channel for Cluster)."""
-    return f"{setting('KEY_PREFIX')}:{{{channel}}}:m"
+    return _channel_key(setting("KEY_PREFIX"), channel, "m")
 
 
 def idempotency_key(channel: str) -> str:
     """Redis key of the idempotency keys of a channel's last messages (sorted by offset)."""
-    return f"{setting('KEY_PREFIX')}:{{{channel}}}:i"
+    return _channel_key(setting("KEY_PREFIX"), channel, "i")
 
 
 def generation_key() -> str:
@@ -176,15 +195,21 @@ def generation_run_key() -> str:
 
 def history_key(channel: str) -> str:
     """Redis key of a channel's history stream."""
-    return f"{setting('KEY_PREFIX')}:{{{channel}}}:h"
+    return _channel_key(setting("KEY_PREFIX"), channel, "h")
 
 
 def pubsub_name(channel: str) -> str:
     """Redis pub/sub channel that carries a channel's live records; on a Cluster a shard
     channel in the slot of the channel's keys (SPUBLISH from the publish script)."""
-    if rt_redis.is_cluster():
-        return f"{setting('KEY_PREFIX')}:p:{{{channel}}}"
-    return f"{setting('KEY_PREFIX')}:p:{channel}"
+    return _pubsub_name(setting("KEY_PREFIX"), channel, rt_redis.is_cluster())
+
+
+def _channel_key(prefix: str, channel: str, kind: str) -> str:
+    return f"{prefix}:{{{channel}}}:{kind}"
+
+
+def _pubsub_name(prefix: str, channel: str, cluster: bool) -> str:
+    return f"{prefix}:p:{{{channel}}}" if cluster else f"{prefix}:p:{channel}"
 
 
 def pubsub_prefix() -> str:
@@ -223,11 +248,21 @@ def publish_args(
     channel: str, head: bytes, tail: bytes, audience: str, coalesce_key: str = "", idempotency: str = ""
 ) -> tuple[list[str], list]:
     """Keys and arguments of PUBLISH_LUA for one message (``idempotency``: its key, or '')."""
-    return (
-        [meta_key(channel), history_key(channel), idempotency_key(channel)],
-        [head, tail, audience, setting("HISTORY_SIZE"), setting("HISTORY_TTL_S"), setting("META_TTL_S"),
-         new_epoch(), pubsub_name(channel), coalesce_key, idempotency],
-    )
+    return publish_args_many([(channel, head, tail, audience, coalesce_key, idempotency)])[0]
+
+
+def publish_args_many(messages: Iterable[tuple[str, bytes, bytes, str, str, str]]) -> list[tuple[list[str], list]]:
+    """``publish_args`` of many messages ``(channel, head, tail, audience, coalesce key,
+    idempotency key)``, reading the settings once rather than six times per message."""
+    prefix = setting("KEY_PREFIX")
+    history_size, history_ttl, meta_ttl = setting("HISTORY_SIZE"), setting("HISTORY_TTL_S"), setting("META_TTL_S")
+    cluster = rt_redis.is_cluster()
+    return [
+        ([_channel_key(prefix, channel, "m"), _channel_key(prefix, channel, "h"), _channel_key(prefix, channel, "i")],
+         [head, tail, audience, history_size, history_ttl, meta_ttl, new_epoch(),
+          _pubsub_name(prefix, channel, cluster), coalesce_key, idempotency])
+        for channel, head, tail, audience, coalesce_key, idempotency in messages
+    ]
 
 
 def rotate_args(channel: str) -> tuple[list[str], list]:

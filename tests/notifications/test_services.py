@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
+import orjson
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -11,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifications.models import Notification
-from notifications.payloads import iso_utc
+from notifications.payloads import iso_utc, notification_payload
 from notifications.services import (
     notification_create,
     notification_create_many,
@@ -19,6 +21,9 @@ from notifications.services import (
     notification_mark_all_read,
     notification_mark_read,
 )
+from realtime import relay as rt_relay
+from realtime.models import OutboxEvent
+from realtime.publish import Message, _prepared_message
 
 
 def _bulk_users(count: int, *, prefix: str, is_active: bool = True) -> list:
@@ -114,8 +119,8 @@ def test_create_many_inserts_in_batches_with_a_bounded_number_of_queries(
 ):
     users = _bulk_users(2500, prefix="bulk")
 
-    # 3 id lookups + 3 grouped counts + 2 savepoint statements + the INSERTs: 3 on PostgreSQL (batches of
-    # 1000), 26 on SQLite (Django caps an SQLite statement at 999 parameters, and a row has 10 columns),
+    # 3 id lookups + 3 grouped counts (1 on PostgreSQL) + 2 savepoint statements + the INSERTs: 3 on PostgreSQL
+    # (batches of 1000), 26 on SQLite (Django caps an SQLite statement at 999 parameters, and a row has 10 columns),
     # + per batch one outbox INSERT and, once delivered, one DELETE. A loop of saves would be 2500+.
     with django_assert_max_num_queries(40), django_capture_on_commit_callbacks(execute=True):
         created = notification_create_many(users=users, type="warning", title="Maintenance", message="At 22:00")
@@ -141,6 +146,32 @@ def test_create_many_inserts_in_batches_with_a_bounded_number_of_queries(
             ),
             ("unread_count", {"count": 1}),
         ]
+
+
+def test_create_many_writes_the_bytes_the_generic_path_writes(make_user, monkeypatch):
+    """The template (payload and envelope serialized once, ids spliced in) gives every message,
+    and the outbox record, byte for byte what ``notification_payload`` and ``_prepared`` give."""
+    users = [make_user(), make_user(), make_user()]
+    action = {"type": "open_execution", "payload": {"z": 1, "a": ["\u00e9t\u00e9", '"quoted"\\', None], "n": 1.5}}
+    with transaction.atomic():
+        notification_create_many(users=users, type="success", title='D\u00e9ploiement "v2" \u2713',
+                                 message="line\nand\ttab </script>", action=action)
+        [row] = OutboxEvent.objects.all()  # the unread counts are computed after commit, not stored
+        records = rt_relay._decode(rt_relay.PUBLISH, row.records)
+
+    assert [channel for channel, *_ in records] == [f"user:{u.pk}" for u in users]
+    generic = []
+    for channel, head, tail, _, _ in records:
+        envelope = orjson.loads(head + b'1,"epoch":"e"' + tail)
+        stored = Notification.objects.get(pk=envelope["payload"]["id"])
+        notification = Notification(id=stored.id, user_id=stored.user_id, type="success", title=stored.title,
+                                    message=stored.message, action=action, created_at=stored.created_at)
+        with monkeypatch.context() as patched:
+            patched.setattr(uuid, "uuid4", lambda envelope_id=envelope["id"]: uuid.UUID(envelope_id))
+            generic.append(_prepared_message(Message(channel, "notification", notification_payload(notification)),
+                                             envelope["timestamp"]))
+    assert records == generic
+    assert bytes(row.records) == rt_relay._encode(rt_relay.PUBLISH, generic)
 
 
 def test_create_many_sends_each_recipient_their_own_unread_count(make_user, django_capture_on_commit_callbacks, events):

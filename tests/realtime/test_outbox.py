@@ -6,6 +6,7 @@ Tests that fault Redis use redis-server processes of their own (``tests.redis_se
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 
 import orjson
@@ -16,13 +17,19 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from notifications.models import Notification
-from notifications.services import notification_create
+from notifications.services import notification_create, notification_create_many
 from realtime import publish as rt_publish
 from realtime import redis as rt_redis
 from realtime import relay as rt_relay
 from realtime import streams
 from realtime.models import OutboxEvent
-from realtime.publish import Message, publish_many_on_commit, publish_on_commit, subscribe_user_on_commit
+from realtime.publish import (
+    Message,
+    publish_json_many_on_commit,
+    publish_many_on_commit,
+    publish_on_commit,
+    subscribe_user_on_commit,
+)
 from tests.redis_servers import RedisServer, TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,6 +101,72 @@ def test_the_publish_script_appends_a_retried_message_once_and_returns_its_offse
     epoch = meta("user:3")[b"epoch"].decode()
     assert replies == [[1, epoch.encode(), 0], [1, epoch.encode(), 1], [2, epoch.encode(), 0]]
     assert [r.offset for r in history("user:3")] == [1, 2]
+
+
+def test_many_messages_go_through_the_script_many_per_call_in_order():
+    """More messages than one script call takes, on three channels, with a retried one: each
+    reply is its own message's, and every channel's history is in order."""
+    client = rt_redis.sync_client()
+    items = []
+    for n in range(2 * rt_relay.MESSAGES_PER_CALL + 50):
+        channel = f"user:{30 + n % 3}"
+        head = b'{"type":"system_event","channel":"' + channel.encode() + b'","offset":'
+        items.append(streams.publish_args(channel, head, b',"payload":{"n":%d}}' % n, "", "", f"many:{n}"))
+    items.append(items[7])  # a retry: appended once
+
+    replies = rt_relay.publish_pipelined(client, items)
+
+    assert [offset for offset, _, _ in replies[:-1]] == [n // 3 + 1 for n in range(len(items) - 1)]
+    assert [duplicate for _, _, duplicate in replies] == [0] * (len(items) - 1) + [1]
+    assert replies[-1][0] == replies[7][0]
+    for c in range(3):
+        assert [p["n"] for p in payloads(f"user:{30 + c}")] == list(range(c, len(items) - 1, 3))
+
+
+def test_payloads_given_as_json_are_sent_as_the_same_bytes(monkeypatch):
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=7))
+    monkeypatch.setattr(rt_publish, "now_iso", lambda: "2026-11-30T00:00:00.000Z")
+    payloads_ = [{"n": n, "text": 'caf\u00e9 "\\ \t'} for n in range(3)]
+    with transaction.atomic():
+        publish_many_on_commit([Message(f"user:{n}", "system_event", p) for n, p in enumerate(payloads_)])
+        publish_json_many_on_commit("system_event", [f"user:{n}" for n in range(3)],
+                                    [orjson.dumps(p) for p in payloads_])
+        generic, from_json = OutboxEvent.objects.order_by("pk")
+        assert bytes(from_json.records) == bytes(generic.records)
+    with pytest.raises(ValueError, match="invalid unread_count payload"):
+        publish_json_many_on_commit("unread_count", ["user:1"], [b'{"count":"many"}'])
+    with pytest.raises(ValueError, match="invalid system_event payload"):
+        publish_json_many_on_commit("system_event", ["user:1"], [b'{"n":'])
+
+
+def test_a_rolled_back_create_many_leaves_no_row_and_sends_nothing(make_user):
+    users = [make_user() for _ in range(3)]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        notification_create_many(users=users, type="info", title="t", message="m")
+        assert Notification.objects.count() == 3 and OutboxEvent.objects.count() == 1
+        raise RuntimeError("rolled back")
+
+    assert Notification.objects.count() == 0 and OutboxEvent.objects.count() == 0
+    assert all(history(f"user:{u.pk}") == [] for u in users)
+
+
+def test_while_redis_is_down_create_many_is_delivered_by_the_relay_in_order(own_redis, make_user):
+    users = [make_user() for _ in range(3)]
+    own_redis.kill()
+    notification_create_many(users=users, type="info", title="first", message="")
+    notification_create_many(users=users, type="info", title="second", message="")
+    own_redis.start()
+
+    assert rt_relay.relay().drain(20)
+
+    for user in users:
+        first, second = (str(pk) for pk in Notification.objects.filter(user=user).order_by("title")
+                         .values_list("pk", flat=True))
+        events = [orjson.loads(streams.Record.parse(f[b"r"]).body)
+                  for _, f in own_redis.client().xrange(streams.history_key(f"user:{user.pk}"))]
+        assert [(e["type"], e["payload"].get("id", e["payload"].get("count"))) for e in events] == [
+            ("notification", first), ("unread_count", 1), ("notification", second), ("unread_count", 2)]
+    assert OutboxEvent.objects.count() == 0
 
 
 def test_a_delivery_whose_reply_was_lost_is_not_appended_twice(own_redis, use_redis):
