@@ -376,23 +376,25 @@ class Relay:
             except DatabaseError:  # delivered; the relay command deletes it (a resend is a no-op)
                 logger.exception("delivered outbox rows could not be deleted")
             return
-        with self._lock:
-            first = not self._delivered
-            self._delivered.extend(ids)
-            if first:
-                self._delivered_since = time.monotonic()
+        first = self._defer_delete(ids)
         self.start()
         if first or len(self._delivered) >= BATCH_ROWS:
             self._wake.set()
+
+    def _defer_delete(self, ids: list[int]) -> bool:
+        """Add delivered rows to those the thread deletes; True when none waited before."""
+        with self._lock:
+            first = not self._delivered
+            if first:
+                self._delivered_since = time.monotonic()
+            self._delivered.extend(ids)
+        return first
 
     def _delete_delivered_rows(self, ids: list[int]) -> None:
         """Rows the relay delivered: deleted with the others by its loop (``run_forever``), or
         now when drained by hand (``realtime_relay --once``, tests)."""
         if self._looping is threading.current_thread():
-            with self._lock:
-                if not self._delivered:
-                    self._delivered_since = time.monotonic()
-                self._delivered.extend(ids)
+            self._defer_delete(ids)
         else:
             _delete(ids)
 
