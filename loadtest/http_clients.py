@@ -135,6 +135,24 @@ class Stats:
             self.received.append((found[0], found[1], now))
 
 
+async def _answer(connection: Connection, stats: Stats, method: str, path: str, headers: dict[str, str],
+                  body: bytes = b"") -> tuple[dict[str, str], bytes] | None:
+    """One request of a poller: the headers and body of a 200, else None after counting the
+    error and waiting (a second, or the server's ``Retry-After``)."""
+    try:
+        status, answer, content = await connection.request(method, path, headers, body)
+    except Exception as exc:
+        stats.errors[type(exc).__name__] += 1
+        await asyncio.sleep(1)
+        return None
+    stats.requests += 1
+    if status != 200:
+        stats.errors[f"http {status}"] += 1
+        await asyncio.sleep(float(answer.get("retry-after", "1")))
+        return None
+    return answer, content
+
+
 async def long_poller(host: str, port: int, token: str, channels: list[str], stats: Stats,
                       stop: asyncio.Event, timeout: int = 25) -> None:
     """``POST /api/realtime/poll/`` in a loop, with every channel, from its own positions."""
@@ -143,19 +161,12 @@ async def long_poller(host: str, port: int, token: str, channels: list[str], sta
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     first = True
     while not stop.is_set():
-        try:
-            status, answer, body = await connection.request(
-                "POST", "/api/realtime/poll/", headers, orjson.dumps({"channels": positions, "timeout": timeout}))
-        except Exception as exc:
-            stats.errors[type(exc).__name__] += 1
-            await asyncio.sleep(1)
+        answered = await _answer(connection, stats, "POST", "/api/realtime/poll/", headers,
+                                 orjson.dumps({"channels": positions, "timeout": timeout}))
+        if answered is None:
             continue
-        stats.requests += 1
+        answer, body = answered
         now = time.time()
-        if status != 200:
-            stats.errors[f"http {status}"] += 1
-            await asyncio.sleep(float(answer.get("retry-after", "1")))
-            continue
         for channel, entry in orjson.loads(body)["channels"].items():
             if "error" in entry:
                 stats.errors[f"channel {entry['error']['code']}"] += 1
@@ -239,18 +250,11 @@ async def v1_poller(host: str, port: int, token: str, channels: list[str], stats
         first = True
         while not stop.is_set():
             query = urlencode({"channel": channel, "timeout": timeout, **({"since": since} if since else {})})
-            try:
-                status, answer, body = await connection.request("GET", f"/api/realtime/events/?{query}", headers)
-            except Exception as exc:
-                stats.errors[type(exc).__name__] += 1
-                await asyncio.sleep(1)
+            answered = await _answer(connection, stats, "GET", f"/api/realtime/events/?{query}", headers)
+            if answered is None:
                 continue
-            stats.requests += 1
+            answer, body = answered
             now = time.time()
-            if status != 200:
-                stats.errors[f"http {status}"] += 1
-                await asyncio.sleep(float(answer.get("retry-after", "1")))
-                continue
             entry = orjson.loads(body)
             since = f"{entry['epoch']}:{entry['offset']}"
             for envelope in entry["messages"]:
