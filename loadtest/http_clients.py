@@ -106,8 +106,8 @@ class Connection:
         return status, answer_headers, data
 
 
-def marks(envelope: dict[str, Any]) -> tuple[int, float] | None:
-    """(seq, publisher time) of a load message: a notification's ``action.payload`` or a payload."""
+def marks(envelope: dict[str, Any]) -> tuple[int, float, str] | None:
+    """(seq, publisher time, run id) of a load message: a notification's ``action.payload`` or a payload."""
     payload = envelope.get("payload")
     if not isinstance(payload, dict):
         return None
@@ -116,13 +116,15 @@ def marks(envelope: dict[str, Any]) -> tuple[int, float] | None:
         payload = action.get("payload") if isinstance(action, dict) else None
         if not isinstance(payload, dict) or "seq" not in payload:
             return None
-    return payload["seq"], payload.get("t", 0.0)
+    return payload["seq"], payload.get("t", 0.0), payload.get("run", "")
 
 
 class Stats:
-    """What the clients of one process saw."""
+    """What the clients of one process saw: the messages of one run (``run``: its id; None: any)."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: str | None = None) -> None:
+        self.run = run
+        self.foreign = 0  # load messages of another run (left over from an earlier one)
         self.received: list[tuple[int, float, float]] = []  # (seq, sent, received)
         self.errors: Counter[str] = Counter()
         self.requests = 0
@@ -131,8 +133,12 @@ class Stats:
     def message(self, envelope: dict[str, Any], now: float) -> None:
         """Note a delivered envelope (only the load's messages count)."""
         found = marks(envelope)
-        if found is not None:
-            self.received.append((found[0], found[1], now))
+        if found is None:
+            return
+        if self.run is not None and found[2] != self.run:
+            self.foreign += 1
+            return
+        self.received.append((found[0], found[1], now))
 
 
 async def _answer(connection: Connection, stats: Stats, method: str, path: str, headers: dict[str, str],

@@ -74,6 +74,7 @@ class HttpResult:
     unique: int = 0
     lost: int = 0
     duplicates: int = 0
+    foreign: int = 0  # load messages of an earlier run, not counted
     latencies_ms: list[float] = field(default_factory=list)
     rss_before: int = 0
     rss_waiting: int = 0
@@ -96,7 +97,7 @@ class HttpResult:
 
 
 def _worker_main(pipe: Any, host: str, port: int, mode: str, clients: list[tuple[str, list[str]]],
-                 ramp_per_s: float) -> None:
+                 ramp_per_s: float, run: str) -> None:
     procstat.raise_nofile()
     try:
         import uvloop
@@ -104,12 +105,12 @@ def _worker_main(pipe: Any, host: str, port: int, mode: str, clients: list[tuple
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_worker(pipe, host, port, mode, clients, ramp_per_s))
+    asyncio.run(_worker(pipe, host, port, mode, clients, ramp_per_s, run))
 
 
 async def _worker(pipe: Any, host: str, port: int, mode: str, clients: list[tuple[str, list[str]]],
-                  ramp_per_s: float) -> None:
-    stats, stop = Stats(), asyncio.Event()
+                  ramp_per_s: float, run: str) -> None:
+    stats, stop = Stats(run), asyncio.Event()
     client = CLIENTS[mode]
     tasks: list[asyncio.Task] = []
 
@@ -128,7 +129,8 @@ async def _worker(pipe: Any, host: str, port: int, mode: str, clients: list[tupl
             pipe.send({"ready": stats.ready, "received": len(stats.received), "requests": stats.requests,
                        "errors": dict(stats.errors)})
         elif command == "collect":
-            pipe.send({"received": stats.received, "errors": dict(stats.errors), "requests": stats.requests})
+            pipe.send({"received": stats.received, "errors": dict(stats.errors), "requests": stats.requests,
+                       "foreign": stats.foreign})
         elif command == "stop":
             stop.set()
             ramping.cancel()
@@ -143,13 +145,13 @@ class Workers:
     """The client processes of one server's run."""
 
     def __init__(self, count: int, host: str, port: int, mode: str, clients: list[tuple[str, list[str]]],
-                 ramp_per_s: float) -> None:
+                 ramp_per_s: float, run: str) -> None:
         context = multiprocessing.get_context("spawn")
         self.pipes, self.processes = [], []
         for index in range(count):
             mine, theirs = context.Pipe()
             process = context.Process(target=_worker_main, args=(
-                theirs, host, port, mode, clients[index::count], ramp_per_s / count), daemon=True)
+                theirs, host, port, mode, clients[index::count], ramp_per_s / count, run), daemon=True)
             process.start()
             self.pipes.append(mine)
             self.processes.append(process)
@@ -303,7 +305,10 @@ def run_server(config: HttpConfig, name: str, users: list[int], teams: list[int]
         _warm_up(server.port, tokens[0], config.mode)
         result.rss_before = server.rss_bytes()
         clients = [(tokens[i + 1], _channels(config.mode, users[i + 1], teams[i + 1])) for i in range(config.clients)]
-        workers = Workers(config.workers, LOOPBACK, server.port, config.mode, clients, config.ramp_per_s)
+        # Messages are counted by the run id they carry: notifications left over from an
+        # earlier run (a publisher killed before its relay delivered them) are not this run's.
+        run_id = "lt" + secrets.token_hex(8)
+        workers = Workers(config.workers, LOOPBACK, server.port, config.mode, clients, config.ramp_per_s, run_id)
         deadline = time.monotonic() + 60 + config.clients / config.ramp_per_s * 3
         while time.monotonic() < deadline:
             status = workers.call("status")
@@ -318,7 +323,6 @@ def run_server(config: HttpConfig, name: str, users: list[int], teams: list[int]
         result.rss_waiting = server.rss_bytes()
         probe = UnreadProbe(server.port, tokens[0], config.probe_rate)
         probe.start()
-        run_id = "lt" + secrets.token_hex(8)
         publisher = Publisher(env, {"mode": "notify", "targets": users[1:config.clients + 1], "rate": config.rate,
                                     "duration": config.duration, "threads": 4, "redis_url": config.redis_url,
                                     "bare_prefix": "", "run": run_id})
@@ -341,6 +345,7 @@ def run_server(config: HttpConfig, name: str, users: list[int], teams: list[int]
         latencies = []
         for reply in collected:
             result.requests += reply["requests"]
+            result.foreign += reply["foreign"]
             for kind, count in reply["errors"].items():
                 result.client_errors[kind] = result.client_errors.get(kind, 0) + count
             for seq, sent, received in reply["received"]:
@@ -422,6 +427,7 @@ def markdown(results: list[HttpResult], title: str, command: str) -> str:
         ("delivered (unique)", lambda r: f"{r.delivered} ({r.unique})"),
         ("lost", lambda r: str(r.lost)),
         ("duplicates", lambda r: str(r.duplicates)),
+        ("messages of an earlier run (not counted)", lambda r: str(r.foreign)),
         ("create -> response p50 / p99 / max ms", lambda r: f"{ms(r.latencies_ms, 0.5, r)} / "
          f"{ms(r.latencies_ms, 0.99, r)} / {r.latencies_ms[-1] if r.latencies_ms else 0:.1f}"),
         ("server RSS before / waiting (MB)", lambda r: f"{r.rss_before / 2**20:.1f} / {r.rss_waiting / 2**20:.1f}"),

@@ -169,11 +169,15 @@ class Publisher:
         """The publisher's report."""
         return json.loads(self._line(timeout))
 
-    def stop(self) -> None:
-        """Make sure the process is gone."""
-        if self.process.poll() is None:
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Make sure the process is gone: it exits by itself once it has reported (its exit
+        handlers finish the relay's work), and is killed only when it does not."""
+        try:
+            self.process.stdin.close()
+            self.process.wait(grace_s)
+        except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
-        self.process.wait(5)
+            self.process.wait(5)
 
 
 class Profiler:
