@@ -19,6 +19,7 @@ import base64
 import binascii
 import contextvars
 import logging
+import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -374,11 +375,22 @@ async def poll(identity: auth.Identity, positions: dict[str, tuple[str, int] | N
         _apply(states, listener.take())
         news = any(s.messages or not s.recovered or s.snapshot for s in states.values())
         if not news:
-            await listener.wait(timeout, gone)
+            await listener.wait(jittered(timeout), gone)
             _apply(states, listener.take())
         return states
     finally:
         _leave(hub, listener)
+
+
+# An empty poll ends somewhere in the last TIMEOUT_JITTER of its timeout (the protocol's
+# "waiting up to timeout seconds"): clients that fell back together (a proxy that blocks
+# upgrades, a deploy) would otherwise come back together every timeout, as one herd.
+TIMEOUT_JITTER = 0.2
+
+
+def jittered(timeout: float) -> float:
+    """A poll's wait: ``timeout`` less up to ``TIMEOUT_JITTER`` of it, at random."""
+    return timeout * (1.0 - TIMEOUT_JITTER * random.random())
 
 
 # ---------------------------------------------------------------------- HTTP plumbing

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +18,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import ApplicationCommunicator
 
 from realtime.publish import publish_rollback_unsafe
-from realtime.transports import decode_cursor, encode_cursor
+from realtime.transports import TIMEOUT_JITTER, decode_cursor, encode_cursor
 from tests.conftest import access_token_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
@@ -150,6 +151,22 @@ async def test_a_poll_that_times_out_answers_its_positions(user):
         "epoch": mine.epoch, "offset": 1, "recovered": True, "messages": []}
     assert waited.headers["x-poll-interval"] == "0"  # it waited already: poll again at once
     assert at_once.json() == waited.json() and at_once.headers["x-poll-interval"] == "1"
+
+
+async def test_empty_polls_that_started_together_end_spread_over_the_last_fifth_of_their_timeout(user):
+    """Clients that fell back together must not come back together every timeout (one herd)."""
+    mine = await publish(f"user:{user.pk}", "system_event", {"n": 0})
+
+    async def timed() -> float:
+        started = time.monotonic()
+        await poll(user, {f"user:{user.pk}": position(mine)}, timeout=1.0)
+        return time.monotonic() - started
+
+    waits = sorted(await asyncio.gather(*(timed() for _ in range(20))))
+
+    assert waits[0] >= (1 - TIMEOUT_JITTER) - 0.02  # never before the last fifth (timer slack aside)
+    assert waits[-1] <= 1.0 + 0.5
+    assert waits[-1] - waits[0] >= 0.05  # spread, not one instant
 
 
 async def test_a_poll_without_positions_answers_at_once_with_them(user):
