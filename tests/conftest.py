@@ -67,6 +67,16 @@ def _close_user_lookup_connections():
     users.close_all()
 
 
+def read_history(channel: str, client: Any = None) -> list:
+    """A channel's history stream as ``streams.Record`` objects, oldest first (``client``: another
+    Redis than the project's, e.g. a test's own server)."""
+    from realtime import redis as rt_redis
+    from realtime import streams
+
+    entries = (client or rt_redis.sync_client()).xrange(streams.history_key(channel))
+    return [streams.Record.parse(fields[b"r"]) for _, fields in entries]
+
+
 @pytest.fixture
 def make_user(db):
     """Create a user: ``make_user(username=None, **fields)``."""

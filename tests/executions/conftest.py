@@ -10,8 +10,7 @@ import pytest
 
 from executions.models import Team
 from executions.services import team_create, team_membership_add
-from realtime import redis as rt_redis
-from realtime import streams
+from tests.conftest import read_history
 
 _teams = itertools.count(1)
 
@@ -50,8 +49,7 @@ def team(make_team, member):
 
 def published(channel: str) -> list[dict[str, Any]]:
     """Every envelope stored in a channel's Redis history, oldest first."""
-    entries = rt_redis.sync_client().xrange(streams.history_key(channel))
-    return [orjson.loads(streams.Record.parse(fields[b"r"]).body) for _, fields in entries]
+    return [orjson.loads(record.body) for record in read_history(channel)]
 
 
 def published_payloads(channel: str) -> list[dict[str, Any]]:

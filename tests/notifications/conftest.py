@@ -8,14 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from realtime import redis as rt_redis
-from realtime import streams
+from tests.conftest import read_history
 
 
 def channel_events(user: Any) -> list[dict[str, Any]]:
     """Every envelope stored in the history of ``user:<id>``, oldest first."""
-    entries = rt_redis.sync_client().xrange(streams.history_key(f"user:{user.pk}"))
-    return [orjson.loads(streams.Record.parse(fields[b"r"]).body) for _, fields in entries]
+    return [orjson.loads(record.body) for record in read_history(f"user:{user.pk}")]
 
 
 @pytest.fixture

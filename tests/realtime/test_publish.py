@@ -11,11 +11,9 @@ from realtime import publish as rt_publish
 from realtime import redis as rt_redis
 from realtime import streams
 from realtime.publish import CircuitBreaker, Message, publish_many_on_commit, publish_rollback_unsafe
+from tests.conftest import read_history
 
-
-def history(channel: str) -> list[streams.Record]:
-    entries = rt_redis.sync_client().xrange(streams.history_key(channel))
-    return [streams.Record.parse(fields[b"r"]) for _, fields in entries]
+history = read_history
 
 
 @pytest.mark.django_db(transaction=True)
