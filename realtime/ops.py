@@ -16,8 +16,6 @@ import logging
 from typing import Any
 
 import orjson
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -130,16 +128,15 @@ def connection_disconnect(*, process: str, connection_id: str, code: int = DEFAU
                           reason: str = DEFAULT_CLOSE_REASON, actor: str = "") -> bool:
     """Close one socket, on whichever process holds it; False when it is no longer live.
 
-    The registry entry names the channel-layer channel of the socket's process; the message
-    names the connection, so that process hands it to that one socket, not to the user's others.
+    The same control message as every other (``disconnect_user_on_commit``, through the
+    outbox and the user's control group), naming the connection: the process that holds it
+    closes that one socket, not the user's others.
     """
     raw = rt_redis.sync_client().hget(registry.proc_key(process), connection_id)
     if raw is None:
         return False
     entry = orjson.loads(raw)
-    async_to_sync(get_channel_layer().send)(entry["channel_name"], {
-        "type": "rt.disconnect", "code": code, "reason": reason, "connection_id": connection_id,
-    })
+    disconnect_user_on_commit(entry["user_id"], code=code, reason=reason, connection=connection_id)
     logger.info("connection %s of user %s disconnected (%s) by %s", connection_id, entry["user_id"], code, actor,
                 extra={"event": "admin_disconnect", "connection_id": connection_id, "user_id": entry["user_id"],
                        "code": code, "actor": actor})

@@ -333,15 +333,20 @@ def unsubscribe_user_on_commit(user_id: Any, channel: str) -> None:
 
 
 def disconnect_user_on_commit(user_id: Any, code: int = 4001, reason: str = "", *,
-                              auth: str | None = None, session: str | None = None) -> None:
+                              auth: str | None = None, session: str | None = None,
+                              connection: str | None = None) -> None:
     """Close every live connection of a user, after commit (e.g. user deactivated).
 
     ``auth`` limits it to the sockets authenticated that way (``"session"``: the cookie
-    sockets, not the token ones), ``session`` to those of one session (``sessions.session_tag``).
+    sockets, not the token ones), ``session`` to those of one session (``sessions.session_tag``),
+    ``connection`` to the one socket of that connection id (an operator's action): the message
+    reaches every process of the user, and only the one holding that socket acts on it.
     """
     message: dict[str, Any] = {"type": "rt.disconnect", "code": code, "reason": reason}
     if auth is not None:
         message["auth"] = auth
     if session is not None:
         message["session"] = session
+    if connection is not None:
+        message["connection_id"] = connection
     _control_on_commit(user_id, message)
