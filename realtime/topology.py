@@ -25,6 +25,7 @@ This module reads no settings (``renum.settings`` builds CHANNEL_LAYERS and CACH
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -183,8 +184,24 @@ def channel_layer_host(topology: Topology, **kwargs: Any) -> dict[str, Any]:
 
 
 class CachePool:
-    """``pool_class`` of Django's RedisCache: its LOCATION is ``REDIS_URL``, whatever the topology."""
+    """``pool_class`` of Django's RedisCache: its LOCATION is ``REDIS_URL``, whatever the topology.
+
+    One pool per URL and options for the whole process. Django keeps its cache objects in a
+    context-local store, and under ASGI each request runs in a context of its own: every
+    request made a new ``RedisCache``, whose client made a new pool, and so opened a new Redis
+    connection for the DRF throttle's one GET (a third of an ``unread-count`` call's time).
+    """
+
+    _pools: dict[tuple[str, str], redis.ConnectionPool] = {}
+    _lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> redis.ConnectionPool:
-        return sync_pool(parse(url), blocking=False, **options)
+        key = (url, repr(sorted(options.items(), key=lambda item: item[0])))
+        pool = cls._pools.get(key)
+        if pool is None:
+            with cls._lock:
+                pool = cls._pools.get(key)
+                if pool is None:
+                    pool = cls._pools[key] = sync_pool(parse(url), blocking=False, **options)
+        return pool
