@@ -47,18 +47,15 @@ async def catch_up_many(policies: dict[str, ChannelPolicy], user: Any, user_key:
                         positions: dict[str, tuple[str, int] | None]) -> list[CatchUp]:
     """``catch_up`` for several channels, their reads in one pipeline (one round trip and one
     pooled Redis connection for a long poll's channels, not one each)."""
-    script = rt_redis.async_script(streams.READ_LUA)
     reads = [streams.read_args(channel, since[1] if (since := positions.get(channel)) is not None else -1)
              for channel in policies]
     if rt_redis.is_cluster():
         # redis-py's cluster pipelines refuse scripts; the channels' keys live on different
         # nodes anyway, so the reads go out together, one per channel.
+        script = rt_redis.async_script(streams.READ_LUA)
         replies = await asyncio.gather(*(script(keys=keys, args=args) for keys, args in reads))
     else:
-        async with rt_redis.async_client().pipeline(transaction=False) as pipe:
-            for keys, args in reads:
-                await script(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+        replies = await rt_redis.evalsha_many(streams.READ_LUA, reads)
     return [await _caught_up(policy, user, user_key, channel, positions.get(channel), streams.parse_read(reply))
             for (channel, policy), reply in zip(policies.items(), replies, strict=True)]
 

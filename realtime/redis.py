@@ -22,6 +22,7 @@ import weakref
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from realtime import topology
 from realtime.conf import setting
@@ -194,6 +195,35 @@ def async_script(source: str):
     if script is None:
         script = scripts[source] = client.register_script(script_source(source))
     return script
+
+
+async def evalsha_many(source: str, calls: list[tuple[list, list]]) -> list:
+    """Run a script once per ``(keys, args)`` in one pipeline of the loop's client; returns the
+    replies in order, raising the first error after the whole pipeline ran.
+
+    A Script object in a pipeline makes redis-py ask SCRIPT EXISTS first, a round trip more on
+    every pipeline; here the pipeline is EVALSHA alone, and only when Redis lost the script (a
+    restart, SCRIPT FLUSH) are the calls that failed with NOSCRIPT sent again after loading it.
+    """
+    script = async_script(source)
+    client = async_client()
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        await client.script_load(script.script)
+        async with client.pipeline(transaction=False) as pipe:
+            for i in missing:
+                keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 _sync_scripts: dict[str, object] = {}

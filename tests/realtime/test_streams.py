@@ -142,3 +142,27 @@ def test_keys_of_a_channel_share_one_hash_tag(channel):
             for key in (streams.meta_key(channel), streams.history_key(channel), streams.idempotency_key(channel))}
     assert tags == {channel}
     assert streams.pubsub_name(channel).startswith(streams.pubsub_prefix())
+
+
+async def test_reads_of_many_channels_go_out_as_evalsha_alone_and_survive_a_lost_script():
+    """``realtime.redis.evalsha_many`` (the long poll's catch-up): no SCRIPT EXISTS round trip
+    per pipeline, and a Redis that lost its scripts (restart, SCRIPT FLUSH) still answers once."""
+    for n in range(3):
+        publish("user:20", n)
+    client = rt_redis.sync_client()
+
+    def exists_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0))
+
+    reads = [streams.read_args("user:20", 1), streams.read_args("broadcast", -1)]
+    await rt_redis.evalsha_many(streams.READ_LUA, reads)  # the script is loaded now
+    before = exists_calls()
+    replies = await rt_redis.evalsha_many(streams.READ_LUA, reads)
+    assert exists_calls() == before
+    assert [r.offset for r in streams.parse_read(replies[0]).records] == [2, 3]
+
+    client.script_flush()
+    again = await rt_redis.evalsha_many(streams.READ_LUA, reads)
+
+    assert [streams.parse_read(r).offset for r in again] == [3, 0]
+    assert [r.offset for r in read_history("user:20")] == [1, 2, 3]  # reads only, nothing appended
