@@ -166,3 +166,29 @@ async def test_reads_of_many_channels_go_out_as_evalsha_alone_and_survive_a_lost
 
     assert [streams.parse_read(r).offset for r in again] == [3, 0]
     assert [r.offset for r in read_history("user:20")] == [1, 2, 3]  # reads only, nothing appended
+
+
+def test_epochs_are_twelve_hex_digits_and_do_not_repeat():
+    epochs = [streams.new_epoch() for _ in range(5000)]  # several refills of the random buffer
+
+    assert all(len(e) == 12 and int(e, 16) >= 0 for e in epochs)
+    assert len(set(epochs)) == len(epochs)
+
+
+def test_a_forked_child_does_not_offer_its_parent_s_next_epochs():
+    import os
+
+    streams.new_epoch()  # the buffer holds bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next epochs, to the parent
+        os.close(read)
+        os.write(write, ",".join(streams.new_epoch() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 1000).decode().split(",")
+    os.waitpid(pid, 0)
+    os.close(read)
+
+    parent = [streams.new_epoch() for _ in range(3)]
+    assert not set(child) & set(parent)
