@@ -1,8 +1,11 @@
-"""Every message schema of the protocol, in one place, validated at the edge.
+"""The transport's message schemas, validated at the edge, and the registry of event types.
 
-Outbound: the envelope (built once per message, as bytes) and the payloads of the built-in
-types. Inbound: the client commands, decoded with msgspec into typed structs so that handlers
-receive checked data and every bad frame maps to one protocol error code.
+Outbound: the envelope (built once per message, as bytes) and the frames the transport itself
+sends. The payloads of the domain's message types (``notification``, ``execution_update``, ...)
+are defined by their apps (``notifications/events.py``, ``executions/events.py``), which register
+them here (``register_event_type``) so that every publication is checked against them. Inbound:
+the client commands, decoded with msgspec into typed structs so that handlers receive checked data
+and every bad frame maps to one protocol error code. Time on the wire: ``wire_time``.
 """
 
 from __future__ import annotations
@@ -11,17 +14,12 @@ import functools
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
 
 CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:@=]{1,100}$")
-BUILTIN_TYPES = frozenset(
-    {"notification", "notification_read", "unread_count", "execution_update", "system_event", "command",
-     "notification_unread", "notification_archived", "notification_unarchived", "notification_deleted",
-     "team_member_joined", "team_member_left", "team_member_role_changed", "team_renamed"}
-)
 
 
 class ProtocolError(ValueError):
@@ -34,118 +32,41 @@ class ProtocolError(ValueError):
         self.reply_to: Any = None
 
 
-# ---------------------------------------------------------------- outbound payloads
+# ---------------------------------------------------------------- event types
+
+# Types the transport itself defines; the domain apps register theirs (``register_event_type``).
+TRANSPORT_TYPES = frozenset({"system_event", "command"})
+
+_EVENT_SCHEMAS: dict[str, type[msgspec.Struct]] = {}
 
 
-class NotificationAction(msgspec.Struct, forbid_unknown_fields=True):
-    """What the front end does when a notification is clicked."""
+def register_event_type(message_type: str, schema: type[msgspec.Struct]) -> None:
+    """Register the payload schema of a domain's message type (from its ``AppConfig.ready``).
 
-    type: str
-    payload: Any = None
-
-
-class NotificationPayload(msgspec.Struct):
-    """Payload of a ``notification`` message (the design's Notification)."""
-
-    id: str
-    user_id: str
-    type: Literal["info", "success", "warning", "error"]
-    title: str
-    message: str
-    read: bool
-    created_at: str
-    action: NotificationAction | None = None
-    archived: bool = False
+    Every publication of that type is then checked against ``schema`` before it is queued.
+    Registering the same schema again is a no-op; another schema for a taken type is an error.
+    """
+    if message_type in TRANSPORT_TYPES:
+        raise ValueError(f"{message_type!r} is a transport type")
+    known = _EVENT_SCHEMAS.setdefault(message_type, schema)
+    if known is not schema:
+        raise ValueError(f"{message_type!r} is already registered with {known.__qualname__}")
 
 
-class ExecutionUpdatePayload(msgspec.Struct):
-    """Payload of an ``execution_update`` message (the design's ExecutionUpdate)."""
-
-    execution_id: str
-    team_id: str
-    status: Literal["queued", "running", "completed", "failed"]
-    progress: int
-    updated_at: str
-    current_step: str | None = None
-    result: Any = None
-    error: str | None = None
-
-
-class NotificationReadPayload(msgspec.Struct):
-    """Payload of a ``notification_read`` message: which notifications became read."""
-
-    ids: list[str]
-    all: bool
-    before: str | None = None
-
-
-class UnreadCountPayload(msgspec.Struct):
-    """Payload of an ``unread_count`` message."""
-
-    count: int
-
-
-class NotificationIdsPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """Payload of ``notification_unread``, ``notification_archived``, ``notification_unarchived``
-    and ``notification_deleted``: which of the user's notifications changed that way."""
-
-    ids: list[str]
-
-
-class TeamMemberPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """Payload of ``team_member_joined`` and ``team_member_left`` on ``team:<id>``."""
-
-    team_id: str
-    user_id: str
-    username: str
-    role: Literal["owner", "member"]
-
-
-class TeamMemberRoleChangedPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """Payload of ``team_member_role_changed`` on ``team:<id>``."""
-
-    team_id: str
-    user_id: str
-    username: str
-    role: Literal["owner", "member"]
-    previous_role: Literal["owner", "member"]
-
-
-class TeamRenamedPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """Payload of ``team_renamed`` on ``team:<id>``."""
-
-    team_id: str
-    name: str
-    previous_name: str
-
-
-_PAYLOAD_SCHEMAS: dict[str, type[msgspec.Struct]] = {
-    "notification": NotificationPayload,
-    "execution_update": ExecutionUpdatePayload,
-    "unread_count": UnreadCountPayload,
-    "notification_read": NotificationReadPayload,
-    "notification_unread": NotificationIdsPayload,
-    "notification_archived": NotificationIdsPayload,
-    "notification_unarchived": NotificationIdsPayload,
-    "notification_deleted": NotificationIdsPayload,
-    "team_member_joined": TeamMemberPayload,
-    "team_member_left": TeamMemberPayload,
-    "team_member_role_changed": TeamMemberRoleChangedPayload,
-    "team_renamed": TeamRenamedPayload,
-}
+def event_types() -> dict[str, type[msgspec.Struct]]:
+    """Every registered message type and its payload schema (a copy)."""
+    return dict(_EVENT_SCHEMAS)
 
 
 def validate_payload(message_type: str, payload: Any) -> None:
-    """Raise ValueError when a built-in type's payload does not match its schema."""
-    schema = _PAYLOAD_SCHEMAS.get(message_type)
+    """Raise ValueError when a registered type's payload does not match its schema."""
+    schema = _EVENT_SCHEMAS.get(message_type)
     if schema is None:
         return
     try:
         msgspec.convert(payload, type=schema, strict=False)
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid {message_type} payload: {exc}") from None
-    if message_type == "execution_update" and not 0 <= payload["progress"] <= 100:
-        raise ValueError("invalid execution_update payload: progress must be within 0..100")
 
 
 @functools.cache
@@ -156,16 +77,42 @@ def _payload_decoder(schema: type[msgspec.Struct]) -> msgspec.json.Decoder:
 def validate_payload_json(message_type: str, payload_json: bytes) -> None:
     """``validate_payload`` of a payload already serialized (checked without a dict);
     a payload of another type must at least be JSON."""
-    schema = _PAYLOAD_SCHEMAS.get(message_type)
+    schema = _EVENT_SCHEMAS.get(message_type)
     try:
         if schema is None:
             orjson.loads(payload_json)
             return
-        payload = _payload_decoder(schema).decode(payload_json)
+        _payload_decoder(schema).decode(payload_json)
     except (msgspec.ValidationError, msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"invalid {message_type} payload: {exc}") from None
-    if message_type == "execution_update" and not 0 <= payload.progress <= 100:
-        raise ValueError("invalid execution_update payload: progress must be within 0..100")
+
+
+# ---------------------------------------------------------------- time on the wire
+
+
+def wire_time(moment: datetime) -> str:
+    """The one form of every timestamp on the wire (envelopes, payloads, frames, REST):
+    ISO 8601 in UTC with milliseconds and a ``Z``, e.g. ``2026-11-24T21:30:00.123Z``: what
+    JavaScript's ``Date.prototype.toISOString`` writes and every ``Date`` parses. A naive
+    datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def wire_time_or_none(moment: datetime | None) -> str | None:
+    """``wire_time``, or None for None (an optional timestamp)."""
+    return None if moment is None else wire_time(moment)
+
+
+def within_wire_precision(bound: datetime) -> datetime:
+    """The last instant an inclusive upper bound given on the wire stands for.
+
+    The wire carries milliseconds, the database microseconds: a client that echoes a
+    notification's ``created_at`` as ``before`` means that notification too, so the bound covers
+    its whole millisecond (``x <= bound`` compared at the wire's precision).
+    """
+    return bound.replace(microsecond=bound.microsecond - bound.microsecond % 1000 + 999)
 
 
 def validate_channel_name(channel: Any) -> str:
@@ -177,8 +124,8 @@ def validate_channel_name(channel: Any) -> str:
 
 
 def now_iso() -> str:
-    """The current UTC time as ISO 8601 with milliseconds and a Z."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time as the wire writes it (``wire_time``)."""
+    return wire_time(datetime.now(UTC))
 
 
 def envelope_parts(

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -43,17 +42,12 @@ from realtime.schemas import (
     frame,
     parse_command,
     validate_channel_name,
+    wire_time_or_none,
 )
 
 logger = logging.getLogger("realtime.session")
 
 _CONNECTS_OK = metrics.CONNECTS.labels("ok")
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Transport(Protocol):
@@ -134,7 +128,7 @@ class Session:
         self.outbox.push(frame("welcome", {
             "user_id": identity.user_id,
             "connection_id": self.connection_id,
-            "expires_at": _iso(identity.expires_at),
+            "expires_at": wire_time_or_none(identity.expires_at),
             "heartbeat_s": setting("HEARTBEAT_S"),
             "channels": {c: {"epoch": p.epoch, "offset": p.offset} for c, p in positions.items()},
         }))
@@ -340,7 +334,7 @@ class Session:
         if str(user.pk) != self.identity.user_id:
             raise ProtocolError("forbidden", "the token belongs to another user")
         self.identity = auth.Identity(user, expires_at, self.identity.method)
-        self.outbox.push(frame("auth.refreshed", {"expires_at": _iso(expires_at)}, command.id))
+        self.outbox.push(frame("auth.refreshed", {"expires_at": wire_time_or_none(expires_at)}, command.id))
 
     # ------------------------------------------------------------------ control (channel layer)
 

@@ -12,8 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from notifications.events import notification_payload
 from notifications.models import Notification
-from notifications.payloads import iso_utc, notification_payload
 from notifications.services import (
     notification_create,
     notification_create_many,
@@ -24,6 +24,7 @@ from notifications.services import (
 from realtime import relay as rt_relay
 from realtime.models import OutboxEvent
 from realtime.publish import Message, _prepared_message
+from realtime.schemas import wire_time
 
 
 def _bulk_users(count: int, *, prefix: str, is_active: bool = True) -> list:
@@ -56,7 +57,7 @@ def test_create_publishes_notification_then_count_only_after_commit(user, events
                 "title": "Build done",
                 "message": "All green",
                 "read": False,
-                "created_at": iso_utc(notification.created_at),
+                "created_at": wire_time(notification.created_at),
                 "action": {"type": "open_execution", "payload": {"id": "e1"}},
                 "archived": False,
             },
@@ -139,7 +140,7 @@ def test_create_many_inserts_in_batches_with_a_bounded_number_of_queries(
                     "title": "Maintenance",
                     "message": "At 22:00",
                     "read": False,
-                    "created_at": iso_utc(notification.created_at),
+                    "created_at": wire_time(notification.created_at),
                     "action": None,
                     "archived": False,
                 },
@@ -260,7 +261,7 @@ def test_mark_all_read_works_in_batches_up_to_the_cutoff(user, make_user, django
     still_unread = Notification.objects.filter(read_at__isnull=True).order_by("title")
     assert list(still_unread.values_list("title", flat=True)) == ["new", "theirs"]
     assert events(user) == [
-        ("notification_read", {"ids": [], "all": True, "before": iso_utc(cutoff)}),
+        ("notification_read", {"ids": [], "all": True, "before": wire_time(cutoff)}),
         ("unread_count", {"count": 1}),
     ]
     assert events(stranger) == []
