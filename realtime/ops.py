@@ -30,6 +30,7 @@ from realtime import redis as rt_redis
 from realtime import registry
 from realtime.conf import setting
 from realtime.publish import Published, disconnect_user_on_commit, publish_rollback_unsafe
+from realtime.schemas import ControlDisconnect, control_message
 
 logger = logging.getLogger("realtime.ops")
 
@@ -137,9 +138,8 @@ def connection_disconnect(*, process: str, connection_id: str, code: int = DEFAU
     if raw is None:
         return False
     entry = orjson.loads(raw)
-    async_to_sync(get_channel_layer().send)(entry["channel_name"], {
-        "type": "rt.disconnect", "code": code, "reason": reason, "connection_id": connection_id,
-    })
+    async_to_sync(get_channel_layer().send)(
+        entry["channel_name"], control_message(ControlDisconnect(code, reason, connection_id=connection_id)))
     logger.info("connection %s of user %s disconnected (%s) by %s", connection_id, entry["user_id"], code, actor,
                 extra={"event": "admin_disconnect", "connection_id": connection_id, "user_id": entry["user_id"],
                        "code": code, "actor": actor})

@@ -167,13 +167,136 @@ def envelope_bytes(head: bytes, tail: bytes, *, offset: int, epoch: str) -> byte
 
 
 def frame(message_type: str, payload: Any = None, reply_to: Any = None) -> str:
-    """A control frame (welcome, replies, errors): not part of any channel's stream."""
+    """A frame of the connection (welcome, replies, errors): not part of any channel's stream.
+
+    ``payload``: one of the frame structs below (``Welcome``, ``Subscribed``, ...), or plain JSON
+    data (a command's result).
+    """
     message: dict[str, Any] = {"type": message_type}
     if reply_to is not None:
         message["reply_to"] = reply_to
     if payload is not None:
-        message["payload"] = payload
+        message["payload"] = msgspec.to_builtins(payload) if isinstance(payload, msgspec.Struct) else payload
     return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# ---------------------------------------------------------------- frames (server to client)
+
+
+class ChannelPosition(msgspec.Struct):
+    """Where a channel's stream stands: its epoch and the offset of its last message."""
+
+    epoch: str
+    offset: int
+
+
+class Welcome(msgspec.Struct):
+    """Payload of ``welcome``, the first frame of an authenticated connection."""
+
+    user_id: str
+    connection_id: str
+    expires_at: str | None  # wire_time; None: the credentials do not expire
+    heartbeat_s: int
+    channels: dict[str, ChannelPosition]
+
+
+class Subscribed(msgspec.Struct):
+    """Payload of ``subscribed``: the channel's position, whether the gap since ``since`` was
+    filled (``recovered``), and how many of the frames that follow are that replay (``replayed``)."""
+
+    channel: str
+    epoch: str
+    offset: int
+    recovered: bool
+    replayed: int
+
+
+class Unsubscribed(msgspec.Struct):
+    """Payload of ``unsubscribed``."""
+
+    channel: str
+
+
+class PublishedFrame(msgspec.Struct):
+    """Payload of ``published``: where the client's publication was stored."""
+
+    channel: str
+    offset: int
+    epoch: str
+
+
+class AuthRefreshed(msgspec.Struct):
+    """Payload of ``auth.refreshed``: when the refreshed session ends."""
+
+    expires_at: str | None
+
+
+class ErrorPayload(msgspec.Struct):
+    """Payload of ``error``: one of the protocol's codes and a human-readable message."""
+
+    code: str
+    message: str
+
+
+class CommandResult(msgspec.Struct):
+    """Payload of ``command_result``: the domain service's answer to a ``command``."""
+
+    name: str
+    result: Any
+
+
+FRAMES: dict[str, type[msgspec.Struct] | None] = {
+    "welcome": Welcome,
+    "subscribed": Subscribed,
+    "unsubscribed": Unsubscribed,
+    "published": PublishedFrame,
+    "auth.refreshed": AuthRefreshed,
+    "pong": None,
+    "error": ErrorPayload,
+    "command_result": CommandResult,
+}
+
+
+# ---------------------------------------------------------------- control messages (server to session)
+# Sent on the channel layer to a user's group (``realtime.publish``'s ``*_user_on_commit``) or
+# to one connection's process (``realtime.ops``), as dicts: ``control_message(struct)``.
+
+
+class ControlSubscribe(msgspec.Struct, tag="rt.subscribe", tag_field="type"):
+    """Subscribe the user's live connections to ``channel`` (e.g. the user joined a team)."""
+
+    channel: str
+
+
+class ControlUnsubscribe(msgspec.Struct, tag="rt.unsubscribe", tag_field="type"):
+    """Remove the user's live connections from ``channel`` (e.g. the user left a team)."""
+
+    channel: str
+
+
+class ControlDisconnect(msgspec.Struct, tag="rt.disconnect", tag_field="type", omit_defaults=True):
+    """Close connections with ``code``: all of the user's, or only those authenticated by ``auth``
+    (e.g. ``"session"``), of one session (``session``: ``sessions.session_tag``), or one
+    connection (``connection_id``)."""
+
+    code: int
+    reason: str
+    auth: str | None = None
+    session: str | None = None
+    connection_id: str | None = None
+
+
+ControlMessage = ControlSubscribe | ControlUnsubscribe | ControlDisconnect
+
+
+def control_message(message: ControlMessage) -> dict[str, Any]:
+    """A control message as the channel layer carries it (a dict with its ``type``)."""
+    return msgspec.to_builtins(message)
+
+
+def parse_control_message(message: dict[str, Any]) -> ControlMessage:
+    """A control message read back from the channel layer (``msgspec.ValidationError`` if malformed)."""
+    return msgspec.convert(message, type=ControlMessage)
 
 
 # ---------------------------------------------------------------- inbound commands
