@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
@@ -265,6 +265,25 @@ def test_mark_all_read_works_in_batches_up_to_the_cutoff(user, make_user, django
         ("unread_count", {"count": 1}),
     ]
     assert events(stranger) == []
+
+
+def test_mark_all_read_before_an_echoed_created_at_includes_that_notification(
+    user, django_capture_on_commit_callbacks, events
+):
+    # The wire writes milliseconds; the row keeps microseconds the client never saw.
+    created = timezone.now().replace(microsecond=123456)
+    Notification.objects.bulk_create([
+        Notification(user=user, type="info", title="seen", message="", created_at=created),
+        Notification(user=user, type="info", title="later", message="", created_at=created + timedelta(milliseconds=1)),
+    ])
+    echoed = datetime.fromisoformat(wire_time(created))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        updated = notification_mark_all_read(user=user, before=echoed)
+
+    assert updated == 1
+    assert list(Notification.objects.filter(read_at__isnull=True).values_list("title", flat=True)) == ["later"]
+    assert events(user)[0] == ("notification_read", {"ids": [], "all": True, "before": wire_time(created)})
 
 
 def test_mark_all_read_with_nothing_unread_changes_and_publishes_nothing(
