@@ -1,4 +1,5 @@
-"""The events of the notifications app: their payload structs, the payload of a row, the messages.
+"""The events of the notifications app: their payload structs, the payload of a row, the messages
+and how they are published (after commit, then the unread counts, in one pipeline).
 
 Everything a client receives about its notifications on ``user:<id>`` is defined here, once:
 ``notification`` (a Notification, also the REST item: ``NotificationOutputSerializer`` and the
@@ -11,13 +12,15 @@ which checks every publication of these types against them. Timestamps: ``wire_t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Literal
 
 import msgspec
 
 from notifications.models import Notification
+from notifications.selectors import notification_unread_counts
 from realtime.channels import user_channel
-from realtime.publish import Message
+from realtime.publish import Message, publish_many_on_commit
 from realtime.schemas import register_event_type, wire_time
 
 NOTIFICATION = "notification"
@@ -124,3 +127,23 @@ def ids_message(user_id: Any, event: str, ids: list[str]) -> Message:
 def all_read_message(user_id: Any, *, before: Any) -> Message:
     """``notification_read`` of every notification of the user created up to ``before``."""
     return Message(user_channel(user_id), NOTIFICATION_READ, {"ids": [], "all": True, "before": wire_time(before)})
+
+
+def unread_counts_after_commit(user_ids: Collection[Any]) -> Callable[[], list[Message]]:
+    """What sends each user their unread count after commit (one grouped query).
+
+    Counted after commit, so concurrent writers never publish a count that their own
+    transaction could not see yet.
+    """
+    user_ids = list(dict.fromkeys(user_ids))
+
+    def messages() -> list[Message]:
+        counts = notification_unread_counts(user_ids=user_ids)
+        return [unread_count_message(user_id, counts.get(user_id, 0)) for user_id in user_ids]
+
+    return messages
+
+
+def notification_events_publish_on_commit(messages: Iterable[Message], *, unread_counts_of: Collection[Any]) -> None:
+    """After commit: ``messages``, then the unread counts of ``unread_counts_of``, in one pipeline."""
+    publish_many_on_commit(messages, then=unread_counts_after_commit(unread_counts_of) if unread_counts_of else None)

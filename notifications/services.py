@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,17 +25,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from notifications.conf import setting as notifications_setting
-from notifications.events import all_read_message, ids_message, notification_message, unread_count_message
+from notifications.events import all_read_message, ids_message, notification_message
+from notifications.events import notification_events_publish_on_commit as _publish_on_commit
+from notifications.events import unread_counts_after_commit as _unread_counts
 from notifications.models import IdempotentRequest, Notification, NotificationType
 from notifications.payloads import new_notification_payloads_json
-from notifications.selectors import notification_unread_counts
 from notifications.utils import chunked
 from realtime.channels import user_channel
 from realtime.publish import (
-    Message,
     create_and_publish_on_commit,
     publish_json_many_on_commit,
-    publish_many_on_commit,
 )
 from realtime.schemas import within_wire_precision
 
@@ -86,26 +85,6 @@ def _content_validate(*, type: str, title: str, message: str) -> None:
         errors["message"] = f"must be at most {MAX_MESSAGE_CHARS} characters"
     if errors:
         raise ValidationError(errors)
-
-
-def _unread_counts(user_ids: Collection[Any]) -> Callable[[], list[Message]]:
-    """What sends each user their unread count after commit (one grouped query).
-
-    Counted after commit, so concurrent writers never publish a count that their own
-    transaction could not see yet.
-    """
-    user_ids = list(dict.fromkeys(user_ids))
-
-    def messages() -> list[Message]:
-        counts = notification_unread_counts(user_ids=user_ids)
-        return [unread_count_message(user_id, counts.get(user_id, 0)) for user_id in user_ids]
-
-    return messages
-
-
-def _publish_on_commit(messages: Iterable[Message], *, unread_counts_of: Collection[Any]) -> None:
-    """After commit: ``messages``, then the unread counts of ``unread_counts_of``, in one pipeline."""
-    publish_many_on_commit(messages, then=_unread_counts(unread_counts_of) if unread_counts_of else None)
 
 
 def notification_create(
