@@ -14,10 +14,11 @@ class ExecutionsConfig(AppConfig):
         from executions.apis import runner_service_keys
         from executions.channels import register_execution_channels
         from executions.commands import register_execution_commands
-        from executions.events import register_execution_events
+        from executions.events import EVENT_TYPES
         from realtime import service_auth  # also registers the system check of the service keys
+        from realtime.schemas import register_event_types
 
-        register_execution_events()
+        register_event_types(EVENT_TYPES)
         register_execution_channels()
         register_execution_commands()
         service_auth.register_key_source(runner_service_keys)

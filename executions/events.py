@@ -1,7 +1,7 @@
 """The events of the executions app: ``execution_update`` and the team events, published after commit.
 
 Their payload structs are defined here and registered with the transport
-(``register_execution_events``, from ``AppConfig.ready``), which checks every publication of
+(``EVENT_TYPES``, from ``AppConfig.ready``), which checks every publication of
 these types against them; the TypeScript types of the client are checked against them by the
 tests. One function builds the execution payload (used by publications, socket snapshots and
 the REST output alike, so all three always agree) and one publishes it to both channels that
@@ -17,7 +17,7 @@ import msgspec
 
 from executions.models import Execution
 from realtime.publish import publish_on_commit
-from realtime.schemas import register_event_type, wire_time_or_none
+from realtime.schemas import wire_time_or_none
 
 EXECUTION_UPDATE = "execution_update"
 TEAM_MEMBER_JOINED = "team_member_joined"
@@ -79,6 +79,7 @@ class TeamRenamedPayload(msgspec.Struct, forbid_unknown_fields=True):
     previous_name: str
 
 
+# The app's message types and their payloads, registered with the transport from ``AppConfig.ready``.
 EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
     EXECUTION_UPDATE: ExecutionUpdatePayload,
     TEAM_MEMBER_JOINED: TeamMemberPayload,
@@ -86,12 +87,6 @@ EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
     TEAM_MEMBER_ROLE_CHANGED: TeamMemberRoleChangedPayload,
     TEAM_RENAMED: TeamRenamedPayload,
 }
-
-
-def register_execution_events() -> None:
-    """Register the payload schemas of the app's message types with the transport."""
-    for message_type, schema in EVENT_TYPES.items():
-        register_event_type(message_type, schema)
 
 
 def execution_update_payload(*, execution: Execution) -> dict[str, Any]:

@@ -11,8 +11,9 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the app's event types and the socket commands that route to its services."""
-        from notifications.events import register_notification_events
+        from notifications.events import EVENT_TYPES
         from notifications.socket_commands import register_notification_commands
+        from realtime.schemas import register_event_types
 
-        register_notification_events()
+        register_event_types(EVENT_TYPES)
         register_notification_commands()

@@ -6,7 +6,7 @@ Everything a client receives about its notifications on ``user:<id>`` is defined
 TypeScript ``Notification`` are checked against ``NotificationPayload`` by the tests),
 ``notification_read``, ``unread_count`` and the id events (``notification_unread``,
 ``notification_archived``, ``notification_unarchived``, ``notification_deleted``). The structs
-are registered with the transport (``register_notification_events``, from ``AppConfig.ready``),
+are registered with the transport (``EVENT_TYPES``, from ``AppConfig.ready``),
 which checks every publication of these types against them. Timestamps: ``wire_time``.
 """
 
@@ -21,7 +21,7 @@ from notifications.models import Notification
 from notifications.selectors import notification_unread_counts
 from realtime.channels import user_channel
 from realtime.publish import Message, publish_many_on_commit
-from realtime.schemas import register_event_type, wire_time
+from realtime.schemas import wire_time
 
 NOTIFICATION = "notification"
 NOTIFICATION_READ = "notification_read"
@@ -75,6 +75,7 @@ class NotificationIdsPayload(msgspec.Struct, forbid_unknown_fields=True):
     ids: list[str]
 
 
+# The app's message types and their payloads, registered with the transport from ``AppConfig.ready``.
 EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
     NOTIFICATION: NotificationPayload,
     NOTIFICATION_READ: NotificationReadPayload,
@@ -84,12 +85,6 @@ EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
     NOTIFICATION_UNARCHIVED: NotificationIdsPayload,
     NOTIFICATION_DELETED: NotificationIdsPayload,
 }
-
-
-def register_notification_events() -> None:
-    """Register the payload schemas of the app's message types with the transport."""
-    for message_type, schema in EVENT_TYPES.items():
-        register_event_type(message_type, schema)
 
 
 def notification_payload(notification: Notification) -> dict[str, Any]:

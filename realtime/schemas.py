@@ -3,7 +3,7 @@
 Outbound: the envelope (built once per message, as bytes) and the frames the transport itself
 sends. The payloads of the domain's message types (``notification``, ``execution_update``, ...)
 are defined by their apps (``notifications/events.py``, ``executions/events.py``), which register
-them here (``register_event_type``) so that every publication is checked against them. Inbound:
+them here (``register_event_types``) so that every publication is checked against them. Inbound:
 the client commands, decoded with msgspec into typed structs so that handlers receive checked data
 and every bad frame maps to one protocol error code. Time on the wire: ``wire_time``.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +35,7 @@ class ProtocolError(ValueError):
 
 # ---------------------------------------------------------------- event types
 
-# Types the transport itself defines; the domain apps register theirs (``register_event_type``).
+# Types the transport itself defines; the domain apps register theirs (``register_event_types``).
 TRANSPORT_TYPES = frozenset({"system_event", "command"})
 
 _EVENT_SCHEMAS: dict[str, type[msgspec.Struct]] = {}
@@ -51,6 +52,12 @@ def register_event_type(message_type: str, schema: type[msgspec.Struct]) -> None
     known = _EVENT_SCHEMAS.setdefault(message_type, schema)
     if known is not schema:
         raise ValueError(f"{message_type!r} is already registered with {known.__qualname__}")
+
+
+def register_event_types(types: Mapping[str, type[msgspec.Struct]]) -> None:
+    """``register_event_type`` of each of an app's message types."""
+    for message_type, schema in types.items():
+        register_event_type(message_type, schema)
 
 
 def event_types() -> dict[str, type[msgspec.Struct]]:
