@@ -186,8 +186,8 @@ class NotificationListApi(APIView):
                                             help_text="true: the archive instead of the inbox.")
         type = serializers.MultipleChoiceField(choices=NotificationType.choices, required=False,
                                                help_text="Only these types (repeat the parameter for several).")
-        created_after = serializers.DateTimeField(required=False, help_text="Created at or after this instant.")
-        created_before = serializers.DateTimeField(required=False, help_text="Created at or before this instant.")
+        created_after = WireDateTimeField(required=False, help_text="Created at or after this instant.")
+        created_before = WireDateTimeField(required=False, help_text="Created at or before this instant.")
 
     @extend_schema_serializer(component_name="NotificationCreateInput")
     class InputSerializer(serializers.Serializer):
@@ -370,7 +370,7 @@ class NotificationReadAllApi(APIView):
     class InputSerializer(serializers.Serializer):
         """Optional cutoff: notifications created after it stay unread (GitHub's last_read_at)."""
 
-        before = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        before = WireDateTimeField(required=False, allow_null=True, default=None)
 
     @extend_schema_serializer(component_name="NotificationReadAllOutput")
     class OutputSerializer(serializers.Serializer):

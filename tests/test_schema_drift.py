@@ -5,7 +5,8 @@ The structs of ``notifications/events.py``, ``executions/events.py`` and the tra
 derived from them (``/api/schema/``) and the client's TypeScript types (``clients/js/realtime/src/types.ts``
 and the served ``static/renum/realtime.d.ts``) are checked against them field by field, with
 each field's type written the TypeScript way (``string``, ``"info" | "success"``, ``X | null``).
-A field added to, removed from or retyped in one and not the others fails here.
+A field added to, removed from or retyped in one and not the others fails here, and every datetime
+of the REST API is written as the socket writes it (``WireDateTimeField``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import msgspec
 import orjson
 import pytest
 from drf_spectacular.generators import SchemaGenerator
+from rest_framework import serializers
 
+from executions import apis as execution_apis
 from executions.apis import ExecutionOutputSerializer
 from executions.events import EVENT_TYPES as EXECUTION_EVENTS
 from executions.events import (
@@ -29,6 +32,7 @@ from executions.events import (
     execution_update_payload,
 )
 from executions.services import execution_create, team_create
+from notifications import apis as notification_apis
 from notifications.apis import NotificationOutputSerializer, UnreadCountOutputSerializer
 from notifications.events import EVENT_TYPES as NOTIFICATION_EVENTS
 from notifications.events import (
@@ -41,7 +45,9 @@ from notifications.events import (
 from notifications.models import Notification
 from notifications.payloads import new_notification_payloads_json
 from notifications.services import notification_create
+from realtime import apis as realtime_apis
 from realtime.schemas import ChannelPosition, Welcome, event_types
+from realtime.serializers import WireDateTimeField
 from tests.live import ROOT
 
 TS_SOURCES = [ROOT / "clients/js/realtime/src/types.ts", ROOT / "static/renum/realtime.d.ts"]
@@ -280,3 +286,25 @@ def test_a_field_dropped_from_an_openapi_component_is_reported(components):
 
     assert differences(struct_shape(UnreadCountPayload), openapi_shape(trimmed, "UnreadCount")) == [
         "count: only in the struct"]
+
+
+def _serializers_of(module: Any) -> list[type]:
+    """Every serializer class a module defines, nested ones (``InputSerializer`` of a view) included."""
+    found, todo = [], list(vars(module).values())
+    while todo:
+        item = todo.pop()
+        if isinstance(item, type) and item.__module__ == module.__name__:
+            if issubclass(item, serializers.BaseSerializer):
+                found.append(item)
+            todo += [value for value in vars(item).values() if isinstance(value, type)]
+    return found
+
+
+def test_every_datetime_of_the_rest_api_is_written_as_the_wire_writes_it():
+    classes = [cls for module in (notification_apis, execution_apis, realtime_apis) for cls in _serializers_of(module)]
+    datetimes = {f"{cls.__qualname__}.{name}": type(field)
+                 for cls in classes for name, field in cls().fields.items()
+                 if isinstance(field, serializers.DateTimeField)}
+
+    assert len(classes) > 10 and "NotificationOutputSerializer.created_at" in datetimes
+    assert {name: kind for name, kind in datetimes.items() if kind is not WireDateTimeField} == {}
