@@ -46,7 +46,15 @@ from notifications.models import Notification
 from notifications.payloads import new_notification_payloads_json
 from notifications.services import notification_create
 from realtime import apis as realtime_apis
-from realtime.schemas import ChannelPosition, Welcome, event_types
+from realtime.schemas import (
+    AuthRefreshed,
+    ChannelPosition,
+    ErrorPayload,
+    PublishedFrame,
+    Subscribed,
+    Welcome,
+    event_types,
+)
 from realtime.serializers import WireDateTimeField
 from tests.live import ROOT
 
@@ -62,6 +70,10 @@ TS_NAMES: dict[type[msgspec.Struct], str] = {
     TeamRenamedPayload: "TeamRenamedEvent",
     Welcome: "Welcome",
     ChannelPosition: "Position",
+    Subscribed: "Subscribed",
+    PublishedFrame: "Published",
+    AuthRefreshed: "AuthRefreshed",
+    ErrorPayload: "ErrorPayload",
 }
 # Struct -> (OpenAPI component, DRF output serializer) of the REST answers that carry it.
 REST_SHAPES: dict[type[msgspec.Struct], tuple[str, Any]] = {
