@@ -36,7 +36,6 @@ from realtime.schemas import (
     AuthRefreshed,
     ChannelPosition,
     Command,
-    CommandResult,
     ControlDisconnect,
     ControlSubscribe,
     ControlUnsubscribe,
@@ -273,7 +272,7 @@ class Session:
                 await self._unsubscribe(command.channel, command.id)
             elif isinstance(command, Command):
                 result = await run_command(self.identity.user, command.payload.name, command.payload.args)
-                self.outbox.push(frame("command_result", CommandResult(command.payload.name, result), command.id))
+                self.outbox.push(frame("command_result", {"name": command.payload.name, "result": result}, command.id))
             elif isinstance(command, Publish):
                 await self._publish(command)
             elif isinstance(command, AuthRefresh):

@@ -3,6 +3,7 @@ control messages (the inbound commands have their properties in ``test_parser_pr
 
 from __future__ import annotations
 
+import ast
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -12,6 +13,7 @@ import pytest
 
 from realtime.schemas import _EVENT_SCHEMAS as REGISTRY
 from realtime.schemas import (
+    FRAMES,
     ChannelPosition,
     ControlDisconnect,
     ControlSubscribe,
@@ -32,6 +34,7 @@ from realtime.schemas import (
     wire_time_or_none,
     within_wire_precision,
 )
+from tests.live import ROOT
 
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -169,3 +172,19 @@ def test_control_messages_travel_as_dicts_and_read_back_typed(message, carried):
 def test_a_malformed_control_message_is_refused(carried):
     with pytest.raises(msgspec.ValidationError):
         parse_control_message(carried)
+
+
+def test_every_frame_the_server_sends_is_listed_and_built_from_its_struct():
+    sent = []
+    for path in sorted((ROOT / "realtime").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "frame" and node.args:
+                kind = node.args[0].value if isinstance(node.args[0], ast.Constant) else None
+                payload = node.args[1] if len(node.args) > 1 else None
+                built_by = getattr(payload.func, "id", None) if isinstance(payload, ast.Call) else None
+                sent.append((f"{path.name}:{node.lineno}", kind, built_by))
+
+    assert len(sent) >= 8
+    assert [(where, kind) for where, kind, _ in sent if kind not in FRAMES] == []
+    assert [(where, kind, built_by) for where, kind, built_by in sent
+            if FRAMES[kind] is not None and built_by != FRAMES[kind].__name__] == []
