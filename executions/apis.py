@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import models
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
@@ -40,6 +41,7 @@ from executions.services import (
     execution_create,
     execution_report,
 )
+from realtime.serializers import WireDateTimeField
 from realtime.service_auth import HasServiceScope, ServiceKey, ServiceKeyAuthentication, request_service
 
 SERVICE_SCOPE = "executions"
@@ -93,6 +95,10 @@ _USER_AND_SERVICE_AUTH = [ServiceKeyAuthentication, *api_settings.DEFAULT_AUTHEN
 @extend_schema_serializer(component_name="Execution")
 class ExecutionOutputSerializer(serializers.ModelSerializer):
     """An execution as the API shows it; blank ``current_step`` and ``error`` are null, as in the socket payload."""
+
+    # Timestamps as the wire writes them (``updated_at`` equal to the socket payload's).
+    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping,
+                                models.DateTimeField: WireDateTimeField}
 
     current_step = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
@@ -331,7 +337,7 @@ class TeamListApi(APIView):
         name = serializers.CharField()
         slug = serializers.CharField()
         role = serializers.CharField()
-        created_at = serializers.DateTimeField()
+        created_at = WireDateTimeField()
 
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request: Request) -> Response:

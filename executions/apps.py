@@ -4,18 +4,21 @@ from django.apps import AppConfig
 
 
 class ExecutionsConfig(AppConfig):
-    """Registers the app's realtime channels, socket commands and runner keys when Django starts."""
+    """Registers the app's event types, realtime channels, socket commands and runner keys when Django starts."""
 
     name = "executions"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register ``team:`` and ``execution:``, the ``execution.cancel`` command and the runner keys."""
+        """Register the event types, ``team:`` and ``execution:``, ``execution.cancel`` and the runner keys."""
         from executions.apis import runner_service_keys
         from executions.channels import register_execution_channels
         from executions.commands import register_execution_commands
+        from executions.events import EVENT_TYPES
         from realtime import service_auth  # also registers the system check of the service keys
+        from realtime.schemas import register_event_types
 
+        register_event_types(EVENT_TYPES)
         register_execution_channels()
         register_execution_commands()
         service_auth.register_key_source(runner_service_keys)

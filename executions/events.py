@@ -1,19 +1,23 @@
 """The events of the executions app: ``execution_update`` and the team events, published after commit.
 
-One function builds the execution payload (used by publications, socket snapshots and the
-REST output alike, so all three always agree) and one publishes it to both channels that
+Their payload structs are defined here and registered with the transport
+(``EVENT_TYPES``, from ``AppConfig.ready``), which checks every publication of
+these types against them; the TypeScript types of the client are checked against them by the
+tests. One function builds the execution payload (used by publications, socket snapshots and
+the REST output alike, so all three always agree) and one publishes it to both channels that
 carry it. Team events (``team_member_joined``, ``team_member_left``,
-``team_member_role_changed``, ``team_renamed``) go to ``team:<id>``; their payload schemas are
-registered in ``realtime.schemas``.
+``team_member_role_changed``, ``team_renamed``) go to ``team:<id>``.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from executions.models import Execution
 from realtime.publish import publish_on_commit
+from realtime.schemas import wire_time_or_none
 
 EXECUTION_UPDATE = "execution_update"
 TEAM_MEMBER_JOINED = "team_member_joined"
@@ -32,11 +36,57 @@ def execution_channel(execution_id: Any) -> str:
     return f"execution:{execution_id}"
 
 
-def iso_z(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with milliseconds and a ``Z``, as every timestamp of the protocol."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+Role = Literal["owner", "member"]
+
+
+class ExecutionUpdatePayload(msgspec.Struct):
+    """Payload of an ``execution_update`` message (the design's ExecutionUpdate)."""
+
+    execution_id: str
+    team_id: str
+    status: Literal["queued", "running", "completed", "failed"]
+    progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
+    updated_at: str
+    current_step: str | None = None
+    result: Any = None
+    error: str | None = None
+
+
+class TeamMemberPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """Payload of ``team_member_joined`` and ``team_member_left`` on ``team:<id>``."""
+
+    team_id: str
+    user_id: str
+    username: str
+    role: Role
+
+
+class TeamMemberRoleChangedPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """Payload of ``team_member_role_changed`` on ``team:<id>``."""
+
+    team_id: str
+    user_id: str
+    username: str
+    role: Role
+    previous_role: Role
+
+
+class TeamRenamedPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """Payload of ``team_renamed`` on ``team:<id>``."""
+
+    team_id: str
+    name: str
+    previous_name: str
+
+
+# The app's message types and their payloads, registered with the transport from ``AppConfig.ready``.
+EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
+    EXECUTION_UPDATE: ExecutionUpdatePayload,
+    TEAM_MEMBER_JOINED: TeamMemberPayload,
+    TEAM_MEMBER_LEFT: TeamMemberPayload,
+    TEAM_MEMBER_ROLE_CHANGED: TeamMemberRoleChangedPayload,
+    TEAM_RENAMED: TeamRenamedPayload,
+}
 
 
 def execution_update_payload(*, execution: Execution) -> dict[str, Any]:
@@ -49,7 +99,7 @@ def execution_update_payload(*, execution: Execution) -> dict[str, Any]:
         "current_step": execution.current_step or None,
         "result": execution.result,
         "error": execution.error or None,
-        "updated_at": iso_z(execution.updated_at),
+        "updated_at": wire_time_or_none(execution.updated_at),
     }
 
 

@@ -29,7 +29,6 @@ from rest_framework.views import APIView
 from executions.selectors import team_member_ids
 from notifications.conf import setting
 from notifications.models import Notification, NotificationType
-from notifications.payloads import iso_utc
 from notifications.selectors import (
     active_user_ids,
     notification_get,
@@ -51,22 +50,16 @@ from notifications.services import (
     notification_mark_unread_many,
     notification_unarchive_many,
 )
+from realtime.serializers import WireDateTimeField
 from realtime.service_auth import ServiceKeyAuthentication, request_service
 
 POLL_INTERVAL_S = 30
 
 
-class UtcDateTimeField(serializers.DateTimeField):
-    """ISO 8601 in UTC with a ``Z``, exactly as the socket payload writes it (``iso_utc``)."""
-
-    def to_representation(self, value: Any) -> str:
-        """The datetime in UTC, ``Z``-suffixed."""
-        return iso_utc(value)
-
-
 @extend_schema_serializer(component_name="Notification")
 class NotificationOutputSerializer(serializers.Serializer):
-    """The design's Notification, field for field what a ``notification`` socket message carries."""
+    """The design's Notification, field for field what a ``notification`` socket message carries
+    (``notifications.events.NotificationPayload``; a test fails when the two differ)."""
 
     @extend_schema_serializer(component_name="NotificationAction")
     class ActionSerializer(serializers.Serializer):
@@ -81,7 +74,7 @@ class NotificationOutputSerializer(serializers.Serializer):
     title = serializers.CharField()
     message = serializers.CharField()
     read = serializers.BooleanField()
-    created_at = UtcDateTimeField()
+    created_at = WireDateTimeField()
     action = ActionSerializer(allow_null=True)
     archived = serializers.BooleanField()
 
@@ -193,8 +186,8 @@ class NotificationListApi(APIView):
                                             help_text="true: the archive instead of the inbox.")
         type = serializers.MultipleChoiceField(choices=NotificationType.choices, required=False,
                                                help_text="Only these types (repeat the parameter for several).")
-        created_after = serializers.DateTimeField(required=False, help_text="Created at or after this instant.")
-        created_before = serializers.DateTimeField(required=False, help_text="Created at or before this instant.")
+        created_after = WireDateTimeField(required=False, help_text="Created at or after this instant.")
+        created_before = WireDateTimeField(required=False, help_text="Created at or before this instant.")
 
     @extend_schema_serializer(component_name="NotificationCreateInput")
     class InputSerializer(serializers.Serializer):
@@ -377,7 +370,7 @@ class NotificationReadAllApi(APIView):
     class InputSerializer(serializers.Serializer):
         """Optional cutoff: notifications created after it stay unread (GitHub's last_read_at)."""
 
-        before = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        before = WireDateTimeField(required=False, allow_null=True, default=None)
 
     @extend_schema_serializer(component_name="NotificationReadAllOutput")
     class OutputSerializer(serializers.Serializer):

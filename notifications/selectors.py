@@ -13,6 +13,7 @@ from django.db.models import Count, Max, Q, QuerySet
 
 from notifications.models import Notification
 from notifications.utils import chunked
+from realtime.schemas import within_wire_precision
 
 # Keeps `user_id IN (...)` below SQLite's bound-parameter limit and PostgreSQL plans simple.
 _IDS_PER_QUERY = 1000
@@ -33,7 +34,8 @@ def notification_list(
 
     ``archived`` False (the inbox) hides archived ones, True gives only them (the archive);
     ``unread`` true/false filters on the read state, None gives both; ``types`` keeps only
-    those types; ``created_after`` / ``created_before`` bound ``created_at`` (both inclusive).
+    those types; ``created_after`` / ``created_before`` bound ``created_at`` (both inclusive, the
+    upper one at the wire's precision: ``created_before`` echoed from a ``created_at`` keeps that row).
     """
     queryset = Notification.objects.filter(user=user, archived_at__isnull=not archived)
     if unread is True:
@@ -45,7 +47,7 @@ def notification_list(
     if created_after is not None:
         queryset = queryset.filter(created_at__gte=created_after)
     if created_before is not None:
-        queryset = queryset.filter(created_at__lte=created_before)
+        queryset = queryset.filter(created_at__lte=within_wire_precision(created_before))
     return queryset.order_by("-created_at", "id")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,17 +25,18 @@ from django.db.models import Q
 from django.utils import timezone
 
 from notifications.conf import setting as notifications_setting
+from notifications.events import all_read_message, ids_message, notification_message
+from notifications.events import notification_events_publish_on_commit as _publish_on_commit
+from notifications.events import unread_counts_after_commit as _unread_counts
 from notifications.models import IdempotentRequest, Notification, NotificationType
-from notifications.payloads import iso_utc, new_notification_payloads_json, notification_payload
-from notifications.selectors import notification_unread_counts
+from notifications.payloads import new_notification_payloads_json
 from notifications.utils import chunked
 from realtime.channels import user_channel
 from realtime.publish import (
-    Message,
     create_and_publish_on_commit,
     publish_json_many_on_commit,
-    publish_many_on_commit,
 )
+from realtime.schemas import within_wire_precision
 
 # Rows per INSERT of notification_create_many: big enough to amortize round trips, small
 # enough to stay under SQLite's parameter limit (10 columns x 1000 rows).
@@ -86,28 +87,6 @@ def _content_validate(*, type: str, title: str, message: str) -> None:
         raise ValidationError(errors)
 
 
-def _unread_counts(user_ids: Collection[Any]) -> Callable[[], list[Message]]:
-    """What sends each user their unread count after commit (one grouped query).
-
-    Counted after commit, so concurrent writers never publish a count that their own
-    transaction could not see yet.
-    """
-    user_ids = list(dict.fromkeys(user_ids))
-
-    def messages() -> list[Message]:
-        counts = notification_unread_counts(user_ids=user_ids)
-        return [
-            Message(user_channel(user_id), "unread_count", {"count": counts.get(user_id, 0)}) for user_id in user_ids
-        ]
-
-    return messages
-
-
-def _publish_on_commit(messages: Iterable[Message], *, unread_counts_of: Collection[Any]) -> None:
-    """After commit: ``messages``, then the unread counts of ``unread_counts_of``, in one pipeline."""
-    publish_many_on_commit(messages, then=_unread_counts(unread_counts_of) if unread_counts_of else None)
-
-
 def notification_create(
     *, user: Any, type: str, title: str, message: str, action: dict[str, Any] | None = None
 ) -> Notification:
@@ -120,7 +99,7 @@ def notification_create(
     action = notification_action_validate(action)
     notification = Notification(user=user, type=type, title=title, message=message, action=action)
     create_and_publish_on_commit(
-        notification, [Message(user_channel(user.pk), "notification", notification_payload(notification))],
+        notification, [notification_message(notification)],
         then=_unread_counts([user.pk]),
     )
     return notification
@@ -235,7 +214,7 @@ def notification_mark_read(*, user: Any, notification_id: uuid.UUID | str) -> No
         notification = Notification.objects.get(pk=notification_id, user=user)
         if changed:
             _publish_on_commit(
-                [Message(user_channel(user.pk), "notification_read", {"ids": [str(notification.id)], "all": False})],
+                [ids_message(user.pk, "notification_read", [str(notification.id)])],
                 unread_counts_of=[user.pk],
             )
     return notification
@@ -250,7 +229,9 @@ def notification_mark_all_read(*, user: Any, before: datetime | None = None, bat
     the last batch commits. Returns how many notifications changed.
     """
     read_at = timezone.now()
-    cutoff = before or read_at
+    # Compared at the wire's precision: a ``before`` echoed from a ``created_at`` includes that
+    # notification, and the ``before`` published below covers exactly the rows marked here.
+    cutoff = within_wire_precision(before or read_at)
     unread = Notification.objects.filter(user=user, read_at__isnull=True, created_at__lte=cutoff)
     updated = 0
     while True:
@@ -264,7 +245,7 @@ def notification_mark_all_read(*, user: Any, before: datetime | None = None, bat
             break
     if updated:
         _publish_on_commit(
-            [Message(user_channel(user.pk), "notification_read", {"ids": [], "all": True, "before": iso_utc(cutoff)})],
+            [all_read_message(user.pk, before=cutoff)],
             unread_counts_of=[user.pk],
         )
     return updated
@@ -339,17 +320,9 @@ def _apply_many(
                 targets.update(**update)
             for pk, user_id in found:
                 changed_by_user.setdefault(user_id, []).append(str(pk))
-        events = [
-            Message(user_channel(user_id), event, _event_payload(event, changed_ids))
-            for user_id, changed_ids in changed_by_user.items()
-        ]
+        events = [ids_message(user_id, event, changed_ids) for user_id, changed_ids in changed_by_user.items()]
         _publish_on_commit(events, unread_counts_of=changed_by_user)
     return [pk for changed_ids in changed_by_user.values() for pk in changed_ids]
-
-
-def _event_payload(event: str, ids: list[str]) -> dict[str, Any]:
-    # notification_read keeps its v1 shape ({ids, all}); the newer events carry only the ids.
-    return {"ids": ids, "all": False} if event == "notification_read" else {"ids": ids}
 
 
 # ------------------------------------------------------------------ idempotent requests (service API)

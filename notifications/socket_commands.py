@@ -18,8 +18,8 @@ from typing import Any
 
 from django.utils.dateparse import parse_datetime
 
+from notifications.events import notification_payload
 from notifications.models import Notification
-from notifications.payloads import notification_payload
 from notifications.selectors import notification_unread_count
 from notifications.services import (
     notification_archive_many,

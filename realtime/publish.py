@@ -33,6 +33,11 @@ from realtime import redis as rt_redis
 from realtime.channels import BROADCAST, user_channel
 from realtime.conf import setting
 from realtime.schemas import (
+    ControlDisconnect,
+    ControlMessage,
+    ControlSubscribe,
+    ControlUnsubscribe,
+    control_message,
     envelope_parts,
     envelope_parts_json,
     now_iso,
@@ -316,20 +321,20 @@ async def apublish(
 # delivered by the relay thread through the channel layer, at least once (each is idempotent).
 
 
-def _control_on_commit(user_id: Any, message: dict) -> None:
-    relay.write(relay.CONTROL, [{"user_id": str(user_id), "message": message}])
+def _control_on_commit(user_id: Any, message: ControlMessage) -> None:
+    relay.write(relay.CONTROL, [{"user_id": str(user_id), "message": control_message(message)}])
 
 
 def subscribe_user_on_commit(user_id: Any, channel: str) -> None:
     """Subscribe every live connection of a user to a channel, after commit (e.g. team joined)."""
     validate_channel_name(channel)
-    _control_on_commit(user_id, {"type": "rt.subscribe", "channel": channel})
+    _control_on_commit(user_id, ControlSubscribe(channel))
 
 
 def unsubscribe_user_on_commit(user_id: Any, channel: str) -> None:
     """Remove every live connection of a user from a channel, after commit (e.g. team left)."""
     validate_channel_name(channel)
-    _control_on_commit(user_id, {"type": "rt.unsubscribe", "channel": channel})
+    _control_on_commit(user_id, ControlUnsubscribe(channel))
 
 
 def disconnect_user_on_commit(user_id: Any, code: int = 4001, reason: str = "", *,
@@ -342,11 +347,4 @@ def disconnect_user_on_commit(user_id: Any, code: int = 4001, reason: str = "", 
     ``connection`` to the one socket of that connection id (an operator's action): the message
     reaches every process of the user, and only the one holding that socket acts on it.
     """
-    message: dict[str, Any] = {"type": "rt.disconnect", "code": code, "reason": reason}
-    if auth is not None:
-        message["auth"] = auth
-    if session is not None:
-        message["session"] = session
-    if connection is not None:
-        message["connection_id"] = connection
-    _control_on_commit(user_id, message)
+    _control_on_commit(user_id, ControlDisconnect(code, reason, auth=auth, session=session, connection_id=connection))

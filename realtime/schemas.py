@@ -1,8 +1,11 @@
-"""Every message schema of the protocol, in one place, validated at the edge.
+"""The transport's message schemas, validated at the edge, and the registry of event types.
 
-Outbound: the envelope (built once per message, as bytes) and the payloads of the built-in
-types. Inbound: the client commands, decoded with msgspec into typed structs so that handlers
-receive checked data and every bad frame maps to one protocol error code.
+Outbound: the envelope (built once per message, as bytes) and the frames the transport itself
+sends. The payloads of the domain's message types (``notification``, ``execution_update``, ...)
+are defined by their apps (``notifications/events.py``, ``executions/events.py``), which register
+them here (``register_event_types``) so that every publication is checked against them. Inbound:
+the client commands, decoded with msgspec into typed structs so that handlers receive checked data
+and every bad frame maps to one protocol error code. Time on the wire: ``wire_time``.
 """
 
 from __future__ import annotations
@@ -10,18 +13,14 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
 
 CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:@=]{1,100}$")
-BUILTIN_TYPES = frozenset(
-    {"notification", "notification_read", "unread_count", "execution_update", "system_event", "command",
-     "notification_unread", "notification_archived", "notification_unarchived", "notification_deleted",
-     "team_member_joined", "team_member_left", "team_member_role_changed", "team_renamed"}
-)
 
 
 class ProtocolError(ValueError):
@@ -34,118 +33,47 @@ class ProtocolError(ValueError):
         self.reply_to: Any = None
 
 
-# ---------------------------------------------------------------- outbound payloads
+# ---------------------------------------------------------------- event types
+
+# Types the transport itself defines; the domain apps register theirs (``register_event_types``).
+TRANSPORT_TYPES = frozenset({"system_event", "command"})
+
+_EVENT_SCHEMAS: dict[str, type[msgspec.Struct]] = {}
 
 
-class NotificationAction(msgspec.Struct, forbid_unknown_fields=True):
-    """What the front end does when a notification is clicked."""
+def register_event_type(message_type: str, schema: type[msgspec.Struct]) -> None:
+    """Register the payload schema of a domain's message type (from its ``AppConfig.ready``).
 
-    type: str
-    payload: Any = None
-
-
-class NotificationPayload(msgspec.Struct):
-    """Payload of a ``notification`` message (the design's Notification)."""
-
-    id: str
-    user_id: str
-    type: Literal["info", "success", "warning", "error"]
-    title: str
-    message: str
-    read: bool
-    created_at: str
-    action: NotificationAction | None = None
-    archived: bool = False
+    Every publication of that type is then checked against ``schema`` before it is queued.
+    Registering the same schema again is a no-op; another schema for a taken type is an error.
+    """
+    if message_type in TRANSPORT_TYPES:
+        raise ValueError(f"{message_type!r} is a transport type")
+    known = _EVENT_SCHEMAS.setdefault(message_type, schema)
+    if known is not schema:
+        raise ValueError(f"{message_type!r} is already registered with {known.__qualname__}")
 
 
-class ExecutionUpdatePayload(msgspec.Struct):
-    """Payload of an ``execution_update`` message (the design's ExecutionUpdate)."""
-
-    execution_id: str
-    team_id: str
-    status: Literal["queued", "running", "completed", "failed"]
-    progress: int
-    updated_at: str
-    current_step: str | None = None
-    result: Any = None
-    error: str | None = None
+def register_event_types(types: Mapping[str, type[msgspec.Struct]]) -> None:
+    """``register_event_type`` of each of an app's message types."""
+    for message_type, schema in types.items():
+        register_event_type(message_type, schema)
 
 
-class NotificationReadPayload(msgspec.Struct):
-    """Payload of a ``notification_read`` message: which notifications became read."""
-
-    ids: list[str]
-    all: bool
-    before: str | None = None
-
-
-class UnreadCountPayload(msgspec.Struct):
-    """Payload of an ``unread_count`` message."""
-
-    count: int
-
-
-class NotificationIdsPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """Payload of ``notification_unread``, ``notification_archived``, ``notification_unarchived``
-    and ``notification_deleted``: which of the user's notifications changed that way."""
-
-    ids: list[str]
-
-
-class TeamMemberPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """Payload of ``team_member_joined`` and ``team_member_left`` on ``team:<id>``."""
-
-    team_id: str
-    user_id: str
-    username: str
-    role: Literal["owner", "member"]
-
-
-class TeamMemberRoleChangedPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """Payload of ``team_member_role_changed`` on ``team:<id>``."""
-
-    team_id: str
-    user_id: str
-    username: str
-    role: Literal["owner", "member"]
-    previous_role: Literal["owner", "member"]
-
-
-class TeamRenamedPayload(msgspec.Struct, forbid_unknown_fields=True):
-    """Payload of ``team_renamed`` on ``team:<id>``."""
-
-    team_id: str
-    name: str
-    previous_name: str
-
-
-_PAYLOAD_SCHEMAS: dict[str, type[msgspec.Struct]] = {
-    "notification": NotificationPayload,
-    "execution_update": ExecutionUpdatePayload,
-    "unread_count": UnreadCountPayload,
-    "notification_read": NotificationReadPayload,
-    "notification_unread": NotificationIdsPayload,
-    "notification_archived": NotificationIdsPayload,
-    "notification_unarchived": NotificationIdsPayload,
-    "notification_deleted": NotificationIdsPayload,
-    "team_member_joined": TeamMemberPayload,
-    "team_member_left": TeamMemberPayload,
-    "team_member_role_changed": TeamMemberRoleChangedPayload,
-    "team_renamed": TeamRenamedPayload,
-}
+def event_types() -> dict[str, type[msgspec.Struct]]:
+    """Every registered message type and its payload schema (a copy)."""
+    return dict(_EVENT_SCHEMAS)
 
 
 def validate_payload(message_type: str, payload: Any) -> None:
-    """Raise ValueError when a built-in type's payload does not match its schema."""
-    schema = _PAYLOAD_SCHEMAS.get(message_type)
+    """Raise ValueError when a registered type's payload does not match its schema."""
+    schema = _EVENT_SCHEMAS.get(message_type)
     if schema is None:
         return
     try:
         msgspec.convert(payload, type=schema, strict=False)
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid {message_type} payload: {exc}") from None
-    if message_type == "execution_update" and not 0 <= payload["progress"] <= 100:
-        raise ValueError("invalid execution_update payload: progress must be within 0..100")
 
 
 @functools.cache
@@ -156,16 +84,42 @@ def _payload_decoder(schema: type[msgspec.Struct]) -> msgspec.json.Decoder:
 def validate_payload_json(message_type: str, payload_json: bytes) -> None:
     """``validate_payload`` of a payload already serialized (checked without a dict);
     a payload of another type must at least be JSON."""
-    schema = _PAYLOAD_SCHEMAS.get(message_type)
+    schema = _EVENT_SCHEMAS.get(message_type)
     try:
         if schema is None:
             orjson.loads(payload_json)
             return
-        payload = _payload_decoder(schema).decode(payload_json)
+        _payload_decoder(schema).decode(payload_json)
     except (msgspec.ValidationError, msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"invalid {message_type} payload: {exc}") from None
-    if message_type == "execution_update" and not 0 <= payload.progress <= 100:
-        raise ValueError("invalid execution_update payload: progress must be within 0..100")
+
+
+# ---------------------------------------------------------------- time on the wire
+
+
+def wire_time(moment: datetime) -> str:
+    """The one form of every timestamp on the wire (envelopes, payloads, frames, REST):
+    ISO 8601 in UTC with milliseconds and a ``Z``, e.g. ``2026-11-24T21:30:00.123Z``: what
+    JavaScript's ``Date.prototype.toISOString`` writes and every ``Date`` parses. A naive
+    datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def wire_time_or_none(moment: datetime | None) -> str | None:
+    """``wire_time``, or None for None (an optional timestamp)."""
+    return None if moment is None else wire_time(moment)
+
+
+def within_wire_precision(bound: datetime) -> datetime:
+    """The last instant an inclusive upper bound given on the wire stands for.
+
+    The wire carries milliseconds, the database microseconds: a client that echoes a
+    notification's ``created_at`` as ``before`` means that notification too, so the bound covers
+    its whole millisecond (``x <= bound`` compared at the wire's precision).
+    """
+    return bound.replace(microsecond=bound.microsecond - bound.microsecond % 1000 + 999)
 
 
 def validate_channel_name(channel: Any) -> str:
@@ -177,8 +131,8 @@ def validate_channel_name(channel: Any) -> str:
 
 
 def now_iso() -> str:
-    """The current UTC time as ISO 8601 with milliseconds and a Z."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time as the wire writes it (``wire_time``)."""
+    return wire_time(datetime.now(UTC))
 
 
 def envelope_parts(
@@ -220,13 +174,132 @@ def envelope_bytes(head: bytes, tail: bytes, *, offset: int, epoch: str) -> byte
 
 
 def frame(message_type: str, payload: Any = None, reply_to: Any = None) -> str:
-    """A control frame (welcome, replies, errors): not part of any channel's stream."""
+    """A frame of the connection (welcome, replies, errors): not part of any channel's stream.
+
+    ``payload``: one of the frame structs below (``Welcome``, ``Subscribed``, ...), or plain JSON
+    data (a command's result).
+    """
     message: dict[str, Any] = {"type": message_type}
     if reply_to is not None:
         message["reply_to"] = reply_to
     if payload is not None:
-        message["payload"] = payload
+        message["payload"] = msgspec.to_builtins(payload) if isinstance(payload, msgspec.Struct) else payload
     return orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# ---------------------------------------------------------------- frames (server to client)
+
+
+class ChannelPosition(msgspec.Struct):
+    """Where a channel's stream stands: its epoch and the offset of its last message."""
+
+    epoch: str
+    offset: int
+
+
+class Welcome(msgspec.Struct):
+    """Payload of ``welcome``, the first frame of an authenticated connection."""
+
+    user_id: str
+    connection_id: str
+    expires_at: str | None  # wire_time; None: the credentials do not expire
+    heartbeat_s: int
+    channels: dict[str, ChannelPosition]
+
+
+class Subscribed(msgspec.Struct):
+    """Payload of ``subscribed``: the channel's position, whether the gap since ``since`` was
+    filled (``recovered``), and how many of the frames that follow are that replay (``replayed``)."""
+
+    channel: str
+    epoch: str
+    offset: int
+    recovered: bool
+    replayed: int
+
+
+class Unsubscribed(msgspec.Struct):
+    """Payload of ``unsubscribed``."""
+
+    channel: str
+
+
+class PublishedFrame(msgspec.Struct):
+    """Payload of ``published``: where the client's publication was stored."""
+
+    channel: str
+    offset: int
+    epoch: str
+
+
+class AuthRefreshed(msgspec.Struct):
+    """Payload of ``auth.refreshed``: when the refreshed session ends."""
+
+    expires_at: str | None
+
+
+class ErrorPayload(msgspec.Struct):
+    """Payload of ``error``: one of the protocol's codes and a human-readable message."""
+
+    code: str
+    message: str
+
+
+# Every frame the server sends outside the channels' streams, and its payload struct (None: no
+# struct). ``tests/realtime/test_schemas.py`` checks that each ``frame(...)`` call passes its struct.
+FRAMES: dict[str, type[msgspec.Struct] | None] = {
+    "welcome": Welcome,
+    "subscribed": Subscribed,
+    "unsubscribed": Unsubscribed,
+    "published": PublishedFrame,
+    "auth.refreshed": AuthRefreshed,
+    "pong": None,
+    "error": ErrorPayload,
+    # ``{name, result}``: the service's answer, written by orjson as it is (a dict, not a struct).
+    "command_result": None,
+}
+
+
+# ---------------------------------------------------------------- control messages (server to session)
+# Sent on the channel layer to a user's group (``realtime.publish``'s ``*_user_on_commit``) or
+# to one connection's process (``realtime.ops``), as dicts: ``control_message(struct)``.
+
+
+class ControlSubscribe(msgspec.Struct, tag="rt.subscribe", tag_field="type"):
+    """Subscribe the user's live connections to ``channel`` (e.g. the user joined a team)."""
+
+    channel: str
+
+
+class ControlUnsubscribe(msgspec.Struct, tag="rt.unsubscribe", tag_field="type"):
+    """Remove the user's live connections from ``channel`` (e.g. the user left a team)."""
+
+    channel: str
+
+
+class ControlDisconnect(msgspec.Struct, tag="rt.disconnect", tag_field="type", omit_defaults=True):
+    """Close connections with ``code``: all of the user's, or only those authenticated by ``auth``
+    (e.g. ``"session"``), of one session (``session``: ``sessions.session_tag``), or one
+    connection (``connection_id``)."""
+
+    code: int
+    reason: str
+    auth: str | None = None
+    session: str | None = None
+    connection_id: str | None = None
+
+
+ControlMessage = ControlSubscribe | ControlUnsubscribe | ControlDisconnect
+
+
+def control_message(message: ControlMessage) -> dict[str, Any]:
+    """A control message as the channel layer carries it (a dict with its ``type``)."""
+    return msgspec.to_builtins(message)
+
+
+def parse_control_message(message: dict[str, Any]) -> ControlMessage:
+    """A control message read back from the channel layer (``msgspec.ValidationError`` if malformed)."""
+    return msgspec.convert(message, type=ControlMessage)
 
 
 # ---------------------------------------------------------------- inbound commands

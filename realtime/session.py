@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -34,26 +33,32 @@ from realtime.publish import apublish
 from realtime.recovery import catch_up
 from realtime.schemas import (
     AuthRefresh,
+    AuthRefreshed,
+    ChannelPosition,
     Command,
+    ControlDisconnect,
+    ControlSubscribe,
+    ControlUnsubscribe,
+    ErrorPayload,
     Ping,
     ProtocolError,
     Publish,
+    PublishedFrame,
     Subscribe,
+    Subscribed,
     Unsubscribe,
+    Unsubscribed,
+    Welcome,
     frame,
     parse_command,
+    parse_control_message,
     validate_channel_name,
+    wire_time_or_none,
 )
 
 logger = logging.getLogger("realtime.session")
 
 _CONNECTS_OK = metrics.CONNECTS.labels("ok")
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Transport(Protocol):
@@ -131,13 +136,13 @@ class Session:
         hub = self.node.hub
         for channel, position in positions.items():
             hub.note_position(channel, position.epoch, position.offset)
-        self.outbox.push(frame("welcome", {
-            "user_id": identity.user_id,
-            "connection_id": self.connection_id,
-            "expires_at": _iso(identity.expires_at),
-            "heartbeat_s": setting("HEARTBEAT_S"),
-            "channels": {c: {"epoch": p.epoch, "offset": p.offset} for c, p in positions.items()},
-        }))
+        self.outbox.push(frame("welcome", Welcome(
+            user_id=identity.user_id,
+            connection_id=self.connection_id,
+            expires_at=wire_time_or_none(identity.expires_at),
+            heartbeat_s=setting("HEARTBEAT_S"),
+            channels={c: ChannelPosition(p.epoch, p.offset) for c, p in positions.items()},
+        )))
         self._release({c: p.offset for c, p in positions.items()})
 
     async def end(self) -> None:
@@ -242,7 +247,7 @@ class Session:
                 await security.record("too_large", ip=self.ip, user_id=self.identity.user_id, detail=error.message)
             elif error.code == "forbidden":
                 await security.record("forbidden", ip=self.ip, user_id=self.identity.user_id, detail=error.message)
-            self.outbox.push(frame("error", {"code": error.code, "message": error.message}, error.reply_to))
+            self.outbox.push(frame("error", ErrorPayload(error.code, error.message), error.reply_to))
             if self.invalid_frames > setting("MAX_INVALID_FRAMES"):
                 self.closing = True
                 await security.record("invalid_frames", ip=self.ip, user_id=self.identity.user_id)
@@ -252,7 +257,7 @@ class Session:
             # and the session goes on (its state was not changed by the failed command).
             logger.exception("connection %s: a frame failed", self.connection_id)
             metrics.PROTOCOL_ERRORS.labels("internal").inc()
-            self.outbox.push(frame("error", {"code": "internal", "message": "internal error; see the server log"},
+            self.outbox.push(frame("error", ErrorPayload("internal", "internal error; see the server log"),
                                    getattr(command, "id", None)))
 
     async def execute(self, command: Any) -> None:
@@ -298,10 +303,10 @@ class Session:
         self.node.hub.note_position(channel, caught.epoch, caught.offset)
         # `replayed` tells the client how many of the frames that follow are the replay, so it
         # knows when its position may move past them (an extension of the v1 reply).
-        self.outbox.push(frame("subscribed", {
-            "channel": channel, "epoch": caught.epoch, "offset": caught.offset, "recovered": caught.recovered,
-            "replayed": len(caught.replay),
-        }, reply_to))
+        self.outbox.push(frame("subscribed", Subscribed(
+            channel=channel, epoch=caught.epoch, offset=caught.offset, recovered=caught.recovered,
+            replayed=len(caught.replay),
+        ), reply_to))
         for _, text in caught.replay:
             self.outbox.push(text)  # never coalesced: the client counts these frames
         if caught.snapshot is not None:
@@ -314,7 +319,7 @@ class Session:
             raise ProtocolError("not_found", f"not subscribed to {channel}")
         self.subscribed.discard(channel)
         await self.node.hub.leave(self, channel)
-        self.outbox.push(frame("unsubscribed", {"channel": channel}, reply_to))
+        self.outbox.push(frame("unsubscribed", Unsubscribed(channel), reply_to))
 
     async def _publish(self, command: Publish) -> None:
         channel = validate_channel_name(command.channel)
@@ -327,8 +332,7 @@ class Session:
             raise ProtocolError("invalid_message", str(exc)) from None
         if published is None:
             raise ProtocolError("unavailable", "the message could not be published; retry later")
-        self.outbox.push(frame("published", {"channel": channel, "offset": published.offset,
-                                             "epoch": published.epoch}, command.id))
+        self.outbox.push(frame("published", PublishedFrame(channel, published.offset, published.epoch), command.id))
 
     async def _refresh(self, command: AuthRefresh) -> None:
         try:
@@ -340,7 +344,7 @@ class Session:
         if str(user.pk) != self.identity.user_id:
             raise ProtocolError("forbidden", "the token belongs to another user")
         self.identity = auth.Identity(user, expires_at, self.identity.method)
-        self.outbox.push(frame("auth.refreshed", {"expires_at": _iso(expires_at)}, command.id))
+        self.outbox.push(frame("auth.refreshed", AuthRefreshed(wire_time_or_none(expires_at)), command.id))
 
     # ------------------------------------------------------------------ control (channel layer)
 
@@ -353,41 +357,39 @@ class Session:
             if self.identity is None:  # closed meanwhile
                 return
             try:
-                handler = _CONTROL_HANDLERS.get(message["type"])
-                if handler is None:
-                    raise ValueError(f"no handler for message type {message['type']}")
-                await handler(self, message)
+                event = parse_control_message(message)
+                await _CONTROL_HANDLERS[type(event)](self, event)
             except Exception:
                 logger.exception("control message %s failed", message.get("type"))
 
-    async def rt_subscribe(self, event: dict) -> None:
+    async def rt_subscribe(self, event: ControlSubscribe) -> None:
         """Server-side subscribe of this user's connections (e.g. the user joined a team)."""
-        if self.identity is not None and event["channel"] not in self.subscribed:
+        if self.identity is not None and event.channel not in self.subscribed:
             try:
-                await self._subscribe(event["channel"], None, None, checked=True)
+                await self._subscribe(event.channel, None, None, checked=True)
             except ProtocolError as error:
-                logger.warning("server-side subscribe to %s failed: %s", event["channel"], error.message)
+                logger.warning("server-side subscribe to %s failed: %s", event.channel, error.message)
 
-    async def rt_unsubscribe(self, event: dict) -> None:
+    async def rt_unsubscribe(self, event: ControlUnsubscribe) -> None:
         """Server-side unsubscribe (e.g. the user left a team)."""
-        if self.identity is not None and event["channel"] in self.subscribed:
-            await self._unsubscribe(event["channel"], None)
+        if self.identity is not None and event.channel in self.subscribed:
+            await self._unsubscribe(event.channel, None)
 
-    async def rt_disconnect(self, event: dict) -> None:
+    async def rt_disconnect(self, event: ControlDisconnect) -> None:
         """Close this session on the server's request (admin action, deactivated user)."""
-        target = event.get("connection_id")
-        if "auth" in event and (self.identity is None or self.identity.method != event["auth"]):
+        if event.auth is not None and (self.identity is None or self.identity.method != event.auth):
             return  # e.g. a logout closes session-cookie sockets, not the user's token sockets
-        if "session" in event and (self.session_key is None
-                                   or sessions.session_tag(self.session_key) != event["session"]):
+        if event.session is not None and (self.session_key is None
+                                          or sessions.session_tag(self.session_key) != event.session):
             return  # another session of the same user
-        if target is None or target == self.connection_id:
-            await self.transport.close(code=event.get("code", 1000), reason=event.get("reason", ""))
+        if event.connection_id is None or event.connection_id == self.connection_id:
+            await self.transport.close(code=event.code, reason=event.reason)
 
 
-# Control message types (``realtime.publish``'s subscribe, unsubscribe and disconnect) and their handlers.
-_CONTROL_HANDLERS: dict[str, Callable[[Session, dict], Awaitable[None]]] = {
-    "rt.subscribe": Session.rt_subscribe,
-    "rt.unsubscribe": Session.rt_unsubscribe,
-    "rt.disconnect": Session.rt_disconnect,
+# Control messages (``realtime.schemas``: sent by ``realtime.publish``'s ``*_user_on_commit`` and
+# ``realtime.ops``) and their handlers.
+_CONTROL_HANDLERS: dict[type, Callable[[Session, Any], Awaitable[None]]] = {
+    ControlSubscribe: Session.rt_subscribe,
+    ControlUnsubscribe: Session.rt_unsubscribe,
+    ControlDisconnect: Session.rt_disconnect,
 }

@@ -1,7 +1,7 @@
 """The layers point one way: the realtime layer imports no domain app, nor the load tool, nor the tests.
 
 Domain apps (``notifications``, ``executions``) use ``realtime``; where the realtime layer needs
-something of theirs (channels, socket commands, service keys) they register it from
+something of theirs (event types, channels, socket commands, service keys) they register it from
 ``AppConfig.ready``. A new import the other way fails here, with the file and line.
 """
 
@@ -52,3 +52,23 @@ def test_the_check_sees_every_kind_of_import():
     found = [module for _, module in imported_modules(ast.parse(source))]
 
     assert found == ["executions.models", "notifications", "loadtest.runner", "tests.live"]
+
+
+def test_realtime_names_no_domain_event_type():
+    """The transport keeps the envelope, frames and commands; the domain's message types and
+    their payloads belong to their apps (``notifications/events.py``, ``executions/events.py``),
+    which register them. A domain type written as a string in ``realtime/`` fails here."""
+    from executions.events import EVENT_TYPES as EXECUTION_EVENTS
+    from notifications.events import EVENT_TYPES as NOTIFICATION_EVENTS
+
+    domain_types = set(NOTIFICATION_EVENTS) | set(EXECUTION_EVENTS)
+    sources = sorted((ROOT / "realtime").rglob("*.py"))
+
+    named = [
+        f"{path.relative_to(ROOT)}:{node.lineno} names {node.value!r}"
+        for path in sources
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.Constant) and node.value in domain_types
+    ]
+
+    assert named == []

@@ -10,8 +10,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from notifications.models import Notification
-from notifications.payloads import iso_utc
 from notifications.services import notification_create
+from realtime.schemas import wire_time
 from tests.conftest import access_token_for
 
 LIST_URL = "/api/notifications/"
@@ -79,7 +79,7 @@ def test_list_returns_own_notifications_newest_first_in_the_socket_shape(auth_cl
             "title": "newer",
             "message": "b",
             "read": False,
-            "created_at": iso_utc(newer.created_at),
+            "created_at": wire_time(newer.created_at),
             "action": {"type": "open", "payload": [1]},
             "archived": False,
         },
@@ -90,7 +90,7 @@ def test_list_returns_own_notifications_newest_first_in_the_socket_shape(auth_cl
             "title": "older",
             "message": "a",
             "read": False,
-            "created_at": iso_utc(older.created_at),
+            "created_at": wire_time(older.created_at),
             "action": None,
             "archived": False,
         },
@@ -257,7 +257,7 @@ def test_read_all_marks_up_to_before_and_answers_updated_and_count(auth_client, 
     _bulk(user, 4, start=now - timedelta(hours=3))
     _bulk(user, 2, start=now - timedelta(minutes=5))
 
-    response = auth_client.post(READ_ALL_URL, {"before": iso_utc(now - timedelta(hours=1))}, format="json")
+    response = auth_client.post(READ_ALL_URL, {"before": wire_time(now - timedelta(hours=1))}, format="json")
     rest = auth_client.post(READ_ALL_URL, {}, format="json")
 
     assert response.status_code == 200

@@ -15,8 +15,8 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.test import Client
 
+from notifications.events import notification_payload
 from notifications.models import Notification
-from notifications.payloads import notification_payload
 from notifications.services import notification_create
 from tests.conftest import access_token_for
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
@@ -12,8 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from notifications.events import notification_payload
 from notifications.models import Notification
-from notifications.payloads import iso_utc, notification_payload
 from notifications.services import (
     notification_create,
     notification_create_many,
@@ -24,6 +24,7 @@ from notifications.services import (
 from realtime import relay as rt_relay
 from realtime.models import OutboxEvent
 from realtime.publish import Message, _prepared_message
+from realtime.schemas import wire_time
 
 
 def _bulk_users(count: int, *, prefix: str, is_active: bool = True) -> list:
@@ -56,7 +57,7 @@ def test_create_publishes_notification_then_count_only_after_commit(user, events
                 "title": "Build done",
                 "message": "All green",
                 "read": False,
-                "created_at": iso_utc(notification.created_at),
+                "created_at": wire_time(notification.created_at),
                 "action": {"type": "open_execution", "payload": {"id": "e1"}},
                 "archived": False,
             },
@@ -139,7 +140,7 @@ def test_create_many_inserts_in_batches_with_a_bounded_number_of_queries(
                     "title": "Maintenance",
                     "message": "At 22:00",
                     "read": False,
-                    "created_at": iso_utc(notification.created_at),
+                    "created_at": wire_time(notification.created_at),
                     "action": None,
                     "archived": False,
                 },
@@ -260,10 +261,29 @@ def test_mark_all_read_works_in_batches_up_to_the_cutoff(user, make_user, django
     still_unread = Notification.objects.filter(read_at__isnull=True).order_by("title")
     assert list(still_unread.values_list("title", flat=True)) == ["new", "theirs"]
     assert events(user) == [
-        ("notification_read", {"ids": [], "all": True, "before": iso_utc(cutoff)}),
+        ("notification_read", {"ids": [], "all": True, "before": wire_time(cutoff)}),
         ("unread_count", {"count": 1}),
     ]
     assert events(stranger) == []
+
+
+def test_mark_all_read_before_an_echoed_created_at_includes_that_notification(
+    user, django_capture_on_commit_callbacks, events
+):
+    # The wire writes milliseconds; the row keeps microseconds the client never saw.
+    created = timezone.now().replace(microsecond=123456)
+    Notification.objects.bulk_create([
+        Notification(user=user, type="info", title="seen", message="", created_at=created),
+        Notification(user=user, type="info", title="later", message="", created_at=created + timedelta(milliseconds=1)),
+    ])
+    echoed = datetime.fromisoformat(wire_time(created))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        updated = notification_mark_all_read(user=user, before=echoed)
+
+    assert updated == 1
+    assert list(Notification.objects.filter(read_at__isnull=True).values_list("title", flat=True)) == ["later"]
+    assert events(user)[0] == ("notification_read", {"ids": [], "all": True, "before": wire_time(created)})
 
 
 def test_mark_all_read_with_nothing_unread_changes_and_publishes_nothing(

@@ -10,10 +10,9 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from notifications.models import Notification
-from notifications.payloads import iso_utc
 from notifications.services import notification_create
 from realtime.commands import registered_commands, run_command
-from realtime.schemas import ProtocolError
+from realtime.schemas import ProtocolError, wire_time
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
@@ -68,13 +67,13 @@ async def test_mark_all_read_honours_before_and_answers_updated_and_count(user, 
     )
     cutoff = now - timedelta(hours=1)
 
-    answer = await run_command(user, "notification.mark_all_read", {"before": iso_utc(cutoff)})
+    answer = await run_command(user, "notification.mark_all_read", {"before": wire_time(cutoff)})
     rest = await run_command(user, "notification.mark_all_read", {})
 
     assert answer == {"updated": 1, "count": 1}
     assert rest == {"updated": 1, "count": 0}
     assert (await sync_to_async(events)(user))[:2] == [
-        ("notification_read", {"ids": [], "all": True, "before": iso_utc(cutoff)}),
+        ("notification_read", {"ids": [], "all": True, "before": wire_time(cutoff)}),
         ("unread_count", {"count": 1}),
     ]
 

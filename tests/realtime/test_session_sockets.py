@@ -13,6 +13,8 @@ from django.conf import settings as django_settings
 from django.contrib.sessions.models import Session
 from django.test import Client
 
+from realtime.schemas import wire_time
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -42,10 +44,6 @@ async def _closed(sock, timeout: float = 5) -> dict:
             return output
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 async def test_welcome_announces_the_sessions_own_expiry(connect, user):
     _, key = await sync_to_async(_login)(user)
     ends = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=7)
@@ -54,7 +52,7 @@ async def test_welcome_announces_the_sessions_own_expiry(connect, user):
     sock = await _session_socket(connect, key)
 
     # Not now + SESSION_COOKIE_AGE (two weeks): the session ends in 7 minutes.
-    assert sock.welcome["payload"]["expires_at"] == _iso(ends)
+    assert sock.welcome["payload"]["expires_at"] == wire_time(ends)
 
 
 async def test_logout_closes_that_sessions_sockets_only(connect, make_user):

@@ -27,6 +27,7 @@ import {
   type SocketLike,
   State,
   type StateInfo,
+  type Subscribed,
   type TokenRequest,
   type UnauthorizedCause,
   type Unsubscribe,
@@ -761,7 +762,7 @@ export class RealtimeClient {
    * The server subscribed this socket (e.g. the user joined a team). The channel is remembered
    * so that the next reconnect re-subscribes it with its position; otherwise it would be lost.
    */
-  private _onServerSubscribed(payload: { channel: string; epoch: string; offset: number }): void {
+  private _onServerSubscribed(payload: Subscribed): void {
     const ch = this._channel(payload.channel);
     ch.server = true;
     if (ch.epoch == null || ch.epoch !== payload.epoch) this._reposition(ch, payload.epoch, payload.offset);

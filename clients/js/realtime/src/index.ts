@@ -9,6 +9,6 @@ export type {
   ConnectionState, StateInfo, UnauthorizedCause, Position, Envelope, Notification, NotificationAction,
   ExecutionUpdate, ExecutionStatus, Welcome, ResyncEvent, TokenRequest, RealtimeOptions, SocketLike,
   SocketConstructor, EventSourceLike, EventSourceConstructor, Unsubscribe, NotificationIds, TeamRole, TeamMemberEvent, TeamRoleChangedEvent,
-  TeamRenamedEvent, TeamEvent,
+  TeamRenamedEvent, TeamEvent, Subscribed, Published, AuthRefreshed, ErrorPayload,
 } from "./types.js";
 export { executionFromRest, executionFromUpdate, type Execution, type RestExecution } from "./executions.js";

@@ -172,12 +172,42 @@ export interface ExecutionUpdate {
   updated_at: string;
 }
 
+/** The first frame of a connection (`welcome` payload). Times: ISO 8601, UTC, milliseconds. */
 export interface Welcome {
   user_id: string;
   connection_id: string;
   expires_at: string | null;
   heartbeat_s: number;
   channels: Record<string, Position>;
+}
+
+/** Reply to `subscribe` (and a server-side subscribe, without `reply_to`): `subscribed` payload. */
+export interface Subscribed {
+  channel: string;
+  epoch: string;
+  offset: number;
+  /** False: the gap since `since` could not be filled; reload state over REST. */
+  recovered: boolean;
+  /** How many of the frames that follow are the replay of missed messages. */
+  replayed: number;
+}
+
+/** Reply to `publish`: where the publication was stored (`published` payload). */
+export interface Published {
+  channel: string;
+  offset: number;
+  epoch: string;
+}
+
+/** Reply to `auth.refresh` (`auth.refreshed` payload). */
+export interface AuthRefreshed {
+  expires_at: string | null;
+}
+
+/** An `error` frame's payload: one of the protocol's codes and a message. */
+export interface ErrorPayload {
+  code: string;
+  message: string;
 }
 
 export interface ResyncEvent {
