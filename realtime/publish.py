@@ -148,19 +148,36 @@ def _prepare(channel: str, message_type: str, payload: Any, sender: str, target:
                                            coalesce_key))
 
 
-def _send(channel: str, message_type: str, keys: list[str], args: list) -> Published | None:
+def _breaker_allowing(channel: str, message_type: str) -> CircuitBreaker | None:
+    """The breaker when it lets an immediate publish through; None (logged) when it is open."""
     cb = breaker()
-    if not cb.allow():
-        logger.warning("publish skipped (circuit open): channel=%s type=%s", channel, message_type)
-        return None
-    try:
-        offset, epoch, _ = rt_redis.sync_script(streams.PUBLISH_LUA)(keys=keys, args=args)
-    except RedisError as exc:
+    if cb.allow():
+        return cb
+    logger.warning("publish skipped (circuit open): channel=%s type=%s", channel, message_type)
+    return None
+
+
+def _outcome(cb: CircuitBreaker, channel: str, message_type: str, reply: Any) -> Published | None:
+    """Where an immediate publish landed (PUBLISH_LUA's reply), or None for its RedisError;
+    the breaker learns either way."""
+    if isinstance(reply, RedisError):
         cb.record_failure()
-        logger.error("publish failed: channel=%s type=%s error=%s", channel, message_type, exc)
+        logger.error("publish failed: channel=%s type=%s error=%s", channel, message_type, reply)
         return None
     cb.record_success()
+    offset, epoch, _ = reply
     return Published(channel, int(offset), epoch.decode())
+
+
+def _send(channel: str, message_type: str, keys: list[str], args: list) -> Published | None:
+    cb = _breaker_allowing(channel, message_type)
+    if cb is None:
+        return None
+    try:
+        reply = rt_redis.sync_script(streams.PUBLISH_LUA)(keys=keys, args=args)
+    except RedisError as exc:
+        reply = exc
+    return _outcome(cb, channel, message_type, reply)
 
 
 def publish_rollback_unsafe(
@@ -302,18 +319,14 @@ async def apublish(
     ``publish_rollback_unsafe``.
     """
     keys, args = _prepare(channel, message_type, payload, sender, target, exclude_users, coalesce_key)
-    cb = breaker()
-    if not cb.allow():
-        logger.warning("publish skipped (circuit open): channel=%s type=%s", channel, message_type)
+    cb = _breaker_allowing(channel, message_type)
+    if cb is None:
         return None
     try:
-        offset, epoch, _ = await rt_redis.async_script(streams.PUBLISH_LUA)(keys=keys, args=args)
+        reply = await rt_redis.async_script(streams.PUBLISH_LUA)(keys=keys, args=args)
     except RedisError as exc:
-        cb.record_failure()
-        logger.error("publish failed: channel=%s type=%s error=%s", channel, message_type, exc)
-        return None
-    cb.record_success()
-    return Published(channel, int(offset), epoch.decode())
+        reply = exc
+    return _outcome(cb, channel, message_type, reply)
 
 
 # ------------------------------------------------------------------ server-side membership
