@@ -31,11 +31,13 @@ from notifications.selectors import notification_unread_counts
 from notifications.utils import chunked
 from realtime.channels import user_channel
 from realtime.publish import (
+    JsonMessages,
     Message,
     create_and_publish_on_commit,
     publish_json_many_on_commit,
     publish_many_on_commit,
 )
+from realtime.schemas import new_uuids
 
 # Rows per INSERT of notification_create_many: big enough to amortize round trips, small
 # enough to stay under SQLite's parameter limit (10 columns x 1000 rows).
@@ -86,19 +88,19 @@ def _content_validate(*, type: str, title: str, message: str) -> None:
         raise ValidationError(errors)
 
 
-def _unread_counts(user_ids: Collection[Any]) -> Callable[[], list[Message]]:
+def _unread_counts(user_ids: Collection[Any]) -> Callable[[], JsonMessages]:
     """What sends each user their unread count after commit (one grouped query).
 
     Counted after commit, so concurrent writers never publish a count that their own
-    transaction could not see yet.
+    transaction could not see yet. The payloads are serialized as ``{"count": n}`` would be,
+    without a dict each (a fan-out counts for every recipient).
     """
     user_ids = list(dict.fromkeys(user_ids))
 
-    def messages() -> list[Message]:
+    def messages() -> JsonMessages:
         counts = notification_unread_counts(user_ids=user_ids)
-        return [
-            Message(user_channel(user_id), "unread_count", {"count": counts.get(user_id, 0)}) for user_id in user_ids
-        ]
+        return JsonMessages("unread_count", [user_channel(user_id) for user_id in user_ids],
+                            [b'{"count":%d}' % counts.get(user_id, 0) for user_id in user_ids])
 
     return messages
 
@@ -174,17 +176,21 @@ def notification_create_many(
     action = notification_action_validate(action)
     recipient_ids = _recipient_ids(users=users, everyone=everyone)
     created_at = timezone.now()
+    channels: list[str] = []
+    payloads: list[bytes] = []
     with transaction.atomic():
         for chunk in chunked(recipient_ids, CREATE_BATCH_SIZE):
-            ids = [str(uuid.uuid4()) for _ in chunk]
+            ids = new_uuids(len(chunk))
             _insert_new(ids=ids, user_ids=chunk, type=type, title=title, message=message, action=action,
                         created_at=created_at)
-            publish_json_many_on_commit(
-                "notification", [user_channel(user_id) for user_id in chunk],
-                new_notification_payloads_json(ids=ids, user_ids=chunk, type=type, title=title, message=message,
-                                               action=action, created_at=created_at),
-            )
-        _publish_on_commit([], unread_counts_of=recipient_ids)
+            channels.extend(user_channel(user_id) for user_id in chunk)
+            payloads.extend(new_notification_payloads_json(ids=ids, user_ids=chunk, type=type, title=title,
+                                                           message=message, action=action, created_at=created_at))
+        # One outbox write for the whole fan-out, delivered by one after-commit step together with
+        # the unread counts: the publish then sends each recipient's notification and count
+        # together (``relay.publish_pipelined`` groups a channel's messages).
+        publish_json_many_on_commit("notification", channels, payloads, batch_size=CREATE_BATCH_SIZE,
+                                    then=_unread_counts(recipient_ids) if recipient_ids else None)
     return len(recipient_ids)
 
 
