@@ -61,7 +61,8 @@ CONTROL = OutboxEvent.Kind.CONTROL
 
 # A prepared publish: channel, envelope head and tail (bytes), audience, coalesce key.
 Prepared = tuple[str, bytes, bytes, str, str]
-# Messages per pipeline (one round trip).
+# Messages sent ahead of the reply read (one round trip; on one server two round trips of half
+# as many are in flight, ``_evalsha_pipelined``): a reply never waits on more messages than this.
 PIPELINE_SIZE = 500
 # Messages per PUBLISH_MANY_LUA call. Redis answers a call only once all its messages ran (and
 # serves no other client meanwhile): at 100 per call, the attempt after commit, whose reads
@@ -213,7 +214,7 @@ def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[
         chunk = grouped[start:start + MESSAGES_PER_CALL]
         calls.append(([key for keys, _ in chunk for key in keys], [arg for _, args in chunk for arg in args]))
     replies: list[Any] = []
-    for reply in _evalsha_pipelined(client, streams.PUBLISH_MANY_LUA, calls, PIPELINE_SIZE // MESSAGES_PER_CALL):
+    for reply in _evalsha_pipelined(client, streams.PUBLISH_MANY_LUA, calls, PIPELINE_SIZE // MESSAGES_PER_CALL // 2):
         replies.extend(reply)
     if order is None:
         return replies
@@ -337,7 +338,7 @@ def _publish_per_node(cluster: Any, items: list[tuple[list[str], list]]) -> list
     for node_client, indexes in by_node.values():
         try:
             for index, reply in zip(indexes, _evalsha_pipelined(node_client, streams.PUBLISH_LUA,
-                                                                [items[i] for i in indexes], PIPELINE_SIZE),
+                                                                [items[i] for i in indexes], PIPELINE_SIZE // 2),
                                     strict=True):
                 replies[index] = reply
         except Exception as exc:  # the other nodes still get theirs; retries are idempotent
