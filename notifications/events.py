@@ -20,7 +20,7 @@ import msgspec
 from notifications.models import Notification
 from notifications.selectors import notification_unread_counts
 from realtime.channels import user_channel
-from realtime.publish import Message, publish_many_on_commit
+from realtime.publish import JsonMessages, Message, publish_many_on_commit
 from realtime.schemas import wire_time
 
 NOTIFICATION = "notification"
@@ -124,17 +124,19 @@ def all_read_message(user_id: Any, *, before: Any) -> Message:
     return Message(user_channel(user_id), NOTIFICATION_READ, {"ids": [], "all": True, "before": wire_time(before)})
 
 
-def unread_counts_after_commit(user_ids: Collection[Any]) -> Callable[[], list[Message]]:
+def unread_counts_after_commit(user_ids: Collection[Any]) -> Callable[[], JsonMessages]:
     """What sends each user their unread count after commit (one grouped query).
 
     Counted after commit, so concurrent writers never publish a count that their own
-    transaction could not see yet.
+    transaction could not see yet. The payloads are serialized as ``UnreadCount`` would be
+    (``{"count": n}``), without a struct each: a fan-out counts for every recipient.
     """
     user_ids = list(dict.fromkeys(user_ids))
 
-    def messages() -> list[Message]:
+    def messages() -> JsonMessages:
         counts = notification_unread_counts(user_ids=user_ids)
-        return [unread_count_message(user_id, counts.get(user_id, 0)) for user_id in user_ids]
+        return JsonMessages("unread_count", [user_channel(user_id) for user_id in user_ids],
+                            [b'{"count":%d}' % counts.get(user_id, 0) for user_id in user_ids])
 
     return messages
 

@@ -36,7 +36,7 @@ from realtime.publish import (
     create_and_publish_on_commit,
     publish_json_many_on_commit,
 )
-from realtime.schemas import within_wire_precision
+from realtime.schemas import new_uuids, within_wire_precision
 
 # Rows per INSERT of notification_create_many: big enough to amortize round trips, small
 # enough to stay under SQLite's parameter limit (10 columns x 1000 rows).
@@ -153,17 +153,21 @@ def notification_create_many(
     action = notification_action_validate(action)
     recipient_ids = _recipient_ids(users=users, everyone=everyone)
     created_at = timezone.now()
+    channels: list[str] = []
+    payloads: list[bytes] = []
     with transaction.atomic():
         for chunk in chunked(recipient_ids, CREATE_BATCH_SIZE):
-            ids = [str(uuid.uuid4()) for _ in chunk]
+            ids = new_uuids(len(chunk))
             _insert_new(ids=ids, user_ids=chunk, type=type, title=title, message=message, action=action,
                         created_at=created_at)
-            publish_json_many_on_commit(
-                "notification", [user_channel(user_id) for user_id in chunk],
-                new_notification_payloads_json(ids=ids, user_ids=chunk, type=type, title=title, message=message,
-                                               action=action, created_at=created_at),
-            )
-        _publish_on_commit([], unread_counts_of=recipient_ids)
+            channels.extend(user_channel(user_id) for user_id in chunk)
+            payloads.extend(new_notification_payloads_json(ids=ids, user_ids=chunk, type=type, title=title,
+                                                           message=message, action=action, created_at=created_at))
+        # One outbox write for the whole fan-out, delivered by one after-commit step together with
+        # the unread counts: the publish then sends each recipient's notification and count
+        # together (``relay.publish_pipelined`` groups a channel's messages).
+        publish_json_many_on_commit("notification", channels, payloads, batch_size=CREATE_BATCH_SIZE,
+                                    then=_unread_counts(recipient_ids) if recipient_ids else None)
     return len(recipient_ids)
 
 

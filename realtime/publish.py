@@ -40,6 +40,7 @@ from realtime.schemas import (
     control_message,
     envelope_parts,
     envelope_parts_json,
+    new_uuids,
     now_iso,
     validate_channel_name,
     validate_payload,
@@ -224,7 +225,7 @@ class Message:
 
 def publish_many_on_commit(
     messages: Iterable[Message], *, batch_size: int = 1000,
-    then: Callable[[], Iterable[Message]] | None = None,
+    then: Callable[[], Iterable[Message] | JsonMessages] | None = None,
 ) -> None:
     """Publish many messages after commit, pipelined, through the outbox.
 
@@ -241,7 +242,7 @@ def publish_many_on_commit(
 
 def publish_json_many_on_commit(
     message_type: str, channels: list[str], payloads: list[bytes], *, sender: str = "system",
-    batch_size: int = 1000, then: Callable[[], Iterable[Message]] | None = None,
+    batch_size: int = 1000, then: Callable[[], Iterable[Message] | JsonMessages] | None = None,
 ) -> None:
     """``publish_many_on_commit`` of one type's messages whose payloads are already JSON.
 
@@ -249,42 +250,72 @@ def publish_json_many_on_commit(
     ids): no dict per message. ``channels[i]`` gets ``payloads[i]``; each is validated now
     against the type's schema, like a payload given as a dict, and sent as the same bytes.
     """
+    _write_prepared(_prepared_json(JsonMessages(message_type, channels, payloads, sender)), batch_size=batch_size,
+                    then=then)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonMessages:
+    """Messages of one type whose payloads are already JSON: ``channels[i]`` gets ``payloads[i]``.
+
+    What ``publish_json_many_on_commit`` sends, and what a ``then`` may return instead of
+    ``Message`` objects (e.g. unread counts to many users, serialized without a dict each)."""
+
+    type: str
+    channels: list[str]
+    payloads: list[bytes]
+    sender: str = "system"
+
+
+def _prepared_json(messages: JsonMessages) -> list[relay.Prepared]:
+    """The messages, each validated against its type's schema like a payload given as a dict,
+    and sent as the same bytes; one timestamp, and envelope ids made together."""
     timestamp = now_iso()
+    message_type, sender = messages.type, messages.sender
     prepared = []
-    for channel, payload in zip(channels, payloads, strict=True):
+    for channel, payload, message_id in zip(messages.channels, messages.payloads,
+                                            new_uuids(len(messages.channels)), strict=True):
         validate_channel_name(channel)
         validate_payload_json(message_type, payload)
         head, tail = envelope_parts_json(channel=channel, message_type=message_type, payload_json=payload,
-                                         sender=sender, timestamp=timestamp)
+                                         sender=sender, timestamp=timestamp, message_id=message_id)
         prepared.append((channel, head, tail, "", ""))
-    _write_prepared(prepared, batch_size=batch_size, then=then)
+    return prepared
 
 
 def _write_prepared(prepared: list[relay.Prepared], *, batch_size: int,
-                    then: Callable[[], Iterable[Message]] | None) -> None:
+                    then: Callable[[], Iterable[Message] | JsonMessages] | None) -> None:
     if not prepared and then is None:
         return
     rows = [prepared[start:start + batch_size] for start in range(0, len(prepared), batch_size)]
-    after = None
-    if then is not None:
-        def after() -> list[relay.Prepared]:
-            return _prepared_messages(then())
-    relay.write(relay.PUBLISH, rows, then=after)
+    relay.write(relay.PUBLISH, rows, then=_prepared_then(then))
+
+
+def _prepared_then(then: Callable[[], Iterable[Message] | JsonMessages] | None
+                   ) -> Callable[[], list[relay.Prepared]] | None:
+    """What the relay calls after the commit: ``then``'s messages, prepared."""
+    if then is None:
+        return None
+
+    def after() -> list[relay.Prepared]:
+        messages = then()
+        if isinstance(messages, JsonMessages):
+            return _prepared_json(messages)
+        return _prepared_messages(messages)
+
+    return after
 
 
 def create_and_publish_on_commit(instance: Any, messages: Iterable[Message], *,
-                                 then: Callable[[], Iterable[Message]] | None = None) -> None:
+                                 then: Callable[[], Iterable[Message] | JsonMessages] | None = None) -> None:
     """Insert ``instance`` (a new model row) and publish ``messages`` after the commit.
 
     The same as ``instance.save()`` and ``publish_many_on_commit(messages, then=then)`` in one
     transaction (the caller's, or its own), for the messages of one outbox row; outside a
     transaction on PostgreSQL both rows are written in one statement (``relay.write_with_insert``).
     """
-    after = None
-    if then is not None:
-        def after() -> list[relay.Prepared]:
-            return [_prepared_message(m) for m in then()]
-    relay.write_with_insert(instance, relay.PUBLISH, [_prepared_message(m) for m in messages], then=after)
+    relay.write_with_insert(instance, relay.PUBLISH, [_prepared_message(m) for m in messages],
+                            then=_prepared_then(then))
 
 
 def _prepared_message(m: Message, timestamp: str | None = None) -> relay.Prepared:

@@ -61,7 +61,8 @@ CONTROL = OutboxEvent.Kind.CONTROL
 
 # A prepared publish: channel, envelope head and tail (bytes), audience, coalesce key.
 Prepared = tuple[str, bytes, bytes, str, str]
-# Messages per pipeline (one round trip).
+# Messages sent ahead of the reply read (one round trip; on one server two round trips of half
+# as many are in flight, ``_evalsha_pipelined``): a reply never waits on more messages than this.
 PIPELINE_SIZE = 500
 # Messages per PUBLISH_MANY_LUA call. Redis answers a call only once all its messages ran (and
 # serves no other client meanwhile): at 100 per call, the attempt after commit, whose reads
@@ -194,55 +195,132 @@ def _publish_items(rows: Iterable[Pending]) -> list[tuple[list[str], list]]:
 
 
 def publish_pipelined(client: Any, items: list[tuple[list[str], list]]) -> list[Any]:
-    """Run PUBLISH_LUA for each item, in order, PIPELINE_SIZE messages per round trip; returns
-    the replies. Raises the first error (after the whole batch ran: what succeeded stays
-    succeeded, and its idempotency keys make a retry harmless).
+    """Run PUBLISH_LUA for each item, each channel's items in their order, PIPELINE_SIZE
+    messages per round trip; returns the replies, in the items' order. Raises the first error
+    (what succeeded stays succeeded, and its idempotency keys make a retry harmless).
 
     On one server the items go MESSAGES_PER_CALL at a time through PUBLISH_MANY_LUA (the same
-    publish, looped in one script call): Redis runs one script call, and redis-py packs one
-    command and parses one reply, per MESSAGES_PER_CALL messages instead of per message.
+    publish, in one script call): Redis runs one script call, and redis-py packs one command
+    and parses one reply, per MESSAGES_PER_CALL messages instead of per message; a channel's
+    items are sent next to each other (``_grouped_by_channel``), so that the script does its
+    per-channel work once for them.
     """
     if isinstance(client, RedisCluster):
         return _publish_per_node(client, items)
+    order = _grouped_by_channel(items)
+    grouped = items if order is None else [items[i] for i in order]
     calls = []
-    for start in range(0, len(items), MESSAGES_PER_CALL):
-        chunk = items[start:start + MESSAGES_PER_CALL]
+    for start in range(0, len(grouped), MESSAGES_PER_CALL):
+        chunk = grouped[start:start + MESSAGES_PER_CALL]
         calls.append(([key for keys, _ in chunk for key in keys], [arg for _, args in chunk for arg in args]))
     replies: list[Any] = []
-    for reply in _evalsha_pipelined(client, streams.PUBLISH_MANY_LUA, calls, PIPELINE_SIZE // MESSAGES_PER_CALL):
+    for reply in _evalsha_pipelined(client, streams.PUBLISH_MANY_LUA, calls, PIPELINE_SIZE // MESSAGES_PER_CALL // 2):
         replies.extend(reply)
-    return replies
+    if order is None:
+        return replies
+    in_order: list[Any] = [None] * len(items)
+    for position, index in enumerate(order):
+        in_order[index] = replies[position]
+    return in_order
+
+
+def _grouped_by_channel(items: list[tuple[list[str], list]]) -> list[int] | None:
+    """The items' indexes with each channel's items next to each other (in their order, the
+    channels in the order of their first item), or None when they already are.
+
+    Each channel's messages keep their order, which is the only order there is to keep (a
+    stream per channel): PUBLISH_MANY_LUA then does its per-channel work once for a channel's
+    consecutive messages (e.g. a notification and the unread count that follows it, which a
+    fan-out sends as two rows far apart)."""
+    positions: dict[str, list[int]] = {}
+    last = None
+    regrouped = False
+    for index, (keys, _) in enumerate(items):
+        meta = keys[0]
+        group = positions.get(meta)
+        if group is None:
+            positions[meta] = [index]
+        else:
+            regrouped = regrouped or meta != last
+            group.append(index)
+        last = meta
+    if not regrouped:
+        return None
+    return [index for group in positions.values() for index in group]
 
 
 def _evalsha_pipelined(client: Any, source: str, calls: list[tuple[list[str], list]], per_round_trip: int) -> list[Any]:
-    """Run a script once per call, ``per_round_trip`` calls per pipeline, with EVALSHA; returns
-    the replies, raising the first error after the whole batch ran.
+    """Run a script once per call, ``per_round_trip`` calls per round trip, with EVALSHA, in
+    order on one connection; returns the replies, raising the first error once the calls sent
+    ran (none is sent after a call that failed).
 
-    A Script object in a pipeline makes redis-py ask SCRIPT EXISTS first: an extra round trip
-    on every batch. When Redis has lost the script (restart, SCRIPT FLUSH), only the
-    calls that failed with NOSCRIPT are repeated after loading it, so none is run twice.
+    The next ``per_round_trip`` calls are sent before the replies of the previous ones are read,
+    so Redis runs one group while this process reads the replies of the one before and packs the
+    one after (one after the other, a large batch took the sum of both). A Script object in a
+    pipeline would make redis-py ask SCRIPT EXISTS first: an extra round trip on every batch.
+    When Redis has lost the script (restart, SCRIPT FLUSH), only the calls that failed with
+    NOSCRIPT are repeated after loading it, so none is run twice.
     """
     sha = rt_redis.sync_script(source).sha
     replies: list[Any] = []
-    for start in range(0, len(calls), per_round_trip):
-        chunk = calls[start:start + per_round_trip]
-        pipe = client.pipeline(transaction=False)
-        for keys, args in chunk:
-            pipe.evalsha(sha, len(keys), *keys, *args)
-        results = pipe.execute(raise_on_error=False)
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if missing:
-            client.script_load(rt_redis.script_source(source))
-            pipe = client.pipeline(transaction=False)
-            for i in missing:
-                keys, args = chunk[i]
-                pipe.evalsha(sha, len(keys), *keys, *args)
-            for i, result in zip(missing, pipe.execute(raise_on_error=False), strict=True):
-                results[i] = result
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        replies.extend(results)
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    in_flight: deque[list[tuple[list[str], list]]] = deque()
+    position = 0
+
+    failed = False
+
+    def send_next() -> None:
+        nonlocal position
+        chunk = calls[position:position + per_round_trip]
+        if chunk and not failed:
+            position += len(chunk)
+            connection.send_packed_command(connection.pack_commands(
+                [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in chunk]))
+            in_flight.append(chunk)
+
+    def read(chunk: list) -> list[Any]:
+        results: list[Any] = []
+        for _ in chunk:
+            try:
+                results.append(connection.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        return results
+
+    try:
+        send_next()
+        while in_flight:
+            send_next()
+            chunk = in_flight.popleft()
+            results = read(chunk)
+            if any(isinstance(result, NoScriptError) for result in results):
+                # What was sent after these runs first: read it, then repeat what failed, in order.
+                done = [(chunk, results)] + [(later, read(later)) for later in in_flight]
+                in_flight.clear()
+                connection.send_command("SCRIPT", "LOAD", rt_redis.script_source(source))
+                connection.read_response()
+                chunk = [call for sent, got in done for call in sent]
+                results = [result for _, got in done for result in got]
+                missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+                connection.send_packed_command(connection.pack_commands(
+                    [("EVALSHA", sha, len(chunk[i][0]), *chunk[i][0], *chunk[i][1]) for i in missing]))
+                for i, result in zip(missing, read(missing), strict=True):
+                    results[i] = result
+            replies.extend(results)
+            # After an error nothing more is sent (what is in flight is read): a channel's later
+            # messages must not overtake the one that failed; the relay retries the batch.
+            failed = failed or any(isinstance(result, Exception) for result in results)
+            if not in_flight:  # after a NOSCRIPT every call sent was read: go on with the next
+                send_next()
+    except BaseException:
+        connection.disconnect()  # replies may still be on their way: never reuse the socket
+        raise
+    finally:
+        pool.release(connection)
+    for result in replies:
+        if isinstance(result, Exception):
+            raise result
     return replies
 
 
@@ -260,7 +338,7 @@ def _publish_per_node(cluster: Any, items: list[tuple[list[str], list]]) -> list
     for node_client, indexes in by_node.values():
         try:
             for index, reply in zip(indexes, _evalsha_pipelined(node_client, streams.PUBLISH_LUA,
-                                                                [items[i] for i in indexes], PIPELINE_SIZE),
+                                                                [items[i] for i in indexes], PIPELINE_SIZE // 2),
                                     strict=True):
                 replies[index] = reply
         except Exception as exc:  # the other nodes still get theirs; retries are idempotent

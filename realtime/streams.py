@@ -116,13 +116,105 @@ PUBLISH_LUA = _PUBLISH_FUNCTION_LUA + """
 return publish(0, 0)
 """
 
-# Publishes many messages in order, each with its 3 keys and 10 arguments one after the other;
-# replies a {offset, epoch, duplicate} per message. One script call where PUBLISH_LUA takes one
-# per message: for one server only (the keys of many channels are in many slots of a Cluster).
-PUBLISH_MANY_LUA = _PUBLISH_FUNCTION_LUA + """
+# Publishes many messages in order, each with its 3 keys and 10 arguments one after the other
+# (those of PUBLISH_LUA); replies a {offset, epoch, duplicate} per message, as PUBLISH_LUA would
+# one by one. One script call where PUBLISH_LUA takes one per message: for one server only (the
+# keys of many channels are in many slots of a Cluster). What PUBLISH_LUA does per message is
+# done here once per channel of the call: the generation is read once, a channel's position
+# once, and its offset, TTLs and idempotency keys are written once, after its last message
+# (``flush``). So consecutive messages of one channel (``relay.publish_pipelined`` groups them)
+# cost little more than their XADD and PUBLISH. Should a command fail midway, what the call
+# appended so far is still written down (offsets, idempotency keys) before the error is raised,
+# so no offset is assigned twice and a retry appends only what is missing.
+PUBLISH_MANY_LUA = POSITION_LUA + """
+local generations = {}
+local cached_generation = generation
+generation = function(meta, fresh)
+  local key = string.sub(meta, 1, string.find(meta, ':{', 1, true) or 0)
+  local gen = generations[key]
+  if not gen then
+    gen = cached_generation(meta, fresh)
+    generations[key] = gen
+  end
+  return gen
+end
+local channels, touched = {}, {}
 local replies = {}
-for i = 0, #KEYS / 3 - 1 do
-  replies[i + 1] = publish(3 * i, 10 * i)
+
+local function publish_one(k, a)
+  local meta = KEYS[k + 1]
+  local c = channels[meta]
+  local idem = ARGV[a + 10]
+  if idem ~= '' then
+    local seen = c and c.ids[idem]
+    if not seen then
+      seen = redis.call('ZSCORE', KEYS[k + 3], idem)
+    end
+    if seen then
+      return {tonumber(seen), c and c.epoch or redis.call('HGET', meta, 'epoch') or '', 1}
+    end
+  end
+  if not c then
+    local epoch, offset = position(meta, KEYS[k + 2], ARGV[a + 7], ARGV[a + 6])
+    c = {epoch = epoch, offset = offset, start = offset, history = KEYS[k + 2], idset = KEYS[k + 3],
+         meta_ttl = ARGV[a + 6], history_ttl = ARGV[a + 5], size = 0, ids = {}, members = {}}
+    channels[meta] = c
+    touched[#touched + 1] = meta
+  end
+  local offset = c.offset + 1
+  local epoch = c.epoch
+  local record = offset .. '\\t' .. epoch .. '\\t' .. ARGV[a + 3] .. '\\t' .. ARGV[a + 9] .. '\\t' ..
+    ARGV[a + 1] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[a + 2]
+  local size = tonumber(ARGV[a + 4])
+  if size > 0 then
+    redis.call('XADD', c.history, 'MAXLEN', size, offset .. '-1', 'r', record)
+    if size > c.size then c.size = size end
+    c.history_ttl = ARGV[a + 5]
+  end
+  -- Appended (or nothing to append): the offset is taken and the key is known, whatever follows.
+  c.offset = offset
+  c.meta_ttl = ARGV[a + 6]
+  if idem ~= '' then
+    c.ids[idem] = offset
+    c.members[#c.members + 1] = offset
+    c.members[#c.members + 1] = idem
+  end
+  redis.call('PUBLISH', ARGV[a + 8], record)
+  return {offset, epoch, 0}
+end
+
+local function flush()
+  for _, meta in ipairs(touched) do
+    local c = channels[meta]
+    if c.offset > c.start then
+      redis.call('HSET', meta, 'offset', c.offset)
+    end
+    redis.call('EXPIRE', meta, c.meta_ttl)
+    if c.size > 0 then
+      redis.call('EXPIRE', c.history, c.history_ttl)
+    end
+    if #c.members > 0 then
+      for first = 1, #c.members, 400 do
+        redis.call('ZADD', c.idset, unpack(c.members, first, math.min(first + 399, #c.members)))
+      end
+      redis.call('EXPIRE', c.idset, c.meta_ttl)
+      local keep = math.max(c.size, 100)
+      local count = redis.call('ZCARD', c.idset)
+      if count > 2 * keep then
+        redis.call('ZREMRANGEBYRANK', c.idset, 0, count - keep - 1)
+      end
+    end
+  end
+end
+
+local ok, failure = pcall(function()
+  for i = 0, #KEYS / 3 - 1 do
+    replies[i + 1] = publish_one(3 * i, 10 * i)
+  end
+end)
+flush()
+if not ok then
+  error(failure)
 end
 return replies
 """
@@ -195,6 +287,12 @@ def _forget_random_pool() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_random_pool)
+
+
+def new_epochs(count: int) -> list[str]:
+    """``count`` fresh epoch identifiers (``new_epoch``'s), from one read of the random source."""
+    random = secrets.token_hex(6 * count)
+    return [random[start:start + 12] for start in range(0, 12 * count, 12)]
 
 
 def meta_key(channel: str) -> str:
@@ -281,11 +379,13 @@ def publish_args_many(messages: Iterable[tuple[str, bytes, bytes, str, str, str]
     prefix = setting("KEY_PREFIX")
     history_size, history_ttl, meta_ttl = setting("HISTORY_SIZE"), setting("HISTORY_TTL_S"), setting("META_TTL_S")
     cluster = rt_redis.is_cluster()
+    messages = list(messages)
+    epochs = new_epochs(len(messages))
     return [
         ([_channel_key(prefix, channel, "m"), _channel_key(prefix, channel, "h"), _channel_key(prefix, channel, "i")],
-         [head, tail, audience, history_size, history_ttl, meta_ttl, new_epoch(),
+         [head, tail, audience, history_size, history_ttl, meta_ttl, epoch,
           _pubsub_name(prefix, channel, cluster), coalesce_key, idempotency])
-        for channel, head, tail, audience, coalesce_key, idempotency in messages
+        for (channel, head, tail, audience, coalesce_key, idempotency), epoch in zip(messages, epochs, strict=True)
     ]
 
 

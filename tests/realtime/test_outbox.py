@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -15,6 +16,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from redis.exceptions import ResponseError
 
 from notifications.models import Notification
 from notifications.services import notification_create, notification_create_many
@@ -30,6 +32,7 @@ from realtime.publish import (
     publish_on_commit,
     subscribe_user_on_commit,
 )
+from realtime.schemas import new_uuids
 from tests.redis_servers import RedisServer, TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,6 +128,7 @@ def test_many_messages_go_through_the_script_many_per_call_in_order():
 
 def test_payloads_given_as_json_are_sent_as_the_same_bytes(monkeypatch):
     monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=7))
+    monkeypatch.setattr(rt_publish, "new_uuids", lambda count: [str(uuid.UUID(int=7))] * count)  # batch ids
     monkeypatch.setattr(rt_publish, "now_iso", lambda: "2026-11-30T00:00:00.000Z")
     payloads_ = [{"n": n, "text": 'caf\u00e9 "\\ \t'} for n in range(3)]
     with transaction.atomic():
@@ -440,3 +444,143 @@ async def test_a_socket_on_a_channel_whose_events_were_discarded_is_closed_with_
 
     closed = await sock.communicator.receive_output(5)
     assert closed == {"type": "websocket.close", "code": 1012, "reason": "events lost; resubscribe and resync"}
+
+
+def _mixed_items(prefix: str) -> list[tuple[list[str], list]]:
+    """Messages on four channels, interleaved (a fan-out's notifications, then its counts), each
+    with its own idempotency key, one with an audience and one with a coalesce key."""
+    messages = []
+    for round_ in range(3):
+        for n in range(4):
+            channel = f"user:{prefix}{n}"
+            head = b'{"type":"system_event","channel":"' + channel.encode() + b'","offset":'
+            messages.append((channel, head, b',"payload":{"r":%d,"t":"caf\xc3\xa9 \\"q\\""}}' % round_,
+                             "+7,8" if n == 1 else "", "progress:1" if n == 2 else "", f"{prefix}:{round_}:{n}"))
+    return streams.publish_args_many(messages)
+
+
+def _stored_and_live(channels: list[str], run) -> tuple[dict, dict, Any]:
+    """Each channel's history records and the records its pub/sub channel carried, while ``run()``."""
+    client = rt_redis.sync_client()
+    pubsub = client.pubsub()
+    pubsub.subscribe(*[streams.pubsub_name(c) for c in channels])
+    while pubsub.get_message(timeout=1) is not None:  # the subscribe confirmations
+        pass
+    result = run()
+    live: dict[str, list[bytes]] = {c: [] for c in channels}
+    deadline = time.monotonic() + 5
+    while sum(map(len, live.values())) < sum(len(history(c)) for c in channels) and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+        if message and message["type"] == "message":
+            live[message["channel"].decode().removeprefix(streams.pubsub_prefix())].append(message["data"])
+    pubsub.close()
+    return {c: [r.raw for r in history(c)] for c in channels}, live, result
+
+
+def test_many_per_call_stores_and_publishes_the_bytes_that_one_script_call_per_message_does():
+    """PUBLISH_MANY_LUA (a channel's messages grouped, its per-channel work done once) against
+    PUBLISH_LUA once per message, on the same messages (same epochs): the same records in every
+    history and on every pub/sub channel, in each channel's order, and the same replies, also
+    for retried messages."""
+    items = _mixed_items("eq")
+    retried = [items[1], items[6]]  # already delivered: duplicates in both runs
+    channels = [f"user:eq{n}" for n in range(4)]
+    script = rt_redis.sync_script(streams.PUBLISH_LUA)
+
+    one_by_one, live_one_by_one, replies_one_by_one = _stored_and_live(
+        channels, lambda: [script(keys=keys, args=args) for keys, args in items + retried])
+    for channel in channels:
+        rt_redis.sync_client().delete(streams.meta_key(channel), streams.history_key(channel),
+                                      streams.idempotency_key(channel))
+    grouped, live_grouped, replies_grouped = _stored_and_live(
+        channels, lambda: rt_relay.publish_pipelined(rt_redis.sync_client(), items + retried))
+
+    assert grouped == one_by_one
+    assert live_grouped == live_one_by_one == one_by_one
+    assert replies_grouped == replies_one_by_one
+    assert [duplicate for _, _, duplicate in replies_grouped] == [0] * len(items) + [1, 1]
+    assert [len(one_by_one[c]) for c in channels] == [3, 3, 3, 3]
+
+
+def test_a_retried_batch_is_appended_once_and_answers_the_first_offsets():
+    items = _mixed_items("again")
+    client = rt_redis.sync_client()
+
+    first = rt_relay.publish_pipelined(client, items[:5])  # a delivery cut short after 5 messages
+    retry = rt_relay.publish_pipelined(client, items)  # the whole batch again
+    again = rt_relay.publish_pipelined(client, items)
+
+    assert retry[:5] == [[offset, epoch, 1] for offset, epoch, _ in first]
+    assert [duplicate for _, _, duplicate in retry] == [1] * 5 + [0] * (len(items) - 5)
+    assert again == [[offset, epoch, 1] for offset, epoch, _ in retry]
+    for n in range(4):
+        records = history(f"user:again{n}")
+        assert [r.offset for r in records] == [1, 2, 3]
+        assert [orjson.loads(r.body)["payload"]["r"] for r in records] == [0, 1, 2]
+        assert int(meta(f"user:again{n}")[b"offset"]) == 3
+
+
+def test_a_call_failing_midway_keeps_what_it_appended_written_down():
+    """A command that fails inside PUBLISH_MANY_LUA (here: a channel whose history key holds a
+    string where its idempotency keys belong) raises, but the offsets and idempotency keys of
+    what the call had appended are
+    written: a retry appends only what is missing, and no offset is assigned twice."""
+    items = _mixed_items("midway")
+    client = rt_redis.sync_client()
+    client.set(streams.idempotency_key("user:midway3"), "not a sorted set")
+
+    with pytest.raises(ResponseError):
+        rt_relay.publish_pipelined(client, items)
+    assert [r.offset for r in history("user:midway0")] == [1, 2, 3]
+    assert int(meta("user:midway0")[b"offset"]) == 3
+    assert history("user:midway3") == []
+    client.delete(streams.idempotency_key("user:midway3"))
+    replies = rt_relay.publish_pipelined(client, items)
+
+    assert [duplicate for _, _, duplicate in replies] == [0 if n % 4 == 3 else 1 for n in range(len(items))]
+    for n in range(4):
+        assert [r.offset for r in history(f"user:midway{n}")] == [1, 2, 3]
+
+
+def test_a_fan_out_sends_each_recipient_its_notification_then_its_count(make_user):
+    users = [make_user() for _ in range(3)]
+    with transaction.atomic():
+        notification_create_many(users=users, type="info", title="t", message="m")
+        assert OutboxEvent.objects.count() == 1  # one row for the notifications; counts come after commit
+
+    for user in users:
+        records = history(f"user:{user.pk}")
+        assert [orjson.loads(r.body)["type"] for r in records] == ["notification", "unread_count"]
+        assert records[1].body.endswith(b',"payload":{"count":1}}')
+    assert rt_relay.relay().drain(5)
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_batch_envelope_ids_are_version_4_uuids_as_uuid4_writes_them():
+    ids = new_uuids(2000)
+
+    assert len(set(ids)) == 2000
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_batch_sent_after_redis_lost_the_script_is_appended_once_in_order():
+    """More calls than one round trip takes (so later calls are in flight when the first
+    replies say NOSCRIPT): what failed is repeated once, after loading the script."""
+    client = rt_redis.sync_client()
+    rt_relay.publish_pipelined(client, _mixed_items("warm"))  # the script is known...
+    client.script_flush()  # ...and lost, as after a Redis restart
+    count = 3 * rt_relay.PIPELINE_SIZE
+    items = []
+    for n in range(count):
+        channel = f"user:flush{n % 7}"
+        head = b'{"type":"system_event","channel":"' + channel.encode() + b'","offset":'
+        items.append(streams.publish_args(channel, head, b',"payload":{"n":%d}}' % n, "", "", f"flush:{n}"))
+
+    replies = rt_relay.publish_pipelined(client, items)
+
+    assert [duplicate for _, _, duplicate in replies] == [0] * count
+    for c in range(7):
+        assert [p["n"] for p in payloads(f"user:flush{c}")][-10:] == list(range(c, count, 7))[-10:]
+        assert [r.offset for r in history(f"user:flush{c}")][-1] == len(range(c, count, 7))
