@@ -162,6 +162,11 @@ class EngineSocket:
                 logger.exception("engine.io close handler of %s failed", self.sid)
 
 
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def _ws_frame(frame: str | bytes) -> dict:
     if isinstance(frame, bytes):
         return {"type": "websocket.send", "bytes": frame}
@@ -260,8 +265,13 @@ class Engine:
             await socket.close("duplicate poll", notify=False)
             return await self._error(scope, send, 400, 3, "Bad request")
         if not socket.buffer and not socket.closed:
+            while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+                pass  # a GET's (empty) body; after it, the next message is the client leaving
+            if message["type"] == "http.disconnect":
+                await socket.close("transport close", notify=False)
+                return
             socket.waiter = asyncio.get_running_loop().create_future()
-            gone = asyncio.ensure_future(receive())
+            gone = asyncio.ensure_future(_disconnected(receive))
             try:
                 await asyncio.wait((socket.waiter, gone), return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -275,10 +285,7 @@ class Engine:
             packets = [Packet(engineio.NOOP)]
         elif not packets:  # woken by an upgrade
             packets = [Packet(engineio.NOOP)]
-        body = engineio.encode_payload(packets).encode()
-        binary = False
-        await self._respond(scope, send, 200, body, b"application/octet-stream" if binary else
-                            b"text/plain; charset=UTF-8")
+        await self._respond(scope, send, 200, engineio.encode_payload(packets).encode())
 
     async def _post(self, socket: EngineSocket, scope: dict, receive: Receive, send: Send) -> None:
         if socket.posting:

@@ -101,6 +101,8 @@ class Connection:
         except parser.PacketError as error:
             logger.info("engine.io session %s: %s; closing", self.socket.sid, error)
             await self.socket.close("parse error", notify=False, code=1002)
+        except ConnectionError:
+            pass  # the session closed meanwhile; its close handler ended the namespaces
 
     async def _dispatch(self, packet: parser.Packet) -> None:
         namespace = packet.namespace
