@@ -261,9 +261,11 @@ class Engine:
             await self._error(scope, send, 400, 2, "Bad request")
 
     async def _poll(self, socket: EngineSocket, scope: dict, receive: Receive, send: Send) -> None:
-        if socket.waiter is not None:
-            await socket.close("duplicate poll", notify=False)
+        if socket.waiter is not None:  # the pending GET gets a close packet, this one an error
+            await socket.close("duplicate poll")
             return await self._error(scope, send, 400, 3, "Bad request")
+        if socket.upgrading:  # the client is moving to a WebSocket: this GET ends polling
+            return await self._respond(scope, send, 200, b"6")
         if not socket.buffer and not socket.closed:
             while (message := await receive())["type"] == "http.request" and message.get("more_body"):
                 pass  # a GET's (empty) body; after it, the next message is the client leaving
@@ -280,6 +282,8 @@ class Engine:
                 await socket.close("transport close", notify=False)
                 return
             gone.cancel()
+        if socket.upgrading:  # what is buffered goes out on the WebSocket once upgraded
+            return await self._respond(scope, send, 200, b"6")
         packets = socket.take_buffer()
         if not packets and socket.closed:
             packets = [Packet(engineio.NOOP)]
@@ -338,6 +342,7 @@ class Engine:
         if sid is not None:
             socket = self.sockets.get(sid)
             if socket is None or socket.transport != "polling" or socket.upgrading or socket.closed:
+                await send({"type": "websocket.accept"})  # a close the client sees, not a failed handshake
                 await send({"type": "websocket.close", "code": 1008})
                 return
             await send({"type": "websocket.accept"})
