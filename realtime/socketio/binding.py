@@ -188,9 +188,11 @@ class RenumSocket:
         if not isinstance(offset, str) or not offset or len(offset) > 16_384:
             return {}
         try:
-            return decode_cursor(offset)
+            positions = decode_cursor(offset)
         except ValueError:
             return {}
+        # No more channels than a connection may follow: each one is authorized and read.
+        return dict(list(positions.items())[:setting("MAX_CHANNELS_PER_CONNECTION")])
 
     def _touch(self) -> None:
         if self.session is not None:
@@ -222,12 +224,12 @@ class RenumSocket:
             return
         name, body = args[0], args[1] if len(args) > 1 else None
         message_id = f"a{ack_id}" if ack_id is not None else f"n{next(self.numbers)}"
-        if name not in CLIENT_EVENTS or not isinstance(body, dict):
+        if name not in CLIENT_EVENTS or not isinstance(body, dict) or parser.has_binary(args):
             if ack_id is not None:
                 await self.conn.send_text(ack_text(self.namespace, ack_id, [dumps(_ack_args("error", {
                     "code": "unknown_command" if name not in CLIENT_EVENTS else "invalid_message",
                     "message": f"unknown event {name!r}" if name not in CLIENT_EVENTS
-                    else "the event's argument must be an object"}))]))
+                    else "the event's argument must be an object without binary data"}))]))
             return
         if name == "command":
             command = {"type": "command", "id": message_id,

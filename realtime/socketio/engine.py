@@ -62,7 +62,7 @@ class EngineSocket:
         self.drained.set()
         self.posting = False
         self.pong = True
-        self.heartbeat: asyncio.Task | None = None
+        self.heartbeat: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ sending
 
@@ -99,7 +99,11 @@ class EngineSocket:
     async def on_packet(self, packet: Packet) -> None:
         """Handle one packet from the client."""
         if packet.type == engineio.PONG:
-            self.pong = True
+            if not self.pong:
+                self.pong = True
+                if self.heartbeat is not None:
+                    self.heartbeat.cancel()
+                self._schedule_ping()
             touch = getattr(self.handler, "on_pong", None)
             if touch is not None:
                 touch()
@@ -117,22 +121,28 @@ class EngineSocket:
 
     def start(self, handler: Handler) -> None:
         self.handler = handler
-        self.heartbeat = asyncio.ensure_future(self._beat())
+        self._schedule_ping()
 
-    async def _beat(self) -> None:
-        interval, timeout = self.engine.ping_interval, self.engine.ping_timeout
-        try:
-            while not self.closed:
-                await asyncio.sleep(interval)
-                self.pong = False
-                await self.send_packet(Packet(engineio.PING))
-                await asyncio.sleep(timeout)
-                if not self.pong and not self.closed:
-                    await self.close("ping timeout", notify=False)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:
-            logger.exception("engine.io heartbeat of %s failed", self.sid)
+    # Timers, not a task per session: a ping ``ping_interval`` after the last pong, and the end
+    # of the session ``ping_timeout`` after a ping that no pong answered.
+    def _schedule_ping(self) -> None:
+        if not self.closed:
+            self.heartbeat = asyncio.get_running_loop().call_later(self.engine.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        if self.closed:
+            return
+        self.pong = False
+        asyncio.ensure_future(self._send_ping())
+        self.heartbeat = asyncio.get_running_loop().call_later(self.engine.ping_timeout, self._ping_timed_out)
+
+    async def _send_ping(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.send_packet(Packet(engineio.PING))
+
+    def _ping_timed_out(self) -> None:
+        if not self.pong and not self.closed:
+            asyncio.ensure_future(self.close("ping timeout", notify=False))
 
     async def close(self, reason: str, *, notify: bool = True, code: int = 1000) -> None:
         """End the session: tell the client (``notify``: a close packet), release waiters, tell the handler."""
@@ -147,7 +157,7 @@ class EngineSocket:
                     self._wake()
         self.closed = True
         self.engine.sockets.pop(self.sid, None)
-        if self.heartbeat is not None and self.heartbeat is not asyncio.current_task():
+        if self.heartbeat is not None:
             self.heartbeat.cancel()
         self.drained.set()
         self._wake()

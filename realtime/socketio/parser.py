@@ -33,13 +33,13 @@ class Packet:
     attachments: list[bytes] = field(default_factory=list)
 
 
-def _has_binary(value: Any) -> bool:
+def has_binary(value: Any) -> bool:
     if isinstance(value, bytes | bytearray | memoryview):
         return True
     if isinstance(value, list):
-        return any(_has_binary(item) for item in value)
+        return any(has_binary(item) for item in value)
     if isinstance(value, dict):
-        return any(_has_binary(item) for item in value.values())
+        return any(has_binary(item) for item in value.values())
     return False
 
 
@@ -73,7 +73,7 @@ def encode(packet: Packet) -> list[str | bytes]:
     Events and acks whose data holds bytes become binary events and acks.
     """
     kind, data, attachments = packet.type, packet.data, []
-    if kind in (EVENT, ACK) and _has_binary(data):
+    if kind in (EVENT, ACK) and has_binary(data):
         kind += BINARY_EVENT - EVENT
         data = _deconstruct(data, attachments)
     parts = [str(kind)]
