@@ -144,15 +144,18 @@ class RenumSocket:
                 return await self._refuse(1011, "internal error")
             if self.closed or session.identity is None:
                 return  # refused by the session (too many connections): CONNECT_ERROR sent
+            refused: list[dict] = []
             for channel, (epoch, offset) in wanted.items():
                 command = Subscribe(type="subscribe", channel=channel, id=_RECOVERY_ID,
                                     since=Position(epoch=epoch, offset=offset))
                 try:
                     await session.execute(command)
                 except ProtocolError as error:
+                    # Refused now (e.g. the user left the team): not followed, so no resync for it.
                     logger.info("socket %s: %s not recovered: %s", connection_id, channel, error.message)
                     self.recovery[channel] = False
                     self.positions.pop(channel, None)
+                    refused.append({"channel": channel, "code": error.code, "message": error.message})
                 except Exception:
                     logger.exception("socket %s: recovery of %s failed", connection_id, channel)
                     self.recovery[channel] = False
@@ -162,10 +165,12 @@ class RenumSocket:
                                       {"pid": pid if recovered else connection_id})
             await self._flush_pending()
             for channel, ok in self.recovery.items():
-                if not ok:
-                    epoch, offset = self.positions.get(channel, ("", 0))
+                if not ok and channel in self.positions:
+                    epoch, offset = self.positions[channel]
                     await self.conn.send_text(parser.encode_event("resync", [dumps(
                         {"channel": channel, "epoch": epoch, "offset": offset})]))
+            for error in refused:
+                await self.conn.send_text(parser.encode_event("error", [dumps(error), dumps(self._cursor())]))
             self.recovery = {}
 
     async def _refuse(self, code: int, reason: str) -> None:
