@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -259,7 +260,7 @@ class RenumSocket:
         text = message.get("text")
         if text is None:
             return
-        frame = orjson.loads(text)
+        frame = _parse(text)
         kind = frame.get("type")
         channel = frame.get("channel")
         if channel is not None and "offset" in frame and "reply_to" not in frame:
@@ -315,10 +316,26 @@ class RenumSocket:
             return  # sent already (a replay overlapping a live delivery)
         if current is None or current[0] != epoch or offset > current[1]:
             self.positions[channel] = (epoch, offset)
-        await self.conn.send_text(parser.encode_event(kind, [text, dumps(self._cursor())]))
+        await self.conn.socket.send(f'2["{kind}",{text},"{encode_cursor(self.positions)}"]'
+                                    if _PLAIN_NAME(kind) else parser.encode_event(kind, [text, dumps(self._cursor())]))
 
     def _cursor(self) -> str:
         return encode_cursor(self.positions)
+
+
+# Event names that need no JSON escaping (every built-in type), written as they are.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
+_parsed: list = [None, None]  # the last frame text parsed and its parse
+
+
+def _parse(text: str) -> dict:
+    """A v1 frame's fields. The hub hands the same text object to every recipient of a
+    message one after the other: it is parsed once, not once per socket (read only)."""
+    if _parsed[0] is text:
+        return _parsed[1]
+    frame = orjson.loads(text)
+    _parsed[0], _parsed[1] = text, frame
+    return frame
 
 
 def _origin_allowed(scope: dict) -> bool:
