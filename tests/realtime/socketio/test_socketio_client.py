@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from executions.models import Team, TeamMembership
 from notifications.services import notification_create
 from realtime import redis as rt_redis
+from realtime.publish import publish_rollback_unsafe
 from realtime import streams
 from tests.conftest import access_token_for
 from tests.live import ROOT, LiveServer
@@ -140,10 +141,13 @@ async def test_subscribe_to_a_team_channel_and_run_a_command_with_acks(live_serv
     assert set(result) == {"result"}
 
 
-async def test_recovers_every_missed_notification_once_after_a_server_restart(live_server_factory, user, client):
+async def test_recovers_every_missed_message_once_after_a_server_restart(live_server_factory, user, client):
+    team = await sync_to_async(Team.objects.create)(name="T", slug="t-sio-restart")
+    await sync_to_async(TeamMembership.objects.create)(team=team, user=user)
     server = live_server_factory()
     await client.connect(server, auth={"token": access_token_for(user)}, transports=["websocket"])
     await client.next(lambda i: i.get("event") == "welcome")
+    await client.emit("subscribe", {"channel": f"team:{team.pk}"})  # acked; no event on it yet
     before = await sync_to_async(notification_create)(user=user, type="info", title="before", message="m")
     await client.next(lambda i: i.get("event") == "notification")
 
@@ -151,15 +155,18 @@ async def test_recovers_every_missed_notification_once_after_a_server_restart(li
     await client.next(lambda i: "disconnect" in i)
     missed = [await sync_to_async(notification_create)(user=user, type="info", title=f"missed {n}", message="m")
               for n in range(3)]
+    for n in range(2):
+        await sync_to_async(publish_rollback_unsafe)(f"team:{team.pk}", "team_note", {"n": n})
     server.start()
 
     reconnected = await client.next(is_connect, timeout=20)
     assert reconnected["connect"]["recovered"] is True
-    for _ in missed:
-        await client.next(lambda i: i.get("event") == "notification")
+    for _ in range(len(missed) + 2):
+        await client.next(lambda i: i.get("event") in ("notification", "team_note"))
     await asyncio.sleep(0.5)  # nothing more comes
     ids = [args[0]["payload"]["id"] for args in events(client, "notification")]
     assert ids == [str(before.id)] + [str(n.id) for n in missed]
+    assert [args[0]["payload"] for args in events(client, "team_note")] == [{"n": 0}, {"n": 1}]
     assert events(client, "resync") == []
 
 
