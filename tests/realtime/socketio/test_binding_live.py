@@ -20,6 +20,11 @@ from tests.conftest import access_token_for
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(autouse=True)
+def _close_thread_connections(close_thread_connections):
+    """Database work from asgiref's thread: its connections are closed after each test."""
+
+
 def sio_url(server) -> str:
     return f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
 

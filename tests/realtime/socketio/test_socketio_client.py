@@ -25,6 +25,11 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(shutil.which("node") is None or not (ROOT / "node_modules" / "socket.io-client").exists(),
                                  reason="node and the npm workspace (scripts/bootstrap_node.sh) are needed")]
 
+@pytest.fixture(autouse=True)
+def _close_thread_connections(close_thread_connections):
+    """Database work from asgiref's thread: its connections are closed after each test."""
+
+
 DRIVER = ROOT / "tests" / "realtime" / "socketio" / "sio_driver.mjs"
 
 
