@@ -219,9 +219,15 @@ class RenumSocket:
     # ------------------------------------------------------------------ disconnect and events
 
     async def disconnect(self, reason: str) -> None:
+        """The client left (DISCONNECT, or its Engine.IO session ended): end the session."""
+        if self.closed:
+            return  # a close of our own (``close``), which ended the session itself
         self.closed = True
         if self.session is not None:
-            await self.session.end()
+            # In turn: a polling session can end (ping timeout, a GET given up) while the
+            # CONNECT is still starting the session or a client event is being answered.
+            async with self.turn:
+                await self.session.end()
 
     async def event(self, args: list, ack_id: int | None) -> None:
         """A client event: one of ``CLIENT_EVENTS``, handed to the session as the v1 command."""
