@@ -32,7 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, help="messages per second published (default: the scenario's)")
         parser.add_argument("--duration", type=float, help="seconds of publishing (default: the scenario's)")
         parser.add_argument("--servers", default="ours,bare,textbook",
-                            help="comma-separated: ours, ours:daphne, ours:<uvicorn ws>, bare, textbook")
+                            help="comma-separated: ours, ours:daphne, ours:<uvicorn ws>, bare, textbook; "
+                                 "over Socket.IO: ours-sio, node-sio (Node.js socket.io), pysio (python-socketio)")
         parser.add_argument("--server-cmd", choices=["uvicorn", "daphne"], default="uvicorn",
                             help="how `ours` (and `textbook`) is served")
         parser.add_argument("--ws", choices=UVICORN_WS, default="websockets-sansio", help="uvicorn --ws")
