@@ -12,6 +12,7 @@ python-socketio's ASGI server (``reference_pysio``) under uvicorn.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -206,9 +207,13 @@ def node_executable() -> str:
 
 
 def ensure_node_reference(timeout: float = 600) -> Path:
-    """Install the Node.js reference's pinned packages (``npm ci`` in its directory) when missing."""
+    """Install the Node.js reference's pinned packages (``npm ci`` in its directory) when they are
+    missing or were installed from another package-lock.json (a stamp in node_modules says which)."""
     node_executable()
-    if not (NODE_DIR / "node_modules" / "socket.io").is_dir():
+    stamp = NODE_DIR / "node_modules" / ".renum-lock.sha"
+    want = hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()
+    installed = stamp.read_text().strip() if stamp.exists() else ""
+    if installed != want or not (NODE_DIR / "node_modules" / "socket.io").is_dir():
         npm = shutil.which("npm")
         if npm is None:
             raise RuntimeError("node-sio needs npm to install its packages (loadtest/reference_node)")
@@ -216,6 +221,7 @@ def ensure_node_reference(timeout: float = 600) -> Path:
                               capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"npm ci in loadtest/reference_node failed:\n{done.stderr[-2000:]}")
+        stamp.write_text(want + "\n")
     return NODE_DIR
 
 
