@@ -1,5 +1,7 @@
 """Client worker processes: many authenticated WebSocket connections on one uvloop event loop.
 
+The clients speak the v1 protocol on ``/ws/``, or Socket.IO on ``/socket.io/`` (``--client-protocol``).
+
 The orchestrator starts ``workers`` processes (``WorkerPool``) and drives them with commands
 over a pipe: connect to a server, reset the measurement, collect latencies, disconnect.
 Live counts (connected, delivered, ...) are shared through an array the orchestrator polls
@@ -49,7 +51,11 @@ def stamp_of(message: str | bytes, run: str) -> float | None:
         message = message.decode()
     if run not in message:
         return None
-    payload = orjson.loads(message).get("payload")
+    if message.startswith("42["):  # a Socket.IO event: [type, envelope, offset]
+        args = orjson.loads(message[2:])
+        payload = args[1].get("payload") if len(args) > 1 and isinstance(args[1], dict) else None
+    else:
+        payload = orjson.loads(message).get("payload")
     if not isinstance(payload, dict):
         return None
     if "run" not in payload:  # a notification: the marks are in its action's payload
@@ -73,6 +79,7 @@ class Worker:
         self.closing = False
         self.pinger: asyncio.Task | None = None
         self.run_id = "\x00"  # matches no frame until the orchestrator sends ``reset``
+        self.socketio = False
 
     def _count(self, which: int, n: int = 1) -> None:
         self.counters[self.base + which] += n
@@ -111,8 +118,13 @@ class Worker:
     # ---------------------------------------------------------------- connect
 
     async def connect_all(self, url: str, concurrency: int, attempts: int, open_timeout: float,
-                          compression: bool) -> dict[str, Any]:
-        """Connect every client (at most ``concurrency`` handshakes at once), until each is welcomed."""
+                          compression: bool, protocol: str = "v1") -> dict[str, Any]:
+        """Connect every client (at most ``concurrency`` handshakes at once), until each is welcomed.
+
+        ``protocol`` "socketio": each client is a Socket.IO client on the server's ``/socket.io/``
+        (WebSocket transport, the token in the CONNECT ``auth``), welcomed by its ``welcome`` event.
+        """
+        self.socketio = protocol == "socketio"
         for which in (C_CONNECTED, C_ERRORS, C_DELIVERED, C_OTHER, C_DROPPED):
             self.counters[self.base + which] = 0
         self.closing = False
@@ -140,17 +152,34 @@ class Worker:
             async with gate:
                 began = time.time()
                 try:
-                    ws = await connect(
-                        url, subprotocols=["renum.v1", "bearer." + client.token],
-                        compression="deflate" if compression else None, ping_interval=None,
-                        open_timeout=open_timeout, close_timeout=2, max_size=None, user_agent_header=None,
-                        proxy=None,
-                    )
-                    first = await asyncio.wait_for(ws.recv(), open_timeout)
-                    hello = orjson.loads(first)
-                    if hello.get("type") != "welcome":
-                        raise RuntimeError(f"first frame is {hello.get('type')!r}, not welcome")
-                    client.heartbeat_s = float((hello.get("payload") or {}).get("heartbeat_s") or 25)
+                    if self.socketio:
+                        ws = await connect(
+                            url.replace("/ws/", "/socket.io/?EIO=4&transport=websocket"),
+                            compression="deflate" if compression else None, ping_interval=None,
+                            open_timeout=open_timeout, close_timeout=2, max_size=None, user_agent_header=None,
+                            proxy=None,
+                        )
+                        await asyncio.wait_for(ws.recv(), open_timeout)  # Engine.IO open packet
+                        await ws.send("40" + orjson.dumps({"token": client.token}).decode())
+                        answer = await asyncio.wait_for(ws.recv(), open_timeout)
+                        if not answer.startswith("40"):
+                            raise RuntimeError(f"CONNECT refused: {answer[:120]}")
+                        first = await asyncio.wait_for(ws.recv(), open_timeout)
+                        if not first.startswith('42["welcome"'):
+                            raise RuntimeError(f"first event is not welcome: {first[:60]}")
+                        client.heartbeat_s = float("inf")  # the server pings; the reader answers
+                    else:
+                        ws = await connect(
+                            url, subprotocols=["renum.v1", "bearer." + client.token],
+                            compression="deflate" if compression else None, ping_interval=None,
+                            open_timeout=open_timeout, close_timeout=2, max_size=None, user_agent_header=None,
+                            proxy=None,
+                        )
+                        first = await asyncio.wait_for(ws.recv(), open_timeout)
+                        hello = orjson.loads(first)
+                        if hello.get("type") != "welcome":
+                            raise RuntimeError(f"first frame is {hello.get('type')!r}, not welcome")
+                        client.heartbeat_s = float((hello.get("payload") or {}).get("heartbeat_s") or 25)
                     welcomed = time.time()
                 except Exception as exc:
                     errors[_error_name(exc)] += 1
@@ -182,6 +211,9 @@ class Worker:
                 received = now()
                 stamp = stamp_of(message, self.run_id)
                 if stamp is None:
+                    if message == "2" and self.socketio:  # an Engine.IO ping
+                        asyncio.ensure_future(_send_quietly(ws, "3"))
+                        continue
                     counters[other] += 1
                     continue
                 record(received - stamp)

@@ -66,6 +66,7 @@ class LoadConfig:
     ours_app: str = "renum.asgi:application"
     repeat: int = 1
     redis_stats: bool = False  # count Redis commands per phase (a Redis of the run's own only)
+    client_protocol: str = "v1"  # or "socketio": clients on /socket.io/ (ours only)
 
     def resolved(self) -> tuple[Scenario, int, float, float]:
         """The scenario and its effective clients, rate and duration."""
@@ -252,7 +253,7 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
             replies = pool.call("connect", {
                 "url": server.url, "concurrency": max(1, config.connect_concurrency // len(pool.pipes)),
                 "attempts": config.connect_attempts, "open_timeout": config.open_timeout,
-                "compression": config.compression,
+                "compression": config.compression, "protocol": config.client_protocol,
             }, timeout=max(120.0, clients * 0.1))
         finally:
             if profiler is not None:
