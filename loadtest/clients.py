@@ -8,8 +8,8 @@ for its progress display. Nothing here imports Django.
 Latency of a delivery = receive time - the publisher's ``time.time()`` embedded in the
 payload (``{"t": ...}``, or a notification's ``action.payload.t``); same clock, same machine.
 
-Two protocols: ``v1`` (``/ws/``: the ``renum.v1`` and ``bearer.<jwt>`` subprotocols, wait for
-``welcome``, send the v1 ``ping``) and ``sio``: a lean Engine.IO 4 / Socket.IO 5 client over
+Two protocols (``--client-protocol``, or the server kind): ``v1`` (``/ws/``: the ``renum.v1`` and ``bearer.<jwt>`` subprotocols, wait for
+``welcome``, send the v1 ``ping``) and ``socketio``: a lean Engine.IO 4 / Socket.IO 5 client over
 the WebSocket transport only (``/socket.io/?EIO=4&transport=websocket``): read the OPEN packet,
 send CONNECT with ``{"token": <jwt>}`` as its auth, count the connect done at the CONNECT
 answer, answer the server's pings (``2`` -> ``3``), and count an EVENT whose first argument is
@@ -145,10 +145,10 @@ class Worker:
         gate = asyncio.Semaphore(max(1, concurrency))
         errors: Counter[str] = Counter()
         started = time.time()
-        if protocol not in ("v1", "sio"):
+        if protocol not in ("v1", "socketio"):
             raise ValueError(f"unknown client protocol {protocol!r}")
         for client in self.clients:
-            client.sio = protocol == "sio"
+            client.sio = protocol == "socketio"
         results = await asyncio.gather(*(
             self._connect(c, url, gate, attempts, open_timeout, compression, errors) for c in self.clients
         ))

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class LoadConfig:
     ours_app: str = "renum.asgi:application"
     repeat: int = 1
     redis_stats: bool = False  # count Redis commands per phase (a Redis of the run's own only)
+    client_protocol: str = "v1"  # or "socketio": ``ours`` runs as ``ours-sio`` (clients on /socket.io/)
 
     def resolved(self) -> tuple[Scenario, int, float, float]:
         """The scenario and its effective clients, rate and duration."""
@@ -263,7 +264,7 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
             replies = pool.call("connect", {
                 "url": server.url, "concurrency": max(1, config.connect_concurrency // len(pool.pipes)),
                 "attempts": config.connect_attempts, "open_timeout": config.open_timeout,
-                "compression": config.compression, "protocol": "sio" if spec.kind in SIO_KINDS else "v1",
+                "compression": config.compression, "protocol": "socketio" if spec.kind in SIO_KINDS else "v1",
             }, timeout=max(120.0, clients * 0.1))
         finally:
             if profiler is not None:
@@ -398,6 +399,8 @@ def run(config: LoadConfig) -> list[Result]:
     if config.repeat < 1:
         raise ValueError(f"--repeat must be at least 1, not {config.repeat}")
     specs = [ServerSpec.parse(name, config.server_cmd, config.ws) for name in config.servers]
+    if config.client_protocol == "socketio":  # ``ours`` with Socket.IO clients is ``ours-sio``
+        specs = [replace(s, kind="ours-sio") if s.kind == "ours" else s for s in specs]
     skipped = [s.label for s in specs if s.kind not in scenario.servers]
     specs = [s for s in specs if s.kind in scenario.servers]
     procstat.raise_nofile()

@@ -67,6 +67,9 @@ def _ack_args(kind: str, payload: Any) -> Any:
 class RenumSocket:
     """A Socket.IO socket on ``/`` that carries one session; the session's ``Transport``."""
 
+    __slots__ = ("conn", "namespace", "scope", "session", "turn", "positions", "pending", "acks", "since",
+                 "recovery", "numbers", "connected", "closed")
+
     def __init__(self, connection: Connection, namespace: str) -> None:
         self.conn = connection
         self.namespace = namespace

@@ -45,6 +45,9 @@ class Handler(Protocol):
 class EngineSocket:
     """One Engine.IO session, on the polling transport or on a WebSocket."""
 
+    __slots__ = ("engine", "sid", "scope", "transport", "handler", "closed", "ws_send", "upgrading", "buffer",
+                 "buffered_bytes", "waiter", "drained", "posting", "pong", "heartbeat")
+
     def __init__(self, engine: Engine, sid: str, scope: dict, transport: str) -> None:
         self.engine = engine
         self.sid = sid
@@ -58,8 +61,7 @@ class EngineSocket:
         self.buffer: list[Packet] = []
         self.buffered_bytes = 0
         self.waiter: asyncio.Future | None = None
-        self.drained = asyncio.Event()
-        self.drained.set()
+        self.drained: asyncio.Event | None = None  # while a sender waits for the client to catch up
         self.posting = False
         self.pong = True
         self.heartbeat: asyncio.TimerHandle | None = None
@@ -84,7 +86,8 @@ class EngineSocket:
         self.buffered_bytes += len(packet.data) if packet.data is not None else 1
         self._wake()
         if self.buffered_bytes > self.engine.max_payload:
-            self.drained.clear()
+            if self.drained is None or self.drained.is_set():
+                self.drained = asyncio.Event()
             await self.drained.wait()
             if self.closed:
                 raise ConnectionError("engine.io session closed")
@@ -95,7 +98,8 @@ class EngineSocket:
 
     def take_buffer(self) -> list[Packet]:
         packets, self.buffer, self.buffered_bytes = self.buffer, [], 0
-        self.drained.set()
+        if self.drained is not None:
+            self.drained.set()
         return packets
 
     # ------------------------------------------------------------------ receiving
@@ -163,7 +167,8 @@ class EngineSocket:
         self.engine.sockets.pop(self.sid, None)
         if self.heartbeat is not None:
             self.heartbeat.cancel()
-        self.drained.set()
+        if self.drained is not None:
+            self.drained.set()
         self._wake()
         if self.ws_send is not None:
             with contextlib.suppress(Exception):

@@ -42,6 +42,8 @@ NamespaceFactory = Callable[["Connection", str], Namespace]
 class Connection:
     """The Socket.IO side of one Engine.IO session."""
 
+    __slots__ = ("socket", "namespaces", "decoder", "sockets", "on_pong_hooks", "_connect_timer")
+
     def __init__(self, socket: EngineSocket, namespaces: dict[str, NamespaceFactory], *,
                  connect_timeout: float) -> None:
         self.socket = socket
