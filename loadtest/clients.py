@@ -8,12 +8,13 @@ for its progress display. Nothing here imports Django.
 Latency of a delivery = receive time - the publisher's ``time.time()`` embedded in the
 payload (``{"t": ...}``, or a notification's ``action.payload.t``); same clock, same machine.
 
-Two protocols (``--client-protocol``, or the server kind): ``v1`` (``/ws/``: the ``renum.v1`` and ``bearer.<jwt>`` subprotocols, wait for
-``welcome``, send the v1 ``ping``) and ``socketio``: a lean Engine.IO 4 / Socket.IO 5 client over
-the WebSocket transport only (``/socket.io/?EIO=4&transport=websocket``): read the OPEN packet,
-send CONNECT with ``{"token": <jwt>}`` as its auth, count the connect done at the CONNECT
-answer, answer the server's pings (``2`` -> ``3``), and count an EVENT whose first argument is
-an envelope of this run (the same ``t``/``seq``/``run`` marks), whatever the event's name.
+Two protocols, by the server's kind: ``v1`` (``/ws/``: the ``renum.v1`` and ``bearer.<jwt>``
+subprotocols, wait for ``welcome``, send the v1 ``ping``) and ``socketio`` (``ours-sio``,
+``node-sio``, ``pysio``): a lean Engine.IO 4 / Socket.IO 5 client over the WebSocket transport
+only (``/socket.io/?EIO=4&transport=websocket``): read the OPEN packet, send CONNECT with
+``{"token": <jwt>}`` as its auth, count the connect done at the CONNECT answer, answer the
+server's pings (``2`` -> ``3``), and count an EVENT whose first argument is an envelope of
+this run (the same ``t``/``seq``/``run`` marks), whatever the event's name.
 """
 
 from __future__ import annotations
