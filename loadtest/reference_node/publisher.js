@@ -13,6 +13,15 @@ const readline = require("node:readline");
 const { Emitter } = require("@socket.io/redis-emitter");
 const { createClient } = require("redis");
 
+// node-redis takes redis:// and rediss:// URLs; a unix:// one (the project's embedded Redis,
+// unix:///path/redis.sock?db=N) becomes a socket path.
+function redisOptions(url) {
+  if (!url.startsWith("unix:")) return { url };
+  const parsed = new URL(url);
+  const db = parsed.searchParams.get("db");
+  return { socket: { path: decodeURIComponent(parsed.pathname) }, database: db ? Number(db) : 0 };
+}
+
 function envelope(channel, offset, payload) {
   return {
     type: "system_event", channel, offset, epoch: "loadtest", id: crypto.randomUUID(),
@@ -23,7 +32,7 @@ function envelope(channel, offset, payload) {
 async function main() {
   const config = JSON.parse(process.argv[2]);
   const total = Math.floor(config.rate * config.duration);
-  const client = createClient({ url: config.redis_url });
+  const client = createClient(redisOptions(config.redis_url));
   await client.connect();
   const emitter = new Emitter(client, { key: config.key });
   const targets = config.targets;

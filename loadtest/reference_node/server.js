@@ -13,6 +13,15 @@ const { Server } = require("socket.io");
 const { createAdapter } = require("@socket.io/redis-adapter");
 const { createClient } = require("redis");
 
+// node-redis takes redis:// and rediss:// URLs; a unix:// one (the project's embedded Redis,
+// unix:///path/redis.sock?db=N) becomes a socket path.
+function redisOptions(url) {
+  if (!url.startsWith("unix:")) return { url };
+  const parsed = new URL(url);
+  const db = parsed.searchParams.get("db");
+  return { socket: { path: decodeURIComponent(parsed.pathname) }, database: db ? Number(db) : 0 };
+}
+
 function option(name, fallback) {
   const at = process.argv.indexOf(name);
   return at > 0 && at + 1 < process.argv.length ? process.argv[at + 1] : fallback;
@@ -35,7 +44,7 @@ async function main() {
   if (!["127.0.0.1", "::1", "localhost"].includes(host)) {
     throw new Error("the reference server binds loopback addresses only");
   }
-  const pub = createClient({ url: process.env.REDIS_URL || "redis://127.0.0.1:6379/0" });
+  const pub = createClient(redisOptions(process.env.REDIS_URL || "redis://127.0.0.1:6379/0"));
   const sub = pub.duplicate();
   await Promise.all([pub.connect(), sub.connect()]);
   const httpServer = http.createServer();
