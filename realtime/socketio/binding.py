@@ -217,7 +217,9 @@ class RenumSocket:
             if channel is None:
                 await self.conn.send_text(text)
             else:
-                await self._emit_envelope(channel, epoch, offset, kind, text, snapshot=False)
+                packet = self._envelope_packet(channel, epoch, offset, kind, text, snapshot=False)
+                if packet is not None:
+                    await self.conn.socket.send(packet)
 
     # ------------------------------------------------------------------ disconnect and events
 
@@ -277,7 +279,9 @@ class RenumSocket:
             if self.pending is not None:
                 self.pending.append((channel, epoch, offset, kind, text))
             else:
-                await self._emit_envelope(channel, epoch, offset, kind, text, bool(frame.get("snapshot")))
+                packet = self._envelope_packet(channel, epoch, offset, kind, text, bool(frame.get("snapshot")))
+                if packet is not None:
+                    await self.conn.socket.send(packet)
             return
         payload = frame.get("payload")
         reply_to = frame.get("reply_to")
@@ -318,15 +322,18 @@ class RenumSocket:
         else:
             await self.conn.send_text(text)
 
-    async def _emit_envelope(self, channel: str, epoch: str, offset: int, kind: str, text: str,
-                             snapshot: bool) -> None:
+    def _envelope_packet(self, channel: str, epoch: str, offset: int, kind: str, text: str,
+                         snapshot: bool) -> str | None:
+        """The event packet of an envelope, with the offset after it; None when it was sent already
+        (a replay overlapping a live delivery)."""
         current = self.positions.get(channel)
         if current is not None and current[0] == epoch and offset <= current[1] and not snapshot:
-            return  # sent already (a replay overlapping a live delivery)
+            return None
         if current is None or current[0] != epoch or offset > current[1]:
             self.positions[channel] = (epoch, offset)
-        await self.conn.socket.send(f'2["{kind}",{text},"{encode_cursor(self.positions)}"]'
-                                    if _PLAIN_NAME(kind) else parser.encode_event(kind, [text, dumps(self._cursor())]))
+        if _PLAIN_NAME(kind):
+            return f'2["{kind}",{text},"{encode_cursor(self.positions)}"]'
+        return parser.encode_event(kind, [text, dumps(self._cursor())])
 
     def _cursor(self) -> str:
         return encode_cursor(self.positions)
