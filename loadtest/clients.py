@@ -7,6 +7,14 @@ for its progress display. Nothing here imports Django.
 
 Latency of a delivery = receive time - the publisher's ``time.time()`` embedded in the
 payload (``{"t": ...}``, or a notification's ``action.payload.t``); same clock, same machine.
+
+Two protocols, by the server's kind: ``v1`` (``/ws/``: the ``renum.v1`` and ``bearer.<jwt>``
+subprotocols, wait for ``welcome``, send the v1 ``ping``) and ``socketio`` (``ours-sio``,
+``node-sio``, ``pysio``): a lean Engine.IO 4 / Socket.IO 5 client over the WebSocket transport
+only (``/socket.io/?EIO=4&transport=websocket``): read the OPEN packet, send CONNECT with
+``{"token": <jwt>}`` as its auth, count the connect done at the CONNECT answer, answer the
+server's pings (``2`` -> ``3``), and count an EVENT whose first argument is an envelope of
+this run (the same ``t``/``seq``/``run`` marks), whatever the event's name.
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ from loadtest import procstat
 C_CONNECTED, C_DELIVERED, C_OTHER, C_ERRORS, C_DROPPED = range(5)
 COUNTERS = 5
 PING = '{"type":"ping"}'
+SIO_PING, SIO_PONG = "2", "3"  # Engine.IO 4: the server pings, the client answers
 
 
 class _Client:
-    __slots__ = ("user_id", "token", "ws", "reader", "next_ping", "heartbeat_s")
+    __slots__ = ("user_id", "token", "ws", "reader", "next_ping", "heartbeat_s", "sio")
 
     def __init__(self, user_id: int, token: str) -> None:
         self.user_id = user_id
@@ -38,6 +47,7 @@ class _Client:
         self.reader: asyncio.Task | None = None
         self.next_ping = 0.0
         self.heartbeat_s = 25.0
+        self.sio = False
 
 
 def stamp_of(message: str | bytes, run: str) -> float | None:
@@ -49,7 +59,24 @@ def stamp_of(message: str | bytes, run: str) -> float | None:
         message = message.decode()
     if run not in message:
         return None
-    payload = orjson.loads(message).get("payload")
+    return _stamp_of_envelope(orjson.loads(message), run)
+
+
+def sio_stamp_of(message: str | bytes, run: str) -> float | None:
+    """The publisher's send time in a Socket.IO EVENT (``42[name, envelope, ...]``) of this run, or None."""
+    if isinstance(message, bytes):
+        message = message.decode()
+    if run not in message or not message.startswith("42"):
+        return None
+    start = message.find("[", 2)  # after a namespace ("/admin,") or an ack id, when there is one
+    if start < 0:
+        return None
+    args = orjson.loads(message[start:])
+    return _stamp_of_envelope(args[1], run) if len(args) > 1 and isinstance(args[1], dict) else None
+
+
+def _stamp_of_envelope(envelope: dict, run: str) -> float | None:
+    payload = envelope.get("payload")
     if not isinstance(payload, dict):
         return None
     if "run" not in payload:  # a notification: the marks are in its action's payload
@@ -111,7 +138,7 @@ class Worker:
     # ---------------------------------------------------------------- connect
 
     async def connect_all(self, url: str, concurrency: int, attempts: int, open_timeout: float,
-                          compression: bool) -> dict[str, Any]:
+                          compression: bool, protocol: str = "v1") -> dict[str, Any]:
         """Connect every client (at most ``concurrency`` handshakes at once), until each is welcomed."""
         for which in (C_CONNECTED, C_ERRORS, C_DELIVERED, C_OTHER, C_DROPPED):
             self.counters[self.base + which] = 0
@@ -119,6 +146,10 @@ class Worker:
         gate = asyncio.Semaphore(max(1, concurrency))
         errors: Counter[str] = Counter()
         started = time.time()
+        if protocol not in ("v1", "socketio"):
+            raise ValueError(f"unknown client protocol {protocol!r}")
+        for client in self.clients:
+            client.sio = protocol == "socketio"
         results = await asyncio.gather(*(
             self._connect(c, url, gate, attempts, open_timeout, compression, errors) for c in self.clients
         ))
@@ -141,16 +172,20 @@ class Worker:
                 began = time.time()
                 try:
                     ws = await connect(
-                        url, subprotocols=["renum.v1", "bearer." + client.token],
+                        url, subprotocols=None if client.sio else ["renum.v1", "bearer." + client.token],
                         compression="deflate" if compression else None, ping_interval=None,
                         open_timeout=open_timeout, close_timeout=2, max_size=None, user_agent_header=None,
                         proxy=None,
                     )
-                    first = await asyncio.wait_for(ws.recv(), open_timeout)
-                    hello = orjson.loads(first)
-                    if hello.get("type") != "welcome":
-                        raise RuntimeError(f"first frame is {hello.get('type')!r}, not welcome")
-                    client.heartbeat_s = float((hello.get("payload") or {}).get("heartbeat_s") or 25)
+                    if client.sio:
+                        await asyncio.wait_for(sio_handshake(ws, client.token), open_timeout)
+                        client.heartbeat_s = float("inf")  # the server pings; the reader answers
+                    else:
+                        first = await asyncio.wait_for(ws.recv(), open_timeout)
+                        hello = orjson.loads(first)
+                        if hello.get("type") != "welcome":
+                            raise RuntimeError(f"first frame is {hello.get('type')!r}, not welcome")
+                        client.heartbeat_s = float((hello.get("payload") or {}).get("heartbeat_s") or 25)
                     welcomed = time.time()
                 except Exception as exc:
                     errors[_error_name(exc)] += 1
@@ -163,7 +198,7 @@ class Worker:
                 continue
             client.ws = ws
             client.next_ping = welcomed + client.heartbeat_s * random.uniform(0.5, 1.0)
-            client.reader = asyncio.ensure_future(self._read(client))
+            client.reader = asyncio.ensure_future(self._read_sio(client) if client.sio else self._read(client))
             self._count(C_CONNECTED)
             return welcomed - began, welcomed
         return None
@@ -181,6 +216,35 @@ class Worker:
             async for message in ws:
                 received = now()
                 stamp = stamp_of(message, self.run_id)
+                if stamp is None:
+                    counters[other] += 1
+                    continue
+                record(received - stamp)
+                counters[delivered] += 1
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            self.close_codes[_error_name(exc)] += 1
+        if not self.closing:
+            self._count(C_DROPPED)
+            self.close_codes[str(ws.close_code)] += 1
+            self._count(C_CONNECTED, -1)
+
+    async def _read_sio(self, client: _Client) -> None:
+        """The Socket.IO reader: answer pings, count this run's events, and the rest as other frames."""
+        from websockets.exceptions import ConnectionClosed
+
+        ws = client.ws
+        record = self.latencies.append
+        counters, delivered, other = self.counters, self.base + C_DELIVERED, self.base + C_OTHER
+        now = time.time
+        try:
+            async for message in ws:
+                received = now()
+                if message == SIO_PING:
+                    await ws.send(SIO_PONG)
+                    continue
+                stamp = sio_stamp_of(message, self.run_id)
                 if stamp is None:
                     counters[other] += 1
                     continue
@@ -227,6 +291,35 @@ class Worker:
         self.counters[self.base + C_CONNECTED] = 0
 
 
+async def sio_handshake(ws: Any, token: str) -> dict:
+    """Engine.IO OPEN, then Socket.IO CONNECT with the token as auth; returns the CONNECT answer.
+
+    A CONNECT_ERROR raises ``SioRefused`` with its ``data.code`` (the v1 close code on ours).
+    Frames before the answer (a ping) are answered or skipped.
+    """
+    opened = await ws.recv()
+    if not isinstance(opened, str) or not opened.startswith("0"):
+        raise RuntimeError(f"first frame is {str(opened)[:20]!r}, not an Engine.IO OPEN")
+    await ws.send("40" + orjson.dumps({"token": token}).decode())
+    while True:
+        frame = await ws.recv()
+        if frame == SIO_PING:
+            await ws.send(SIO_PONG)
+        elif isinstance(frame, str) and frame.startswith("40"):
+            return orjson.loads(frame[2:] or "{}")
+        elif isinstance(frame, str) and frame.startswith("44"):
+            error = orjson.loads(frame[2:] or "{}")
+            raise SioRefused((error.get("data") or {}).get("code") if isinstance(error, dict) else None)
+
+
+class SioRefused(Exception):
+    """A Socket.IO CONNECT_ERROR; ``code`` is its ``data.code`` when there is one."""
+
+    def __init__(self, code: Any) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 async def _send_quietly(ws: Any, text: str) -> None:
     try:
         await ws.send(text)
@@ -235,6 +328,8 @@ async def _send_quietly(ws: Any, text: str) -> None:
 
 
 def _error_name(exc: BaseException) -> str:
+    if isinstance(exc, SioRefused):
+        return f"SioRefused({exc.code})" if exc.code else "SioRefused"
     code = getattr(getattr(exc, "rcvd", None), "code", None) or getattr(getattr(exc, "response", None),
                                                                          "status_code", None)
     return f"{type(exc).__name__}({code})" if code else type(exc).__name__

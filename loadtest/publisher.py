@@ -8,8 +8,10 @@ rate), then prints one JSON line with what it did.
 Modes: ``ours`` (``realtime.publish.publish_rollback_unsafe``: the Lua publish with offsets
 and history), ``notify`` (``notifications.services.notification_create``: a PostgreSQL row,
 then publish on commit), ``bare`` (raw Redis PUBLISH of a ready envelope) and ``textbook``
-(``channel_layer.group_send``). Every payload carries ``t``: ``time.time()`` just before the
-publishing call, ``seq`` and ``run`` (the run id, so clients ignore anyone else's messages).
+(``channel_layer.group_send``), ``pysio`` (python-socketio's write-only ``RedisManager``;
+the Node.js server has its own publisher, ``reference_node/publisher.js``). Every payload
+carries ``t``: ``time.time()`` just before the publishing call, ``seq`` and ``run`` (the run
+id, so clients ignore anyone else's messages).
 """
 
 from __future__ import annotations
@@ -167,7 +169,25 @@ def _prepare_textbook(config: dict) -> Callable[[], dict]:
     return lambda: asyncio.run(main())
 
 
-PREPARE = {"ours": _prepare_ours, "notify": _prepare_notify, "bare": _prepare_bare, "textbook": _prepare_textbook}
+def _prepare_pysio(config: dict) -> Callable[[], dict]:
+    """python-socketio's write-only Redis manager: the way to emit to its servers from another process."""
+    run = config["run"]
+    import socketio
+
+    manager = socketio.RedisManager(config["redis_url"], channel=config["key"], write_only=True)
+    targets = config["targets"]
+
+    def publish(i: int) -> bool:
+        target = targets[i % len(targets)]
+        message = _envelope(target, i + 1, {"t": time.time(), "seq": i, "run": run})
+        manager.emit("system_event", message, namespace="/", room=None if target == "broadcast" else target)
+        return True
+
+    return lambda: _paced_threads(config["total"], config["rate"], config["threads"], publish)
+
+
+PREPARE = {"ours": _prepare_ours, "notify": _prepare_notify, "bare": _prepare_bare, "textbook": _prepare_textbook,
+           "pysio": _prepare_pysio}
 
 
 def main() -> None:

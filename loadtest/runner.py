@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from loadtest.clients import C_CONNECTED, C_DELIVERED, C_DROPPED, C_ERRORS, Work
 from loadtest.provision import ensure_database, mint_tokens, provision_users
 from loadtest.report import Result, median_run
 from loadtest.scenarios import SCENARIOS, Scenario
-from loadtest.servers import ROOT, ServerProcess, ServerSpec, server_env
+from loadtest.servers import NODE_DIR, ROOT, SIO_KINDS, ServerProcess, ServerSpec, node_executable, server_env, sio_key
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/loadtest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -66,6 +66,7 @@ class LoadConfig:
     ours_app: str = "renum.asgi:application"
     repeat: int = 1
     redis_stats: bool = False  # count Redis commands per phase (a Redis of the run's own only)
+    client_protocol: str = "v1"  # or "socketio": ``ours`` runs as ``ours-sio`` (clients on /socket.io/)
 
     def resolved(self) -> tuple[Scenario, int, float, float]:
         """The scenario and its effective clients, rate and duration."""
@@ -123,15 +124,19 @@ class Progress:
                 sys.stderr.write("\r\033[K")
 
 
-def _warm_up(url: str, token: str) -> None:
+def _warm_up(url: str, token: str, sio: bool = False) -> None:
     """One connect before measuring, so lazily created state (hub, pools, imports) is not counted."""
     from websockets.sync.client import connect
 
     for attempt in range(20):
         try:
-            with connect(url, subprotocols=["renum.v1", "bearer." + token], compression=None,
+            with connect(url, subprotocols=None if sio else ["renum.v1", "bearer." + token], compression=None,
                          open_timeout=10, close_timeout=2, proxy=None) as ws:
                 ws.recv(timeout=10)
+                if sio:  # Engine.IO OPEN received; Socket.IO CONNECT, until its answer
+                    ws.send("40" + json.dumps({"token": token}))
+                    while not ws.recv(timeout=10).startswith(("40", "44")):
+                        pass
                 return
         except Exception:
             if attempt == 19:
@@ -142,8 +147,11 @@ def _warm_up(url: str, token: str) -> None:
 class Publisher:
     """The publisher child process."""
 
-    def __init__(self, env: dict[str, str], config: dict[str, Any]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "loadtest.publisher", json.dumps(config)], cwd=ROOT,
+    def __init__(self, env: dict[str, str], config: dict[str, Any], node: bool = False) -> None:
+        # node: the Node.js reference's publisher (socket.io's Redis emitter), same contract
+        command = ([node_executable(), str(NODE_DIR / "publisher.js")] if node
+                   else [sys.executable, "-m", "loadtest.publisher"])
+        self.process = subprocess.Popen([*command, json.dumps(config)], cwd=ROOT,
                                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def _line(self, timeout: float) -> str:
@@ -232,7 +240,7 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
                      redis_url=config.redis_url, secret_key=config.secret_key, layer_prefix=layer_prefix,
                      ours_settings=config.ours_settings)
     label = spec.label
-    if spec.kind == "ours":
+    if spec.kind in ("ours", "ours-sio"):
         changes = []
         if config.ours_settings != "renum.settings":
             changes.append(config.ours_settings.rsplit(".", 1)[-1])
@@ -244,7 +252,7 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
     progress.phase, progress.expected = f"{spec.label}: starting", None
     server = ServerProcess(spec, env, config.log_dir, config.ours_app).start()
     try:
-        _warm_up(server.url, warm_token)
+        _warm_up(server.url, warm_token, sio=spec.kind in SIO_KINDS)
         time.sleep(0.5)
         result.load_before = procstat.load_average()
         result.rss_before = server.rss_bytes()
@@ -256,7 +264,7 @@ def run_server(config: LoadConfig, spec: ServerSpec, pool: WorkerPool, progress:
             replies = pool.call("connect", {
                 "url": server.url, "concurrency": max(1, config.connect_concurrency // len(pool.pipes)),
                 "attempts": config.connect_attempts, "open_timeout": config.open_timeout,
-                "compression": config.compression,
+                "compression": config.compression, "protocol": "socketio" if spec.kind in SIO_KINDS else "v1",
             }, timeout=max(120.0, clients * 0.1))
         finally:
             if profiler is not None:
@@ -300,14 +308,15 @@ def _publish_and_measure(config: LoadConfig, spec: ServerSpec, label: str, env: 
     scenario = SCENARIOS[config.scenario]
     threads = config.publisher_threads or (4 if scenario.publish == "notify" else 1)
     run_id = "lt" + secrets.token_hex(8)
-    mode = "notify" if scenario.publish == "notify" else spec.kind
+    # ours-sio is published to as ours is (the binding delivers what the session core receives)
+    mode = "notify" if scenario.publish == "notify" else {"ours-sio": "ours"}.get(spec.kind, spec.kind)
     # Each publishing thread keeps a database connection, and the process's outbox relay needs one.
     env = {**env, "DATABASE_POOL_MAX_SIZE": str(max(int(env.get("DATABASE_POOL_MAX_SIZE", "8")), threads + 2))}
     publisher = Publisher(env, {
         "mode": mode, "targets": _targets(scenario, spec, connected_users), "rate": rate, "duration": duration,
         "threads": threads, "redis_url": config.redis_url, "bare_prefix": env["LOADTEST_LAYER_PREFIX"] + ":bare:",
-        "run": run_id,
-    })
+        "run": run_id, "key": sio_key(env),
+    }, node=spec.kind == "node-sio")
     profiler = publisher_profiler = None
     try:
         publisher.wait_ready()
@@ -390,6 +399,8 @@ def run(config: LoadConfig) -> list[Result]:
     if config.repeat < 1:
         raise ValueError(f"--repeat must be at least 1, not {config.repeat}")
     specs = [ServerSpec.parse(name, config.server_cmd, config.ws) for name in config.servers]
+    if config.client_protocol == "socketio":  # ``ours`` with Socket.IO clients is ``ours-sio``
+        specs = [replace(s, kind="ours-sio") if s.kind == "ours" else s for s in specs]
     skipped = [s.label for s in specs if s.kind not in scenario.servers]
     specs = [s for s in specs if s.kind in scenario.servers]
     procstat.raise_nofile()

@@ -17,7 +17,7 @@ class Scenario:
     # (round robin); "notify": notification_create for one user (round robin); None: no publishing.
     publish: str | None = None
     # Servers a scenario can run on (notify needs the notifications domain: ours only).
-    servers: tuple[str, ...] = ("ours", "bare", "textbook")
+    servers: tuple[str, ...] = ("ours", "bare", "textbook", "ours-sio", "node-sio", "pysio")
     description: str = ""
     # "ws": WebSocket clients (loadtest.runner); "http": the HTTP fallback (loadtest.http_fallback).
     transport: str = "ws"
@@ -28,7 +28,7 @@ SCENARIOS: dict[str, Scenario] = {
                           description="every client subscribed to `broadcast`; 10 messages/s published"),
     "personal": Scenario("personal", 1000, 1000.0, 20.0, "personal",
                          description="1,000 messages/s in total to `user:<id>` channels, round robin"),
-    "notify": Scenario("notify", 1000, 1000.0, 20.0, "notify", servers=("ours",),
+    "notify": Scenario("notify", 1000, 1000.0, 20.0, "notify", servers=("ours", "ours-sio"),
                        description="`notification_create` (PostgreSQL row, then publish on commit) -> socket"),
     "storm": Scenario("storm", 5000, description="5,000 JWT connects as fast as possible, until all are welcomed"),
     "idle": Scenario("idle", 10000, description="10,000 idle authenticated connections on one server process"),

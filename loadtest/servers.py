@@ -3,11 +3,18 @@
 ``ours`` is the project's ASGI application (uvicorn with a chosen WebSocket implementation,
 or daphne); ``bare`` and ``textbook`` are the reference servers of this package. Each is one
 process, so its CPU time and memory can be read from /proc.
+
+Socket.IO (clients on ``/socket.io/``, the ``sio`` client protocol): ``ours-sio`` is the same
+application as ``ours``; ``node-sio`` is the Node.js ``socket.io`` server of
+``reference_node/`` (its packages installed there with ``npm ci`` on first use), ``pysio``
+python-socketio's ASGI server (``reference_pysio``) under uvicorn.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +32,8 @@ BACKLOG = 4096
 
 
 DEFAULT_GC = "defaultgc"
+SIO_KINDS = ("ours-sio", "node-sio", "pysio")  # servers the clients reach with Engine.IO / Socket.IO
+NODE_DIR = ROOT / "loadtest" / "reference_node"
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class ServerSpec:
     """Which server and how it is served: ``ours``, ``ours:daphne``, ``ours:wsproto``, ``bare``,
     ``bare:defaultgc`` (CPython's collector defaults instead of the tuning ours has), ``textbook``."""
 
-    kind: str  # ours | bare | textbook
+    kind: str  # ours | bare | textbook | ours-sio | node-sio | pysio
     runner: str  # uvicorn | daphne | websockets
     ws: str = ""  # uvicorn's --ws implementation
     app: str = ""  # ours only: another ASGI app (``module:attribute``), for A/B runs in one table
@@ -42,6 +51,8 @@ class ServerSpec:
         """Short name used as a column header."""
         if self.kind == "bare":
             return "bare (CPython GC defaults)" if self.ws == DEFAULT_GC else "bare"
+        if self.kind == "node-sio":
+            return "node-sio (socket.io)"
         detail = self.runner if self.runner == "daphne" else f"{self.runner} {self.ws}"
         return f"{self.kind} ({detail})" + (f" [{self.app}]" if self.app else "")
 
@@ -62,8 +73,13 @@ class ServerSpec:
             if variant not in ("", DEFAULT_GC):
                 raise ValueError(f"unknown variant {variant!r} of bare: only {DEFAULT_GC}")
             return cls("bare", "websockets", variant)
-        if kind not in ("ours", "textbook"):
-            raise ValueError(f"unknown server {name!r}: use ours[:daphne|:<uvicorn ws>], bare or textbook")
+        if kind == "node-sio":
+            if variant:
+                raise ValueError(f"node-sio has no variants, not {variant!r}")
+            return cls("node-sio", "node")
+        if kind not in ("ours", "textbook", "ours-sio", "pysio"):
+            raise ValueError(f"unknown server {name!r}: use ours[:daphne|:<uvicorn ws>], bare, textbook, "
+                             "ours-sio[:...], node-sio or pysio[:<uvicorn ws>]")
         variant = variant or (server_cmd if server_cmd == "daphne" else ws)
         if variant == "daphne":
             return cls(kind, "daphne")
@@ -100,7 +116,9 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        """The WebSocket endpoint."""
+        """The WebSocket endpoint (Engine.IO's WebSocket transport for the Socket.IO servers)."""
+        if self.spec.kind in SIO_KINDS:
+            return f"ws://{LOOPBACK}:{self.port}/socket.io/?EIO=4&transport=websocket"
         return f"ws://{LOOPBACK}:{self.port}/ws/"
 
     @property
@@ -115,7 +133,12 @@ class ServerProcess:
         if spec.kind == "bare":
             return [sys.executable, "-m", "loadtest.reference_bare", "--host", LOOPBACK, "--port", port,
                     "--backlog", str(BACKLOG), "--prefix", self.env.get("LOADTEST_LAYER_PREFIX", "lt") + ":bare:"]
-        app = (spec.app or self.ours_app) if spec.kind == "ours" else "loadtest.reference_textbook:application"
+        if spec.kind == "node-sio":
+            return [node_executable(), str(NODE_DIR / "server.js"), "--host", LOOPBACK, "--port", port,
+                    "--backlog", str(BACKLOG), "--key", sio_key(self.env)]
+        app = {"ours": spec.app or self.ours_app, "ours-sio": spec.app or self.ours_app,
+               "pysio": "loadtest.reference_pysio:application"}.get(spec.kind,
+                                                                    "loadtest.reference_textbook:application")
         if spec.runner == "daphne":
             return [sys.executable, "-m", "daphne", "-v", "0",
                     "-e", f"tcp:port={port}:interface={LOOPBACK}:backlog={BACKLOG}", app]
@@ -126,6 +149,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 30) -> ServerProcess:
         """Start the process and wait until the port accepts connections."""
+        if self.spec.kind == "node-sio":
+            ensure_node_reference()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), cwd=self.cwd, env=self.env, stdout=log,
@@ -173,6 +198,38 @@ class ServerProcess:
             return self.process.wait(5)
 
 
+def node_executable() -> str:
+    """The ``node`` on PATH (the Node.js reference server and its publisher need Node.js 20+)."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node-sio needs Node.js 20 or later on PATH")
+    return node
+
+
+def ensure_node_reference(timeout: float = 600) -> Path:
+    """Install the Node.js reference's pinned packages (``npm ci`` in its directory) when they are
+    missing or were installed from another package-lock.json (a stamp in node_modules says which)."""
+    node_executable()
+    stamp = NODE_DIR / "node_modules" / ".renum-lock.sha"
+    want = hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()
+    installed = stamp.read_text().strip() if stamp.exists() else ""
+    if installed != want or not (NODE_DIR / "node_modules" / "socket.io").is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("node-sio needs npm to install its packages (loadtest/reference_node)")
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"npm ci in loadtest/reference_node failed:\n{done.stderr[-2000:]}")
+        stamp.write_text(want + "\n")
+    return NODE_DIR
+
+
+def sio_key(env: dict[str, str]) -> str:
+    """The pub/sub name prefix of the Socket.IO reference servers (per run, as the layers' prefix)."""
+    return env.get("LOADTEST_LAYER_PREFIX", "lt") + ":sio"
+
+
 def server_env(spec: ServerSpec, base: dict[str, str], *, database_url: str, redis_url: str, secret_key: str,
                layer_prefix: str, ours_settings: str = "renum.settings") -> dict[str, str]:
     """Environment of a server (and of the publisher that feeds it)."""
@@ -195,5 +252,7 @@ def server_env(spec: ServerSpec, base: dict[str, str], *, database_url: str, red
     })
     if spec.kind == "bare" and spec.ws == DEFAULT_GC:
         env["REALTIME_GC_THRESHOLDS"] = "off"
+    if spec.kind == "pysio":
+        env["PYSIO_CHANNEL"] = sio_key(env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH", "")) if p)
     return env

@@ -128,6 +128,13 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a long poll or event stream reuses a user's granted channel permission before
     # asking the channel policy again (0: every request asks). A socket asks once per subscribe.
     "HTTP_PERMISSION_TTL_S": 10,
+    # Socket.IO binding at /socket.io/ (realtime/socketio/): Engine.IO ping interval and
+    # timeout (the client is closed when a pong does not come within the timeout), the largest
+    # packet or polling body in bytes, and seconds a new session may take to send its CONNECT.
+    "SOCKETIO_PING_INTERVAL_S": 25.0,
+    "SOCKETIO_PING_TIMEOUT_S": 20.0,
+    "SOCKETIO_MAX_PAYLOAD": 1_000_000,
+    "SOCKETIO_CONNECT_TIMEOUT_S": 45.0,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
     # Access tokens of sockets and streams decoded by the fast path of realtime/tokens.py (a

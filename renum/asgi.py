@@ -1,6 +1,7 @@
 """ASGI entry point: Django for HTTP, the channel stream over HTTP, the consumer for WebSockets."""
 
 import os
+from typing import Any
 
 from renum.handlers import get_asgi_application
 
@@ -15,6 +16,7 @@ from realtime.auth import SessionAuthMiddleware  # noqa: E402
 from realtime.conf import setting  # noqa: E402
 from realtime.routing import ExactPathURLRouter, websocket_urlpatterns  # noqa: E402
 from realtime.runtime import tune_gc  # noqa: E402
+from realtime.socketio.binding import SOCKETIO_PATH, make_engine  # noqa: E402
 from realtime.transports import http_router  # noqa: E402
 
 http_app = django_asgi_app
@@ -26,7 +28,7 @@ if settings.DEBUG or settings.SERVE_STATIC:
 # on the hub without a thread, which a Django view under sync middleware cannot.
 http_app = http_router(http_app)
 
-application = ProtocolTypeRouter(
+protocols = ProtocolTypeRouter(
     {
         "http": http_app,
         # The session middleware lets same-origin pages (the admin's live pages) connect with
@@ -34,6 +36,18 @@ application = ProtocolTypeRouter(
         "websocket": SessionAuthMiddleware(ExactPathURLRouter(websocket_urlpatterns)),
     }
 )
+
+# Socket.IO clients (Engine.IO 4 / Socket.IO 5, realtime/socketio/) share the process, its
+# node and its sessions with /ws/; both of their transports are served here, before Django.
+socketio_engine = make_engine()
+
+
+async def application(scope: dict, receive: Any, send: Any) -> None:
+    """Route ``/socket.io/`` (HTTP and WebSocket) to the Socket.IO engine, the rest by protocol."""
+    if scope["type"] in ("http", "websocket") and scope.get("path") == SOCKETIO_PATH:
+        return await socketio_engine(scope, receive, send)
+    return await protocols(scope, receive, send)
+
 
 # A server holds thousands of sockets: the garbage collector's defaults make each new one
 # cost more than the last (see realtime/runtime.py; REALTIME_GC_THRESHOLDS=off restores them).

@@ -285,6 +285,9 @@ RENUM_REALTIME = {
     "KEY_PREFIX": REALTIME_KEY_PREFIX,
     "REDIS_POOL_SIZE": int(os.environ.get("REALTIME_REDIS_POOL_SIZE", "64")),
     "GC_THRESHOLDS": os.environ.get("REALTIME_GC_THRESHOLDS", ""),
+    # Socket.IO binding (/socket.io/): Engine.IO heartbeat in seconds.
+    "SOCKETIO_PING_INTERVAL_S": float(os.environ.get("REALTIME_SOCKETIO_PING_INTERVAL_S", "25")),
+    "SOCKETIO_PING_TIMEOUT_S": float(os.environ.get("REALTIME_SOCKETIO_PING_TIMEOUT_S", "20")),
 }
 
 RENUM_EXECUTIONS = {

@@ -49,3 +49,22 @@ def test_broadcast_to_200_clients_loses_nothing_and_reports_every_row(tmp_path):
     table = markdown([result], "smoke")
     assert "| delivered / expected | 2000/2000 |" in table
     assert "| lost | 0 |" in table
+
+
+def test_socketio_clients_get_every_broadcast(tmp_path):
+    # given: the tool's Socket.IO client mode (clients on /socket.io/, token in the CONNECT auth)
+    config = LoadConfig(
+        scenario="broadcast", secret_key=settings.SECRET_KEY, clients=100, rate=5, duration=2,
+        servers=["ours"], workers=2, connect_concurrency=100, database_url=live.test_database_url(),
+        redis_url=settings.REDIS_URL, base_env=live.server_env(), migrate=False, progress=False,
+        drain_timeout=10, settle_s=0.5, log_dir=tmp_path, client_protocol="socketio",
+    )
+
+    # when
+    [result] = run(config)
+
+    # then
+    assert result.connected == 100
+    assert result.published == 10
+    assert result.delivered == result.expected == 10 * 100
+    assert result.lost == 0 and result.dropped_connections == 0

@@ -32,7 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, help="messages per second published (default: the scenario's)")
         parser.add_argument("--duration", type=float, help="seconds of publishing (default: the scenario's)")
         parser.add_argument("--servers", default="ours,bare,textbook",
-                            help="comma-separated: ours, ours:daphne, ours:<uvicorn ws>, bare, textbook")
+                            help="comma-separated: ours, ours:daphne, ours:<uvicorn ws>, bare, textbook; "
+                                 "over Socket.IO: ours-sio, node-sio (Node.js socket.io), pysio (python-socketio)")
         parser.add_argument("--server-cmd", choices=["uvicorn", "daphne"], default="uvicorn",
                             help="how `ours` (and `textbook`) is served")
         parser.add_argument("--ws", choices=UVICORN_WS, default="websockets-sansio", help="uvicorn --ws")
@@ -43,6 +44,9 @@ class Command(BaseCommand):
         parser.add_argument("--publisher-threads", type=int, help="publisher threads (default 1; 4 for notify)")
         parser.add_argument("--drain-timeout", type=float, help="seconds to wait for deliveries after publishing")
         parser.add_argument("--compression", action="store_true", help="clients offer permessage-deflate")
+        parser.add_argument("--client-protocol", choices=["v1", "socketio"], default="v1",
+                            help="socketio: Socket.IO clients on /socket.io/ (servers: ours only; "
+                                 "the same as --servers ours-sio)")
         parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy record the server into DIR")
         parser.add_argument("--output", type=Path, help="markdown file whose section for this run is written/updated")
         parser.add_argument("--section", help="section key in --output (default: the scenario)")
@@ -70,11 +74,14 @@ class Command(BaseCommand):
             redis_url=o["redis_url"], publisher_threads=o["publisher_threads"], drain_timeout=o["drain_timeout"],
             compression=o["compression"], profile_dir=o["profile"], progress=not o["no_progress"],
             ours_settings=o["ours_settings"], ours_app=o["ours_app"], repeat=o["repeat"],
-            redis_stats=o["redis_stats"],
+            redis_stats=o["redis_stats"], client_protocol=o["client_protocol"],
         )
         scenario, clients, rate, duration = config.resolved()
         if scenario.transport == "http":
             return self._http(o, scenario, clients, rate, duration)
+        if config.client_protocol == "socketio" and any(s.partition("@")[0].partition(":")[0] != "ours"
+                                                         for s in config.servers):
+            raise CommandError("--client-protocol socketio runs on ours only (--servers ours)")
         # SIGTERM unwinds like Ctrl-C, so the servers and workers this run started are stopped.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
