@@ -23,7 +23,7 @@ from tests.live import ROOT, LiveServer
 
 NODE_READY = shutil.which("node") is not None and (ROOT / "node_modules" / "socket.io-client").exists()
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True),
-              pytest.mark.skipif(not NODE_READY, reason="node and the npm workspace (scripts/bootstrap_node.sh) needed")]
+              pytest.mark.skipif(not NODE_READY, reason="needs node and the npm workspace (scripts/bootstrap_node.sh)")]
 
 @pytest.fixture(autouse=True)
 def _close_thread_connections(close_thread_connections):
