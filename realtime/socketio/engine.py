@@ -18,7 +18,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import parse_qs
 
 import orjson

@@ -16,14 +16,14 @@ from asgiref.sync import sync_to_async
 from executions.models import Team, TeamMembership
 from notifications.services import notification_create
 from realtime import redis as rt_redis
-from realtime.publish import publish_rollback_unsafe
 from realtime import streams
+from realtime.publish import publish_rollback_unsafe
 from tests.conftest import access_token_for
 from tests.live import ROOT, LiveServer
 
+NODE_READY = shutil.which("node") is not None and (ROOT / "node_modules" / "socket.io-client").exists()
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True),
-              pytest.mark.skipif(shutil.which("node") is None or not (ROOT / "node_modules" / "socket.io-client").exists(),
-                                 reason="node and the npm workspace (scripts/bootstrap_node.sh) are needed")]
+              pytest.mark.skipif(not NODE_READY, reason="needs node and the npm workspace (scripts/bootstrap_node.sh)")]
 
 @pytest.fixture(autouse=True)
 def _close_thread_connections(close_thread_connections):
