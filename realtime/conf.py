@@ -111,6 +111,11 @@ DEFAULTS: dict[str, Any] = {
     # commit may wait for Redis before leaving the events to the relay (a request never waits
     # longer than this on Redis).
     "PUBLISH_ATTEMPT_TIMEOUT_S": 0.04,
+    # A transaction that published more messages than this (a fan-out to thousands of users)
+    # does not deliver them in the committing thread: the call returns after the commit and
+    # the relay thread delivers them, computing the messages made after commit (the unread
+    # counts) as it does. Smaller ones are tried at once, as above.
+    "AFTER_COMMIT_MAX_MESSAGES": 5000,
     # Seconds a process owns the outbox rows it wrote or claimed; rows of a process that died
     # are taken over by another one once this has passed.
     "OUTBOX_LEASE_S": 30,

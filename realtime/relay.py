@@ -425,6 +425,14 @@ class Relay:
             pending = [p for p in pending if p.kind == PUBLISH]
             if not pending:
                 return
+        if setting("RELAY_IN_PROCESS") and \
+                sum(len(p.records) for p in pending if p.records) > setting("AFTER_COMMIT_MAX_MESSAGES"):
+            # A fan-out: the business write has committed, its delivery takes seconds of Redis
+            # work. The relay thread sends it, and computes ``then`` (the unread counts) first;
+            # a process that dies before that loses those counts (state that the next count and
+            # every reload correct), never the stored rows.
+            self.enqueue(pending)
+            return
         if self.healthy and not self._queue:
             try:
                 self._resolve_then(pending)
@@ -554,7 +562,7 @@ class Relay:
             return
         with self._lock:
             for row in pending:
-                if row.records:
+                if row.records or row.then is not None:
                     (self._controls if row.kind == CONTROL else self._queue).append(row)
         self.start()
         self._wake.set()
@@ -638,8 +646,13 @@ class Relay:
                     break
         if not batch:
             return 0
+        self._resolve_then(batch)  # a fan-out's unread counts, handed over uncomputed (``after_commit``)
         batch = self._discard_expired(batch)
-        self._publish_rows(batch)
+        try:
+            self._publish_rows(batch)
+        except Exception:
+            self._store_then(batch)  # computed now: kept in the outbox like any row while Redis is away
+            raise
         # Delivered: off the queue at once, deleted with the others (``_delete_soon``), so a
         # database that is slow or out of connections never holds up delivery from Redis's side.
         with self._lock:
