@@ -22,7 +22,8 @@ class OutboxEvent(models.Model):
 
     ``records`` holds the messages already validated and serialized (orjson): for a publish
     a list of ``[channel, envelope head, envelope tail, audience, coalesce key]``, for a
-    control message ``{"user_id": ..., "message": {...}}``. ``token`` makes each message's
+    control message ``{"user_id": ..., "message": {...}}``; above 16 KB zlib-compressed
+    (``realtime.relay.COMPRESS_ABOVE_BYTES``). ``token`` makes each message's
     idempotency key (``<token>:<index>``), which the publish script checks so that a delivery
     retried after a timeout is not appended twice. ``claimed_by``/``lease_until`` say which
     process delivers the row; a row whose lease ran out (its process died) is taken over.

@@ -635,3 +635,30 @@ def test_a_small_transaction_is_still_tried_in_the_committing_thread(make_user, 
 
     assert callers == [threading.current_thread()]
     assert [orjson.loads(r.body)["type"] for r in history(f"user:{user.pk}")] == ["notification", "unread_count"]
+
+
+def test_a_large_row_is_stored_compressed_and_delivered_as_it_was():
+    from django.contrib.auth import get_user_model
+
+    prefix = uuid.uuid4().hex[:8]
+    users = get_user_model().objects.bulk_create(  # no password: hashing 200 would take a minute
+        [get_user_model()(username=f"z{prefix}{n}", password="!") for n in range(200)])  # ~70 KB of envelopes
+    with transaction.atomic():
+        notification_create_many(users=users, type="info", title="t", message="m" * 50)
+        [row] = OutboxEvent.objects.all()
+        stored = bytes(row.records)
+        assert stored[:1] == b"x"  # a zlib stream, not JSON
+        assert len(stored) < rt_relay.COMPRESS_ABOVE_BYTES
+        decoded = rt_relay._decode(row.kind, stored)
+        assert len(decoded) == 200 and all(record[0].startswith("user:") for record in decoded)
+
+    for user in users[:3]:
+        assert [orjson.loads(r.body)["type"] for r in history(f"user:{user.pk}")] == ["notification", "unread_count"]
+
+
+def test_rows_stored_before_compression_still_decode():
+    records = [("user:1", b'{"type":"system_event","offset":', b',"epoch":"e"}', "", "")]
+    plain = orjson.dumps([[c, h.decode(), t.decode(), a, k] for c, h, t, a, k in records])
+
+    assert rt_relay._decode(rt_relay.PUBLISH, plain) == records
+    assert rt_relay._decode(rt_relay.CONTROL, b'{"user_id":"1","message":{}}') == {"user_id": "1", "message": {}}
