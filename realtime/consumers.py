@@ -13,6 +13,7 @@ messages, through the process's control plane (``realtime.control``) to ``Sessio
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -49,6 +50,20 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     channel_layer = None
     channel_name = ""
     groups = ()
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """Channels' ``as_asgi``, as a plain function returning the new consumer's coroutine:
+        Channels' own is a coroutine awaiting it, a frame more kept under every socket."""
+
+        def app(scope: dict, receive: Any, send: Any) -> Any:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls
+        app.consumer_initkwargs = initkwargs
+        app._asgi_single_callable = True  # a hint for asgiref: called once with (scope, receive, send)
+        functools.update_wrapper(app, cls, updated=())
+        return app
 
     # ------------------------------------------------------------------ dispatch
 

@@ -7,13 +7,12 @@ from renum.handlers import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "renum.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from realtime.auth import SessionAuthMiddleware  # noqa: E402
 from realtime.conf import setting  # noqa: E402
-from realtime.routing import ExactPathURLRouter, websocket_urlpatterns  # noqa: E402
+from realtime.routing import ExactPathURLRouter, ProtocolRouter, websocket_urlpatterns  # noqa: E402
 from realtime.runtime import tune_gc  # noqa: E402
 from realtime.transports import http_router  # noqa: E402
 
@@ -26,7 +25,7 @@ if settings.DEBUG or settings.SERVE_STATIC:
 # on the hub without a thread, which a Django view under sync middleware cannot.
 http_app = http_router(http_app)
 
-application = ProtocolTypeRouter(
+application = ProtocolRouter(
     {
         "http": http_app,
         # The session middleware lets same-origin pages (the admin's live pages) connect with
