@@ -175,6 +175,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                                session_key=session.session_key if session is not None else None,
                                send=self.base_send, turn=self._turn, connected_at=connected_at)
         await self.session.start()
+        self._forget_handshake()
+
+    def _forget_handshake(self) -> None:
+        """Let go of what only the handshake needed.
+
+        The scope lives as long as the socket (the server keeps it too), with every request
+        header and every offered subprotocol, the bearer token among them: a few KB per
+        socket (more from browsers, with their cookies), for a user agent that ``describe``
+        reads again later. The scope keeps that header and the query string, nothing else
+        of the request.
+        """
+        scope = self.scope
+        scope["headers"] = [item for item in scope.get("headers", ()) if item[0] == b"user-agent"]
+        scope["subprotocols"] = ()
+        scope.pop("session", None)  # its key was taken at connect (``Session.session_key``)
+        scope.pop("user", None)
 
     # ------------------------------------------------------------------ inbound frames
 
