@@ -44,7 +44,7 @@ class LoadConfig:
     duration: float | None = None
     servers: list[str] = field(default_factory=lambda: ["ours", "bare", "textbook"])
     server_cmd: str = "uvicorn"
-    ws: str = "websockets-sansio"
+    ws: str = "renum"
     workers: int = 2
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL

@@ -27,7 +27,10 @@ from loadtest import procstat
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
-UVICORN_WS = ("websockets-sansio", "wsproto", "websockets")
+# ``renum`` is the project's own protocol class (uvicorn's websockets-sansio holding less per
+# socket, ``realtime.wsprotocol``), the one ``scripts/serve.sh`` serves with.
+UVICORN_WS = ("renum", "websockets-sansio", "wsproto", "websockets")
+WS_CLASSES = {"renum": "realtime.wsprotocol:WebSocketProtocol"}
 BACKLOG = 4096
 
 
@@ -57,7 +60,7 @@ class ServerSpec:
         return f"{self.kind} ({detail})" + (f" [{self.app}]" if self.app else "")
 
     @classmethod
-    def parse(cls, name: str, server_cmd: str = "uvicorn", ws: str = "websockets-sansio") -> ServerSpec:
+    def parse(cls, name: str, server_cmd: str = "uvicorn", ws: str = "renum") -> ServerSpec:
         """Parse a ``--servers`` item; ``ours`` alone follows ``--server-cmd`` and ``--ws``;
         ``ours...@module:attribute`` serves another ASGI app (an A/B variant)."""
         name, _, app = name.strip().partition("@")
@@ -81,6 +84,8 @@ class ServerSpec:
             raise ValueError(f"unknown server {name!r}: use ours[:daphne|:<uvicorn ws>], bare, textbook, "
                              "ours-sio[:...], node-sio or pysio[:<uvicorn ws>]")
         variant = variant or (server_cmd if server_cmd == "daphne" else ws)
+        if kind == "textbook" and variant == "renum":  # the textbook setup is served as uvicorn ships
+            variant = "websockets-sansio"
         if variant == "daphne":
             return cls(kind, "daphne")
         if variant == "uvicorn":
@@ -143,7 +148,7 @@ class ServerProcess:
             return [sys.executable, "-m", "daphne", "-v", "0",
                     "-e", f"tcp:port={port}:interface={LOOPBACK}:backlog={BACKLOG}", app]
         return [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", port,
-                "--loop", "uvloop", "--http", "httptools", "--ws", spec.ws, "--lifespan", "off",
+                "--loop", "uvloop", "--http", "httptools", "--ws", WS_CLASSES.get(spec.ws, spec.ws), "--lifespan", "off",
                 "--log-level", "warning", "--no-access-log", "--backlog", str(BACKLOG),
                 "--timeout-graceful-shutdown", "3"]
 

@@ -157,15 +157,25 @@ class SessionAuthMiddleware:
     to the database thread on connects that carry no session at all.
     """
 
+    _asgi_single_callable = True  # a hint for asgiref: called once with (scope, receive, send)
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
-        """Resolve the session user when the cookie is there; pass everything else through."""
+    def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        """Resolve the session user when the cookie is there; pass everything else through.
+
+        A plain function returning the inner application's awaitable: without a cookie no
+        frame of this middleware stays suspended under the socket for its whole life.
+        """
         session_key = _session_key(scope)
         if session_key:
-            scope = dict(scope, session=import_module(settings.SESSION_ENGINE).SessionStore(session_key))
-            scope["user"] = await channels_get_user(scope)
+            return self._with_session(scope, session_key, receive, send)
+        return self.inner(scope, receive, send)
+
+    async def _with_session(self, scope: dict, session_key: str, receive: Any, send: Any) -> Any:
+        scope = dict(scope, session=import_module(settings.SESSION_ENGINE).SessionStore(session_key))
+        scope["user"] = await channels_get_user(scope)
         return await self.inner(scope, receive, send)
 
 

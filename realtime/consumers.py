@@ -13,6 +13,7 @@ messages, through the process's control plane (``realtime.control``) to ``Sessio
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -49,6 +50,20 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     channel_layer = None
     channel_name = ""
     groups = ()
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """Channels' ``as_asgi``, as a plain function returning the new consumer's coroutine:
+        Channels' own is a coroutine awaiting it, a frame more kept under every socket."""
+
+        def app(scope: dict, receive: Any, send: Any) -> Any:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls
+        app.consumer_initkwargs = initkwargs
+        app._asgi_single_callable = True  # a hint for asgiref: called once with (scope, receive, send)
+        functools.update_wrapper(app, cls, updated=())
+        return app
 
     # ------------------------------------------------------------------ dispatch
 
@@ -160,6 +175,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                                session_key=session.session_key if session is not None else None,
                                send=self.base_send, turn=self._turn, connected_at=connected_at)
         await self.session.start()
+        self._forget_handshake()
+
+    def _forget_handshake(self) -> None:
+        """Let go of what only the handshake needed.
+
+        The scope lives as long as the socket (the server keeps it too), with every request
+        header and every offered subprotocol, the bearer token among them: a few KB per
+        socket (more from browsers, with their cookies), for a user agent that ``describe``
+        reads again later. The scope keeps that header and the query string, nothing else
+        of the request.
+        """
+        scope = self.scope
+        scope["headers"] = [item for item in scope.get("headers", ()) if item[0] == b"user-agent"]
+        scope["subprotocols"] = ()
+        scope.pop("session", None)  # its key was taken at connect (``Session.session_key``)
+        scope.pop("user", None)
 
     # ------------------------------------------------------------------ inbound frames
 

@@ -85,8 +85,11 @@ class Outbox:
     def __init__(self, send: Callable[[dict], Awaitable[None]], limit: int,
                  on_overflow: Callable[[], None]) -> None:
         self._send = send
-        self._queue: deque[list] = deque()  # [text, key] entries; text None once coalesced away
-        self._keyed: dict[bytes, list] = {}
+        # [text, key] entries (text None once coalesced away), and the entries by key: made
+        # when a frame first has to wait (an idle socket never needs them; a deque allocates
+        # ~600 bytes up front).
+        self._queue: deque[list] | None = None
+        self._keyed: dict[bytes, list] | None = None
         self._queued_bytes = 0
         self._writer: asyncio.Task | None = None
         self.limit = limit
@@ -118,6 +121,8 @@ class Outbox:
                 return
             self._writer = asyncio.ensure_future(self._finish(_Resumed(coro, first)))
             return
+        if self._queue is None:
+            self._queue, self._keyed = deque(), {}
         if key:
             previous = self._keyed.get(key)
             if previous is not None and previous[0] is not None:
@@ -148,12 +153,13 @@ class Outbox:
             self.closed = True
         finally:
             self._writer = None
+            if not self._queue:  # drained: back to what an idle socket holds
+                self._queue = self._keyed = None
 
     def close(self) -> None:
         """Drop what is queued and refuse further frames."""
         self.closed = True
-        self._queue.clear()
-        self._keyed.clear()
+        self._queue = self._keyed = None
         self._queued_bytes = 0
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()

@@ -3,18 +3,19 @@
 import os
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
+
 from renum.handlers import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "renum.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from realtime.auth import SessionAuthMiddleware  # noqa: E402
 from realtime.conf import setting  # noqa: E402
-from realtime.routing import ExactPathURLRouter, websocket_urlpatterns  # noqa: E402
+from realtime.routing import ExactPathURLRouter, ProtocolRouter, websocket_urlpatterns  # noqa: E402
 from realtime.runtime import tune_gc  # noqa: E402
 from realtime.socketio.binding import SOCKETIO_PATH, make_engine  # noqa: E402
 from realtime.transports import http_router  # noqa: E402
@@ -28,7 +29,7 @@ if settings.DEBUG or settings.SERVE_STATIC:
 # on the hub without a thread, which a Django view under sync middleware cannot.
 http_app = http_router(http_app)
 
-protocols = ProtocolTypeRouter(
+protocols = ProtocolRouter(
     {
         "http": http_app,
         # The session middleware lets same-origin pages (the admin's live pages) connect with
@@ -42,11 +43,16 @@ protocols = ProtocolTypeRouter(
 socketio_engine = make_engine()
 
 
-async def application(scope: dict, receive: Any, send: Any) -> None:
-    """Route ``/socket.io/`` (HTTP and WebSocket) to the Socket.IO engine, the rest by protocol."""
+@markcoroutinefunction
+def application(scope: dict, receive: Any, send: Any) -> Any:
+    """Route ``/socket.io/`` (HTTP and WebSocket) to the Socket.IO engine, the rest by protocol.
+
+    A plain function returning the chosen application's coroutine, as ``ProtocolRouter``: an
+    ``async def`` awaiting it would keep one more frame under every socket for its whole life.
+    """
     if scope["type"] in ("http", "websocket") and scope.get("path") == SOCKETIO_PATH:
-        return await socketio_engine(scope, receive, send)
-    return await protocols(scope, receive, send)
+        return socketio_engine(scope, receive, send)
+    return protocols(scope, receive, send)
 
 
 # A server holds thousands of sockets: the garbage collector's defaults make each new one

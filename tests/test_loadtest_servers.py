@@ -12,7 +12,9 @@ from loadtest.servers import ServerSpec, server_env
 @pytest.mark.parametrize(("name", "label", "gc"), [
     ("bare", "bare", None),
     ("bare:defaultgc", "bare (CPython GC defaults)", "off"),
-    ("ours", "ours (uvicorn websockets-sansio)", None),
+    ("ours", "ours (uvicorn renum)", None),
+    ("ours:websockets-sansio", "ours (uvicorn websockets-sansio)", None),
+    ("textbook", "textbook (uvicorn websockets-sansio)", None),
     ("ours:daphne", "ours (daphne)", None),
 ])
 def test_each_server_gets_its_label_and_collector_settings(name, label, gc):
@@ -37,9 +39,12 @@ def test_ours_can_serve_another_app_for_an_ab_run():
     spec = ServerSpec.parse("ours@var.exp.variant:application")
     process = ServerProcess(spec, {}, Path("/nonexistent"))
 
-    assert (spec.kind, spec.runner, spec.ws) == ("ours", "uvicorn", "websockets-sansio")
-    assert spec.label == "ours (uvicorn websockets-sansio) [var.exp.variant:application]"
+    assert (spec.kind, spec.runner, spec.ws) == ("ours", "uvicorn", "renum")
+    assert spec.label == "ours (uvicorn renum) [var.exp.variant:application]"
     assert "var.exp.variant:application" in process.command()
+    # ``renum`` is served with the project's protocol class, as scripts/serve.sh does
+    command = process.command()
+    assert command[command.index("--ws") + 1] == "realtime.wsprotocol:WebSocketProtocol"
     assert ServerSpec.parse("ours:daphne@m:app").app == "m:app"
 
 

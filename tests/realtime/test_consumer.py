@@ -29,6 +29,24 @@ publish = sync_to_async(publish_rollback_unsafe)
 # ------------------------------------------------------------------ connect and authenticate
 
 
+async def test_after_the_handshake_the_scope_keeps_only_what_the_session_reads_again(connect, user):
+    from realtime.node import get_node
+
+    connected, sock, _ = await connect(user, path="/ws/?client_id=tab-9", headers=[
+        (b"user-agent", b"scope-test/1.0"), (b"accept-language", b"fr")])
+    assert connected
+    [session] = [c for c in (await get_node()).hub.connections.values() if c.identity.user_id == str(user.pk)]
+
+    scope = session.transport.scope
+    assert scope["headers"] == [(b"user-agent", b"scope-test/1.0")]
+    assert scope["subprotocols"] == ()  # the bearer token among them
+    entry = session.registry_entry()  # what housekeeping writes to the registry, again and again
+    assert (entry["user_agent"], entry["client_id"]) == ("scope-test/1.0", "tab-9")
+    await sock.send({"type": "ping", "id": 1})
+    assert (await sock.recv())["type"] == "pong"
+
+
+
 async def test_welcome_comes_first_with_positions_of_auto_channels(connect, user):
     await publish("broadcast", "system_event", {"n": 1})
 

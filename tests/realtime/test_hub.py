@@ -108,6 +108,30 @@ async def test_outbox_coalesces_latest_state_messages_but_never_others():
     assert outbox.coalesced == 2
 
 
+async def test_outbox_holds_no_queue_while_idle_and_orders_and_coalesces_again_after_draining():
+    socket = StalledSocket()
+    outbox = Outbox(socket.send, limit=1000, on_overflow=lambda: None)
+    outbox.push("welcome")
+    assert outbox._queue is None and outbox._keyed is None  # written through: nothing allocated
+
+    for round_ in (1, 2):  # the second stall meets an outbox that already drained once
+        socket.writable.clear()
+        outbox.push(f"in flight {round_}")
+        outbox.push("progress 10", b"execution:1")
+        outbox.push(f"notification {round_}")
+        outbox.push("progress 20", b"execution:1")
+        assert outbox._queue is not None
+        socket.writable.set()
+        await asyncio.sleep(0.01)
+        assert socket.sent[-3:] == [f"in flight {round_}", f"notification {round_}", "progress 20"]
+        assert outbox._queue is None and outbox._keyed is None and outbox.queued_bytes == 0
+
+    assert outbox.coalesced == 2
+    outbox.close()
+    outbox.push("after close")
+    assert socket.sent[-1] == "progress 20"
+
+
 class _Follower:
     """What the hub needs of a connection, with a stalled transport."""
 

@@ -52,3 +52,44 @@ async def test_root_path_is_honoured():
                                                      None, None)
 
     assert seen == [("plain", "", {"args": (), "kwargs": {}})]
+
+
+async def test_an_exact_route_gets_its_arguments_and_the_servers_scope_without_a_copy():
+    seen = []
+
+    async def application(scope, receive, send):
+        seen.append(scope)
+
+    router = ExactPathURLRouter([path("ws/", application, {"mode": "plain"}), path("bare/", application)])
+    with_args, without = {"type": "websocket", "path": "/ws/"}, {"type": "websocket", "path": "/bare/"}
+    await router(with_args, None, None)
+    await router(without, None, None)
+
+    assert seen[0] is with_args and seen[1] is without  # the server's scope, no copy kept per socket
+    assert with_args["url_route"] == {"args": (), "kwargs": {"mode": "plain"}} and with_args["path_remaining"] == ""
+    assert without["url_route"] == {"args": (), "kwargs": {}}
+    with pytest.raises(TypeError):  # shared between sockets: read-only
+        without["url_route"]["kwargs"]["token"] = "x"
+
+
+def test_the_protocol_router_is_an_asgi3_application_for_uvicorn():
+    import uvicorn
+
+    from realtime.routing import ProtocolRouter
+
+    config = uvicorn.Config(ProtocolRouter({"websocket": None}), lifespan="off", proxy_headers=False)
+    config.load()
+
+    assert config.interface == "asgi3"
+
+
+async def test_the_protocol_router_routes_by_type_and_refuses_unknown_types():
+    from realtime.routing import ProtocolRouter
+
+    seen = []
+    router = ProtocolRouter({"websocket": ExactPathURLRouter(recording_routes(seen))})
+    await router({"type": "websocket", "path": "/ws/abc/"}, None, None)
+    assert seen == [("token", "", {"args": (), "kwargs": {"token": "abc"}})]
+
+    with pytest.raises(ValueError, match="No application configured for scope type 'lifespan'"):
+        await router({"type": "lifespan"}, None, None)

@@ -36,7 +36,8 @@ class Command(BaseCommand):
                                  "over Socket.IO: ours-sio, node-sio (Node.js socket.io), pysio (python-socketio)")
         parser.add_argument("--server-cmd", choices=["uvicorn", "daphne"], default="uvicorn",
                             help="how `ours` (and `textbook`) is served")
-        parser.add_argument("--ws", choices=UVICORN_WS, default="websockets-sansio", help="uvicorn --ws")
+        parser.add_argument("--ws", choices=UVICORN_WS, default="renum",
+                            help="uvicorn --ws (renum: the protocol class scripts/serve.sh serves with)")
         parser.add_argument("--workers", type=int, default=2, help="client worker processes")
         parser.add_argument("--connect-concurrency", type=int, default=500, help="handshakes in flight, in total")
         parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)

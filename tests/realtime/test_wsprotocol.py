@@ -1,0 +1,142 @@
+"""The project's uvicorn WebSocket protocol (``realtime.wsprotocol``): its lean inbox and
+back-pressure event, and a real uvicorn server speaking WebSocket through it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from realtime.wsprotocol import Inbox, WebSocketProtocol, Writable
+
+
+async def test_the_inbox_hands_out_messages_in_order_and_holds_nothing_when_empty():
+    inbox = Inbox()
+    assert inbox.empty() and inbox.qsize() == 0 and inbox._items is None
+
+    for n in range(3):
+        inbox.put_nowait(n)
+    assert inbox.qsize() == 3 and not inbox.empty()
+
+    assert [await inbox.get() for _ in range(3)] == [0, 1, 2]
+    assert inbox.empty() and inbox._items is None and inbox._waiter is None
+
+
+async def test_the_inbox_wakes_its_waiting_receiver():
+    inbox = Inbox()
+    getter = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+
+    inbox.put_nowait({"type": "websocket.connect"})
+
+    assert await asyncio.wait_for(getter, 1) == {"type": "websocket.connect"}
+    assert inbox._waiter is None
+
+
+async def test_the_inbox_serves_one_receiver_at_a_time_and_survives_a_cancelled_one():
+    inbox = Inbox()
+    first = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="one receiver"):
+        await inbox.get()
+
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    inbox.put_nowait("after")  # no waiter left behind: the next receiver gets it
+    assert await asyncio.wait_for(inbox.get(), 1) == "after"
+
+
+async def test_writable_waits_only_while_cleared():
+    writable = Writable()
+    wait = writable.wait()
+    with pytest.raises(StopIteration):  # set: completes in one step, without suspending
+        wait.send(None)
+
+    writable.clear()
+    writers = [asyncio.ensure_future(writable.wait()) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in writers) and not writable.is_set()
+
+    writable.set()
+    assert await asyncio.wait_for(asyncio.gather(*writers), 1) == [True, True]
+    assert writable._waiters is None
+
+
+async def test_a_cancelled_writer_leaves_no_waiter_behind():
+    writable = Writable()
+    writable.clear()
+    writer = asyncio.ensure_future(writable.wait())
+    await asyncio.sleep(0)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    assert writable._waiters is None
+
+
+@pytest.fixture
+async def served():
+    """A real uvicorn server with the protocol, serving an echo application that records
+    each connection's protocol object (the bound ``send``'s owner)."""
+    protocols = []
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "websocket"
+        protocols.append(send.__self__)
+        assert (await receive())["type"] == "websocket.connect"
+        if scope["path"] == "/refuse/":
+            await send({"type": "websocket.close"})
+            return
+        await send({"type": "websocket.accept", "subprotocol": "echo"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") == "close":
+                await send({"type": "websocket.close", "code": 4001, "reason": "asked"})
+                return
+            await send({"type": "websocket.send", "text": message.get("text") or message["bytes"].decode()})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, ws=WebSocketProtocol, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield f"ws://127.0.0.1:{sock.getsockname()[1]}", protocols
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_socket_served_through_the_protocol_keeps_neither_request_nor_response(served):
+    url, protocols = served
+    async with connect(url + "/ws/", subprotocols=["echo"]) as ws:
+        assert ws.subprotocol == "echo"
+        for text in ("one", "two", "three"):
+            await ws.send(text)
+        await ws.send(b"bytes")
+        assert [await ws.recv() for _ in range(4)] == ["one", "two", "three", "bytes"]
+
+        protocol = protocols[0]
+        assert isinstance(protocol, WebSocketProtocol)
+        assert protocol.request is None and protocol.response is None
+        assert isinstance(protocol.queue, Inbox) and isinstance(protocol.writable, Writable)
+        assert protocol.scope["subprotocols"] == ["echo"]  # the scope was built from the request
+
+        await ws.send("close")
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd.code == 4001 and closed.value.rcvd.reason == "asked"
+
+
+async def test_a_refused_handshake_is_still_a_403(served):
+    url, _ = served
+    with pytest.raises(Exception, match="403"):
+        async with connect(url + "/refuse/"):
+            pass
