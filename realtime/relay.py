@@ -91,8 +91,9 @@ class Pending:
 
 
 # Rows whose JSON is larger than this are stored zlib-compressed (level 1). A fan-out's row
-# holds a thousand near-identical envelopes (some 360 KB): compressed it is 1/20 of that,
-# which the insert, the driver's escaping of bytea and the WAL do not have to carry.
+# holds a thousand envelopes that differ in their channel and two random ids (some 440 KB):
+# compressed it is about 67 KB, which the insert, the driver's escaping of bytea and the WAL
+# do not have to carry.
 COMPRESS_ABOVE_BYTES = 16 * 1024
 
 
