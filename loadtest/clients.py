@@ -225,6 +225,10 @@ class Worker:
             pass
         except Exception as exc:
             self.close_codes[_error_name(exc)] += 1
+        self._reader_ended(ws)
+
+    def _reader_ended(self, ws: Any) -> None:
+        """A socket's reader stopped: unless the run is closing them, count a dropped connection."""
         if not self.closing:
             self._count(C_DROPPED)
             self.close_codes[str(ws.close_code)] += 1
@@ -254,10 +258,7 @@ class Worker:
             pass
         except Exception as exc:
             self.close_codes[_error_name(exc)] += 1
-        if not self.closing:
-            self._count(C_DROPPED)
-            self.close_codes[str(ws.close_code)] += 1
-            self._count(C_CONNECTED, -1)
+        self._reader_ended(ws)
 
     async def _ping_forever(self) -> None:
         """The protocol's client heartbeat (``ping`` every heartbeat_s), for all clients from one task."""

@@ -148,7 +148,8 @@ class ServerProcess:
             return [sys.executable, "-m", "daphne", "-v", "0",
                     "-e", f"tcp:port={port}:interface={LOOPBACK}:backlog={BACKLOG}", app]
         return [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", port,
-                "--loop", "uvloop", "--http", "httptools", "--ws", WS_CLASSES.get(spec.ws, spec.ws), "--lifespan", "off",
+                "--loop", "uvloop", "--http", "httptools", "--ws", WS_CLASSES.get(spec.ws, spec.ws),
+                "--lifespan", "off",
                 "--log-level", "warning", "--no-access-log", "--backlog", str(BACKLOG),
                 "--timeout-graceful-shutdown", "3"]
 

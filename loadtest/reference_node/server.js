@@ -12,15 +12,8 @@ const http = require("node:http");
 const { Server } = require("socket.io");
 const { createAdapter } = require("@socket.io/redis-adapter");
 const { createClient } = require("redis");
+const { redisOptions } = require("./redis_options");
 
-// node-redis takes redis:// and rediss:// URLs; a unix:// one (the project's embedded Redis,
-// unix:///path/redis.sock?db=N) becomes a socket path.
-function redisOptions(url) {
-  if (!url.startsWith("unix:")) return { url };
-  const parsed = new URL(url);
-  const db = parsed.searchParams.get("db");
-  return { socket: { path: decodeURIComponent(parsed.pathname) }, database: db ? Number(db) : 0 };
-}
 
 function option(name, fallback) {
   const at = process.argv.indexOf(name);
