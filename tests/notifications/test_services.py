@@ -121,7 +121,8 @@ def test_create_many_inserts_in_batches_with_a_bounded_number_of_queries(
     users = _bulk_users(2500, prefix="bulk")
 
     # 3 id lookups (1 on PostgreSQL) + 3 grouped counts (1 on PostgreSQL) + 2 savepoint statements
-    # + the INSERTs: 3 on PostgreSQL (batches of 1000), 26 on SQLite (Django caps an SQLite statement at 999 parameters, and a row has 10 columns),
+    # + the INSERTs: 3 on PostgreSQL (batches of 1000), 26 on SQLite (Django caps an SQLite
+    # statement at 999 parameters, and a row has 10 columns),
     # + per batch one outbox INSERT and, once delivered, one DELETE. A loop of saves would be 2500+.
     with django_assert_max_num_queries(40), django_capture_on_commit_callbacks(execute=True):
         created = notification_create_many(users=users, type="warning", title="Maintenance", message="At 22:00")
