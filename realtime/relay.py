@@ -33,7 +33,6 @@ import functools
 import logging
 import threading
 import time
-import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -49,7 +48,7 @@ from django.utils import timezone
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from realtime import metrics, streams
+from realtime import metrics, randomness, streams
 from realtime import redis as rt_redis
 from realtime.conf import setting
 from realtime.models import OutboxEvent
@@ -121,8 +120,8 @@ def _lease_until() -> Any:
 
 def _outbox_rows(kind: str, records_per_row: list[Any]) -> list[OutboxEvent]:
     lease_until = _lease_until()
-    return [OutboxEvent(kind=kind, records=_encode(kind, records), token=uuid.uuid4().hex, claimed_by=PROCESS_ID,
-                        lease_until=lease_until) for records in records_per_row]
+    return [OutboxEvent(kind=kind, records=_encode(kind, records), token=randomness.token_hex(16),
+                        claimed_by=PROCESS_ID, lease_until=lease_until) for records in records_per_row]
 
 
 def _deliver_after_commit(kind: str, rows: list[OutboxEvent], records_per_row: list[Any],
@@ -131,7 +130,7 @@ def _deliver_after_commit(kind: str, rows: list[OutboxEvent], records_per_row: l
     pending = [Pending(row.id, kind, records, row.token, now) for row, records in zip(rows, records_per_row,
                                                                                         strict=True)]
     if then is not None:
-        pending.append(Pending(None, PUBLISH, None, uuid.uuid4().hex, now, then=then))
+        pending.append(Pending(None, PUBLISH, None, randomness.token_hex(16), now, then=then))
     transaction.on_commit(lambda: relay().after_commit(pending), robust=True)
 
 

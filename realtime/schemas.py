@@ -13,13 +13,14 @@ from __future__ import annotations
 import functools
 import os
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import orjson
+
+from realtime import randomness
 
 CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:@=]{1,100}$")
 
@@ -170,7 +171,7 @@ def envelope_parts_json(
     ``message_id``: the envelope's id (a fresh UUID unless given: ``new_uuids`` makes a batch's)."""
     head = b'{"type":' + orjson.dumps(message_type) + b',"channel":' + orjson.dumps(channel) + b',"offset":'
     tail = (
-        b',"id":' + orjson.dumps(message_id or str(uuid.uuid4()))
+        b',"id":' + orjson.dumps(message_id or randomness.uuid4_str())
         + b',"timestamp":' + orjson.dumps(timestamp)
         + b',"sender":' + orjson.dumps(sender)
         + (b',"target":' + orjson.dumps(target) if target is not None else b"")

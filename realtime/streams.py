@@ -18,11 +18,11 @@ JSON never contains a raw tab, so splitting at the first four tabs is exact and 
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from realtime import randomness
 from realtime import redis as rt_redis
 from realtime.conf import setting
 
@@ -261,32 +261,11 @@ return 0
 """
 
 
-_EPOCH_BYTES = 6
-_random_pool = bytearray()
-
-
 def new_epoch() -> str:
-    """A fresh epoch identifier (JSON-safe): 6 random bytes in hex.
-
-    Every read and publish offers one (used only when the channel has no epoch yet), so they
-    are cut from a buffer of the system's random bytes refilled 4 KB at a time: one system
-    call per 680 epochs instead of one each. A forked child starts with an empty buffer, so
-    it never offers its parent's.
-    """
-    global _random_pool
-    if len(_random_pool) < _EPOCH_BYTES:
-        _random_pool = bytearray(secrets.token_bytes(4096))
-    chunk = _random_pool[-_EPOCH_BYTES:]
-    del _random_pool[-_EPOCH_BYTES:]
-    return chunk.hex()
-
-
-def _forget_random_pool() -> None:
-    global _random_pool
-    _random_pool = bytearray()
-
-
-os.register_at_fork(after_in_child=_forget_random_pool)
+    """A fresh epoch identifier (JSON-safe): 6 random bytes in hex. Every read and publish offers
+    one (used only when the channel has no epoch yet), so they come from a buffer
+    (``realtime.randomness``), not a system call each."""
+    return randomness.token_hex(6)
 
 
 def new_epochs(count: int) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 
 import orjson
@@ -21,6 +20,7 @@ from notifications.services import (
     notification_mark_all_read,
     notification_mark_read,
 )
+from realtime import randomness
 from realtime import relay as rt_relay
 from realtime.models import OutboxEvent
 from realtime.publish import Message, _prepared_message
@@ -169,7 +169,7 @@ def test_create_many_writes_the_bytes_the_generic_path_writes(make_user, monkeyp
         notification = Notification(id=stored.id, user_id=stored.user_id, type="success", title=stored.title,
                                     message=stored.message, action=action, created_at=stored.created_at)
         with monkeypatch.context() as patched:
-            patched.setattr(uuid, "uuid4", lambda envelope_id=envelope["id"]: uuid.UUID(envelope_id))
+            patched.setattr(randomness, "uuid4_str", lambda envelope_id=envelope["id"]: envelope_id)
             generic.append(_prepared_message(Message(channel, "notification", notification_payload(notification)),
                                              envelope["timestamp"]))
     assert records == generic

@@ -22,9 +22,9 @@ from redis.exceptions import ResponseError
 from notifications.models import Notification
 from notifications.services import notification_create, notification_create_many
 from realtime import publish as rt_publish
+from realtime import randomness, streams
 from realtime import redis as rt_redis
 from realtime import relay as rt_relay
-from realtime import streams
 from realtime.models import OutboxEvent
 from realtime.publish import (
     Message,
@@ -128,7 +128,7 @@ def test_many_messages_go_through_the_script_many_per_call_in_order():
 
 
 def test_payloads_given_as_json_are_sent_as_the_same_bytes(monkeypatch):
-    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=7))
+    monkeypatch.setattr(randomness, "uuid4_str", lambda: str(uuid.UUID(int=7)))  # envelope ids
     monkeypatch.setattr(rt_publish, "new_uuids", lambda count: [str(uuid.UUID(int=7))] * count)  # batch ids
     monkeypatch.setattr(rt_publish, "now_iso", lambda: "2026-11-30T00:00:00.000Z")
     payloads_ = [{"n": n, "text": 'caf\u00e9 "\\ \t'} for n in range(3)]
