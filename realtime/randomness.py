@@ -33,10 +33,20 @@ def token_hex(count: int) -> str:
     return random_bytes(count).hex()
 
 
+def _uuid4_from_hex(h: str) -> str:
+    """32 random hex digits as a version 4 UUID string (version and variant bits set)."""
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 def uuid4_str() -> str:
     """A random (version 4) UUID as a string, like ``str(uuid.uuid4())``."""
-    h = random_bytes(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    return _uuid4_from_hex(random_bytes(16).hex())
+
+
+def uuid4_strs(count: int) -> list[str]:
+    """``count`` of them from one read of the random source (a fan-out's ids: more than the buffer holds)."""
+    random = os.urandom(16 * count).hex()
+    return [_uuid4_from_hex(random[start:start + 32]) for start in range(0, 32 * count, 32)]
 
 
 def _forget() -> None:

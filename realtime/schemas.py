@@ -11,7 +11,6 @@ and every bad frame maps to one protocol error code. Time on the wire: ``wire_ti
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -154,12 +153,7 @@ def envelope_parts(
 def new_uuids(count: int) -> list[str]:
     """``count`` random (version 4) UUIDs as strings, like ``str(uuid.uuid4())``, from one read
     of the random source: ``uuid.uuid4()`` reads it once per id, which a batch of 100,000 notices."""
-    random = os.urandom(16 * count).hex()
-    ids = []
-    for start in range(0, 32 * count, 32):
-        h = random[start:start + 32]
-        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}")
-    return ids
+    return randomness.uuid4_strs(count)
 
 
 def envelope_parts_json(
