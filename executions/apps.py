@@ -10,8 +10,9 @@ class ExecutionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register the event types, ``team:`` and ``execution:``, ``execution.cancel`` and the runner keys."""
-        from executions.apis import runner_service_keys
+        """Register the event types, ``team:`` and ``execution:``, ``execution.cancel``, the service scope and
+        the runner keys."""
+        from executions.apis import SERVICE_SCOPE, runner_service_keys
         from executions.channels import register_execution_channels
         from executions.commands import register_execution_commands
         from executions.events import EVENT_TYPES
@@ -21,4 +22,6 @@ class ExecutionsConfig(AppConfig):
         register_event_types(EVENT_TYPES)
         register_execution_channels()
         register_execution_commands()
-        service_auth.register_key_source(runner_service_keys)
+        service_auth.register_scope(SERVICE_SCOPE, "create executions for a team and report their progress")
+        service_auth.register_key_source(
+            runner_service_keys, description="a key of EXECUTION_RUNNER_KEYS (the `executions` scope only)")

@@ -54,6 +54,7 @@ from realtime.serializers import WireDateTimeField
 from realtime.service_auth import ServiceKeyAuthentication, request_service
 
 POLL_INTERVAL_S = 30
+SERVICE_SCOPE = "notifications"
 
 
 @extend_schema_serializer(component_name="Notification")
@@ -151,7 +152,7 @@ class UsersOnlyExceptServicePost(BasePermission):
         service = request_service(request)
         if request.method == "POST":
             if service is not None:
-                return service.has_scope("notifications")
+                return service.has_scope(SERVICE_SCOPE)
             user = request.user
             return bool(user and user.is_authenticated and user.is_staff
                         and user.has_perm("notifications.add_notification"))

@@ -1,16 +1,15 @@
 """Authentication of the platform's other services: scoped API keys, one class for every service API.
 
 A key is configured as ``<key>`` (every scope, as keys always had) or ``<key>:<scope>+<scope>``
-(only those scopes) in ``RENUM_REALTIME["API_KEYS"]`` (``REALTIME_API_KEYS``). The scopes are:
+(only those scopes) in ``RENUM_REALTIME["API_KEYS"]`` (``REALTIME_API_KEYS``). This layer
+defines one scope, ``publish`` (``POST /api/realtime/publish/``: raw messages without a row);
+each domain app registers its own with ``register_scope`` from ``AppConfig.ready`` (the
+notifications app ``notifications``, the executions app ``executions``), so this module names
+no domain and a key's scopes are checked against what the installed apps serve.
 
-- ``publish``: ``POST /api/realtime/publish/`` (raw messages without a row);
-- ``notifications``: ``POST /api/notifications/`` (persisted notifications);
-- ``executions``: create executions for a team and report their progress.
-
-Services send ``Authorization: ApiKey <key>``. The older ``Authorization: Runner <key>`` still
-works for the keys of ``RENUM_EXECUTIONS["RUNNER_KEYS"]`` (``EXECUTION_RUNNER_KEYS``), which
-hold the ``executions`` scope only: the executions app adds them with ``register_key_source``
-when Django starts, so this layer reads no domain app's settings.
+Services send ``Authorization: ApiKey <key>``. The older ``Authorization: Runner <key>`` is
+accepted too, for keys an app adds with ``register_key_source`` (the executions app's runner
+keys, which hold its scope only), so this layer reads no domain app's settings.
 
 Keys are compared as bytes with ``hmac.compare_digest`` against every configured key (no early
 exit), so a malformed header (non-ASCII, empty) is a plain 401 and timing tells nothing. The
@@ -34,7 +33,7 @@ from rest_framework.request import Request
 
 from realtime.conf import setting
 
-SCOPES = frozenset({"publish", "notifications", "executions"})
+PUBLISH_SCOPE = "publish"
 API_KEY_KEYWORD = b"apikey"
 RUNNER_KEYWORD = b"runner"
 
@@ -75,6 +74,22 @@ class ServicePrincipal:
         return f"service {self.key_id}"
 
 
+_scopes: dict[str, str] = {PUBLISH_SCOPE: "POST /api/realtime/publish/: raw messages without a row"}
+
+
+def register_scope(name: str, description: str) -> None:
+    """Make ``name`` a scope keys may be given (``description``: what it grants, for the docs);
+    an app calls it from ``AppConfig.ready``. Registering a name twice with another meaning is
+    a programming error."""
+    if _scopes.setdefault(name, description) != description:
+        raise ImproperlyConfigured(f"service scope {name!r} is already registered as {_scopes[name]!r}")
+
+
+def known_scopes() -> frozenset[str]:
+    """Every registered scope: ``publish`` and those of the installed domain apps."""
+    return frozenset(_scopes)
+
+
 def parse_api_key(entry: str) -> ServiceKey:
     """``"key"`` or ``"key:scope+scope"`` into a ServiceKey; an unknown scope is a configuration error.
 
@@ -84,31 +99,32 @@ def parse_api_key(entry: str) -> ServiceKey:
     secret, sep, raw_scopes = entry.strip().partition(":")
     if not secret:
         raise ImproperlyConfigured("an API key must not be empty")
+    known = known_scopes()
     if not sep:
-        return ServiceKey(secret.encode(), SCOPES)
+        return ServiceKey(secret.encode(), known)
     scopes = frozenset(scope.strip() for scope in raw_scopes.split("+") if scope.strip())
-    unknown = scopes - SCOPES
+    unknown = scopes - known
     if unknown or not scopes:
         raise ImproperlyConfigured(
             f"API key {hashlib.sha256(secret.encode()).hexdigest()[:12]} has unknown or no scopes "
-            f"{sorted(unknown)}; known scopes: {', '.join(sorted(SCOPES))}"
+            f"{sorted(unknown)}; known scopes: {', '.join(sorted(known))}"
         )
     return ServiceKey(secret.encode(), scopes)
 
 
-_key_sources: list[Callable[[], Iterable[ServiceKey]]] = []
+_key_sources: dict[Callable[[], Iterable[ServiceKey]], str] = {}
 
 
-def register_key_source(source: Callable[[], Iterable[ServiceKey]]) -> None:
+def register_key_source(source: Callable[[], Iterable[ServiceKey]], *, description: str) -> None:
     """Accept the keys ``source()`` gives besides the API keys (read on every request, so they
-    follow the settings); an app calls it from ``AppConfig.ready``, once per source."""
-    if source not in _key_sources:
-        _key_sources.append(source)
+    follow the settings); an app calls it from ``AppConfig.ready``, once per source.
+    ``description`` says which keys these are, for the OpenAPI schema."""
+    _key_sources.setdefault(source, description)
 
 
 def configured_keys() -> list[ServiceKey]:
     """Every key a service may present: the API keys, then those of the registered sources
-    (the executions app's runner keys, ``executions`` scope only)."""
+    (e.g. the executions app's runner keys, which hold its scope only)."""
     keys = [parse_api_key(entry) for entry in setting("API_KEYS")]
     for source in _key_sources:
         keys.extend(source())
@@ -188,9 +204,12 @@ class ServiceKeyScheme(OpenApiAuthenticationExtension):
     name = "ServiceApiKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        """An API key in the Authorization header, prefixed with ``ApiKey`` (``Runner`` for runner keys)."""
+        """An API key in the Authorization header, prefixed with ``ApiKey`` (or ``Runner``), with the
+        registered scopes and key sources."""
         return {
             "type": "apiKey", "in": "header", "name": "Authorization",
-            "description": "`ApiKey <key>` with a key of REALTIME_API_KEYS (scoped), or `Runner <key>` "
-                           "with a key of EXECUTION_RUNNER_KEYS (executions scope).",
+            "description": "`ApiKey <key>` with a key of REALTIME_API_KEYS (scoped: "
+                           + "; ".join(f"`{name}`: {what}" for name, what in sorted(_scopes.items()))
+                           + "), or `Runner <key>` with "
+                           + (" or ".join(_key_sources.values()) or "an API key"),
         }

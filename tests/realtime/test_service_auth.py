@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from realtime import redis as rt_redis
 from realtime import streams
-from realtime.service_auth import SCOPES, ServiceKey, parse_api_key
+from realtime.service_auth import ServiceKey, known_scopes, parse_api_key, register_scope
 
 PUBLISH = {"channel": "broadcast", "type": "system_event", "payload": {"hello": 1}}
 
@@ -22,8 +22,18 @@ def _client(authorization: str) -> APIClient:
 
 
 def test_a_key_without_scopes_keeps_every_scope_and_scopes_limit_it():
-    assert parse_api_key("plain") == ServiceKey(b"plain", SCOPES)
+    assert parse_api_key("plain") == ServiceKey(b"plain", frozenset({"publish", "notifications", "executions"}))
     assert parse_api_key(" k2:publish+notifications ") == ServiceKey(b"k2", frozenset({"publish", "notifications"}))
+
+
+def test_the_domain_apps_register_their_scopes_and_a_name_keeps_its_meaning():
+    # realtime defines publish; the notifications and executions apps add theirs when Django starts.
+    assert known_scopes() == {"publish", "notifications", "executions"}
+
+    register_scope("notifications", "POST /api/notifications/: persisted notifications")  # the same: a no-op
+    with pytest.raises(ImproperlyConfigured, match="already registered"):
+        register_scope("notifications", "something else")
+    assert known_scopes() == {"publish", "notifications", "executions"}
 
 
 @pytest.mark.parametrize("entry", ["secret123:publsh", "secret123:", "secret123:publish+nope"])
