@@ -16,17 +16,17 @@ from django.db import router
 from executions.events import EXECUTION_UPDATE, execution_update_payload
 from executions.models import Execution, TeamMembership
 from executions.selectors import execution_get_for_user, int_id_or_none
-from realtime.batching import PerLoop
-from realtime.channels import register_channel, suffix
-from realtime.users import fetch_rows
+from realtime.core.channels import register_channel, suffix
+from realtime.core.users import fetch_rows
+from realtime.fanout.batching import PerLoop
 
 
 async def team_can_subscribe(user: Any, channel: str) -> bool:
     """Members of the team may follow ``team:<team_id>``.
 
     Asked for every socket subscribe and every long poll and stream of a team member: checks
-    made at the same moment share one query (``realtime.batching``), run on the event loop's
-    own connection on PostgreSQL (``realtime.users.fetch_rows``), not one query each in
+    made at the same moment share one query (``realtime.fanout.batching``), run on the event loop's
+    own connection on PostgreSQL (``realtime.core.users.fetch_rows``), not one query each in
     Django's database thread.
     """
     team_id = int_id_or_none(suffix(channel))

@@ -7,7 +7,7 @@ from typing import Any
 from executions.events import execution_update_payload
 from executions.selectors import execution_get_for_user
 from executions.services import ExecutionPermissionError, ExecutionTransitionError, execution_cancel
-from realtime.commands import CommandError, register_command
+from realtime.core.commands import CommandError, register_command
 
 
 def execution_cancel_command(user: Any, args: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from realtime import topology
+from realtime.storage import topology
 
 CPU = "(process cpu)"
 

@@ -123,7 +123,7 @@ if __name__ == "__main__":
         raise SystemExit("the reference server binds loopback addresses only")
     import uvloop
 
-    from realtime.runtime import tune_gc
+    from realtime.ops.runtime import tune_gc
 
     # The same collector tuning as the project's server, so the comparison is like for like.
     tune_gc(os.environ.get("REALTIME_GC_THRESHOLDS"))

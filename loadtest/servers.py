@@ -28,9 +28,9 @@ from loadtest import procstat
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 # ``renum`` is the project's own protocol class (uvicorn's websockets-sansio holding less per
-# socket, ``realtime.wsprotocol``), the one ``scripts/serve.sh`` serves with.
+# socket, ``realtime.transports.wsprotocol``), the one ``scripts/serve.sh`` serves with.
 UVICORN_WS = ("renum", "websockets-sansio", "wsproto", "websockets")
-WS_CLASSES = {"renum": "realtime.wsprotocol:WebSocketProtocol"}
+WS_CLASSES = {"renum": "realtime.transports.wsprotocol:WebSocketProtocol"}
 BACKLOG = 4096
 
 

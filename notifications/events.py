@@ -19,7 +19,7 @@ import msgspec
 
 from notifications.models import Notification
 from notifications.selectors import notification_unread_counts
-from realtime.channels import user_channel
+from realtime.core.channels import user_channel
 from realtime.publish import JsonMessages, Message, publish_many_on_commit
 from realtime.schemas import wire_time
 

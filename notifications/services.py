@@ -31,13 +31,13 @@ from notifications.events import unread_counts_after_commit as _unread_counts
 from notifications.models import IdempotentRequest, Notification, NotificationType
 from notifications.payloads import new_notification_payloads_json
 from notifications.utils import chunked
-from realtime import randomness
-from realtime.channels import user_channel
+from realtime.core.channels import user_channel
 from realtime.publish import (
     create_and_publish_on_commit,
     publish_json_many_on_commit,
 )
 from realtime.schemas import new_uuids, within_wire_precision
+from realtime.storage import randomness
 
 # Rows per INSERT of notification_create_many: big enough to amortize round trips, small
 # enough to stay under SQLite's parameter limit (10 columns x 1000 rows).

@@ -30,7 +30,7 @@ from notifications.services import (
     notification_mark_unread_many,
     notification_unarchive_many,
 )
-from realtime.commands import CommandError, register_command
+from realtime.core.commands import CommandError, register_command
 
 
 def _only_keys(args: dict[str, Any], allowed: set[str]) -> None:

@@ -32,10 +32,10 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from realtime import ops, stats
+from realtime.ops import probes, stats
 
 REFRESH_MS = 3000
-_CODE_CHOICES = [(code, f"{code}: {meaning}") for code, meaning in ops.CLOSE_CODES.items()]
+_CODE_CHOICES = [(code, f"{code}: {meaning}") for code, meaning in probes.CLOSE_CODES.items()]
 
 
 class DisconnectForm(forms.Form):
@@ -43,14 +43,14 @@ class DisconnectForm(forms.Form):
 
     process = forms.CharField(max_length=200)
     connection_id = forms.CharField(max_length=64)
-    code = forms.TypedChoiceField(choices=_CODE_CHOICES, coerce=int, initial=ops.DEFAULT_CLOSE_CODE)
+    code = forms.TypedChoiceField(choices=_CODE_CHOICES, coerce=int, initial=probes.DEFAULT_CLOSE_CODE)
 
 
 class DisconnectUserForm(forms.Form):
     """Every socket of one user."""
 
     user_id = forms.CharField(max_length=64)
-    code = forms.TypedChoiceField(choices=_CODE_CHOICES, coerce=int, initial=ops.DEFAULT_CLOSE_CODE)
+    code = forms.TypedChoiceField(choices=_CODE_CHOICES, coerce=int, initial=probes.DEFAULT_CLOSE_CODE)
 
 
 class SystemEventForm(forms.Form):
@@ -101,7 +101,7 @@ def _panel_context(request: HttpRequest) -> dict[str, Any]:
                    for entry in snapshot["connections"]]
     events = [{**event, "when": _when(event["at"])} for event in snapshot["security_events"]]
     return {"snapshot": snapshot, "connections": connections, "events": events, "query": query,
-            "default_code": ops.DEFAULT_CLOSE_CODE, "can_disconnect": request.user.has_perm(DISCONNECT),
+            "default_code": probes.DEFAULT_CLOSE_CODE, "can_disconnect": request.user.has_perm(DISCONNECT),
             "can_broadcast": request.user.has_perm(BROADCAST)}
 
 
@@ -134,7 +134,7 @@ def disconnect(request: HttpRequest) -> HttpResponseRedirect:
     form = DisconnectForm(request.POST)
     if not form.is_valid():
         messages.error(request, f"Invalid request: {form.errors.as_text()}")
-    elif ops.connection_disconnect(**form.cleaned_data, actor=_actor(request)):
+    elif probes.connection_disconnect(**form.cleaned_data, actor=_actor(request)):
         messages.success(request, f"Connection {form.cleaned_data['connection_id']} asked to close "
                                   f"with {form.cleaned_data['code']}.")
     else:
@@ -150,7 +150,7 @@ def disconnect_user(request: HttpRequest) -> HttpResponseRedirect:
     if not form.is_valid():
         messages.error(request, f"Invalid request: {form.errors.as_text()}")
     else:
-        ops.user_disconnect(**form.cleaned_data, actor=_actor(request))
+        probes.user_disconnect(**form.cleaned_data, actor=_actor(request))
         messages.success(request, f"Every connection of user {form.cleaned_data['user_id']} asked to close "
                                   f"with {form.cleaned_data['code']}.")
     return _back(request)
@@ -163,7 +163,7 @@ def broadcast(request: HttpRequest) -> HttpResponseRedirect:
     form = SystemEventForm(request.POST)
     if not form.is_valid():
         messages.error(request, f"Not sent: {form.errors.as_text()}")
-    elif (published := ops.system_event_broadcast(payload=form.cleaned_data, actor=_actor(request))) is None:
+    elif (published := probes.system_event_broadcast(payload=form.cleaned_data, actor=_actor(request))) is None:
         messages.error(request, "Not sent: Redis is unavailable (see the log).")
     else:
         messages.success(request, f"Sent a system_event to broadcast (offset {published.offset}).")

@@ -1,5 +1,5 @@
 """HTTP side of the transport: connection tickets and service publishing (long polls and event
-streams are in ``realtime.transports``)."""
+streams are in ``realtime.transports.http``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from realtime import auth
+from realtime.core import auth
 from realtime.publish import publish_rollback_unsafe
 from realtime.schemas import ProtocolError, validate_channel_name
 from realtime.service_auth import HasServiceScope, ServiceKeyAuthentication

@@ -14,10 +14,10 @@ class RealtimeConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_out
         from django.db.models.signals import pre_save
 
-        from realtime import channels, sessions
+        from realtime.core import channels, sessions
 
         channels.register_builtin_policies()
-        # Session-cookie sockets close when their session ends (realtime.sessions).
-        user_logged_out.connect(sessions.on_logout, dispatch_uid="realtime.sessions.on_logout")
+        # Session-cookie sockets close when their session ends (realtime.core.sessions).
+        user_logged_out.connect(sessions.on_logout, dispatch_uid="realtime.core.sessions.on_logout")
         pre_save.connect(sessions.on_user_save, sender=settings.AUTH_USER_MODEL,
-                         dispatch_uid="realtime.sessions.on_user_save")
+                         dispatch_uid="realtime.core.sessions.on_user_save")

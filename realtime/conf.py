@@ -133,7 +133,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a long poll or event stream reuses a user's granted channel permission before
     # asking the channel policy again (0: every request asks). A socket asks once per subscribe.
     "HTTP_PERMISSION_TTL_S": 10,
-    # Socket.IO binding at /socket.io/ (realtime/socketio/): Engine.IO ping interval and
+    # Socket.IO binding at /socket.io/ (realtime/transports/socketio/): Engine.IO ping interval and
     # timeout (the client is closed when a pong does not come within the timeout), the largest
     # packet or polling body in bytes, and seconds a new session may take to send its CONNECT.
     "SOCKETIO_PING_INTERVAL_S": 25.0,
@@ -142,18 +142,18 @@ DEFAULTS: dict[str, Any] = {
     "SOCKETIO_CONNECT_TIMEOUT_S": 45.0,
     # Redis key prefix of everything the realtime layer stores.
     "KEY_PREFIX": "renum:rt",
-    # Access tokens of sockets and streams decoded by the fast path of realtime/tokens.py (a
+    # Access tokens of sockets and streams decoded by the fast path of realtime/core/tokens.py (a
     # cached HMAC key, a segment check in C, over a private method of PyJWT); False: by
     # simplejwt's AccessToken, as REST requests. Both accept and refuse the same tokens.
     "FAST_JWT": True,
     # On PostgreSQL, the connect-time user lookup runs on a psycopg connection of the event loop
-    # (realtime/users.py); False: on Django's connection in the database thread.
+    # (realtime/core/users.py); False: on Django's connection in the database thread.
     "USER_LOOKUP_ON_LOOP": True,
     # Redis connections per process and pool (the pools wait when all are busy); the event
     # loop's client on a Redis Cluster gets at least 1000 per node (it raises instead of waiting).
     "REDIS_POOL_SIZE": 64,
     # Garbage-collector thresholds of a server process, "g0,g1,g2"; empty: (50000, 20, 10);
-    # "off": CPython's defaults (realtime/runtime.py). Applied once, when renum/asgi.py loads.
+    # "off": CPython's defaults (realtime/ops/runtime.py). Applied once, when renum/asgi.py loads.
     "GC_THRESHOLDS": "",
 }
 

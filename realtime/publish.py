@@ -28,10 +28,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from realtime import metrics, relay, streams
-from realtime import redis as rt_redis
-from realtime.channels import BROADCAST, user_channel
+from realtime import relay
 from realtime.conf import setting
+from realtime.core.channels import BROADCAST, user_channel
+from realtime.ops import metrics
 from realtime.schemas import (
     ControlDisconnect,
     ControlMessage,
@@ -46,6 +46,8 @@ from realtime.schemas import (
     validate_payload,
     validate_payload_json,
 )
+from realtime.storage import redis as rt_redis
+from realtime.storage import streams
 
 logger = logging.getLogger("realtime.publish")
 

@@ -48,11 +48,12 @@ from django.utils import timezone
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from realtime import metrics, randomness, streams
-from realtime import redis as rt_redis
 from realtime.conf import setting
 from realtime.models import OutboxEvent
-from realtime.registry import PROCESS_ID
+from realtime.ops import metrics
+from realtime.storage import randomness, streams
+from realtime.storage import redis as rt_redis
+from realtime.storage.registry import PROCESS_ID
 
 logger = logging.getLogger("realtime.relay")
 
@@ -366,7 +367,7 @@ def _control(records: dict, timeout: float | None = None) -> None:
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from realtime.control import control_group
+    from realtime.fanout.control import control_group
 
     user_id = records["user_id"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from realtime import randomness
+from realtime.storage import randomness
 
 CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:@=]{1,100}$")
 
@@ -270,7 +270,7 @@ FRAMES: dict[str, type[msgspec.Struct] | None] = {
 
 # ---------------------------------------------------------------- control messages (server to session)
 # Sent on the channel layer to a user's group (``realtime.publish``'s ``*_user_on_commit``) or
-# to one connection's process (``realtime.ops``), as dicts: ``control_message(struct)``.
+# to one connection's process (``realtime.ops.probes``), as dicts: ``control_message(struct)``.
 
 
 class ControlSubscribe(msgspec.Struct, tag="rt.subscribe", tag_field="type"):

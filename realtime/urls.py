@@ -7,5 +7,5 @@ from realtime.apis import PublishApi, TicketApi
 urlpatterns = [
     path("ticket/", TicketApi.as_view(), name="realtime-ticket"),
     path("publish/", PublishApi.as_view(), name="realtime-publish"),
-    # poll/, sse/ and events/ are served before Django: realtime.transports.http_router.
+    # poll/, sse/ and events/ are served before Django: realtime.transports.http.http_router.
 ]

@@ -13,19 +13,19 @@ django_asgi_app = get_asgi_application()
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from realtime.auth import SessionAuthMiddleware  # noqa: E402
 from realtime.conf import setting  # noqa: E402
-from realtime.routing import ExactPathURLRouter, ProtocolRouter, websocket_urlpatterns  # noqa: E402
-from realtime.runtime import tune_gc  # noqa: E402
-from realtime.socketio.binding import SOCKETIO_PATH, make_engine  # noqa: E402
-from realtime.transports import http_router  # noqa: E402
+from realtime.core.auth import SessionAuthMiddleware  # noqa: E402
+from realtime.ops.runtime import tune_gc  # noqa: E402
+from realtime.transports.http import http_router  # noqa: E402
+from realtime.transports.routing import ExactPathURLRouter, ProtocolRouter, websocket_urlpatterns  # noqa: E402
+from realtime.transports.socketio.binding import SOCKETIO_PATH, make_engine  # noqa: E402
 
 http_app = django_asgi_app
 if settings.DEBUG or settings.SERVE_STATIC:
     # Development and tests serve /static/ (the demo page's scripts) from the app itself;
     # production leaves static files to the proxy or a CDN.
     http_app = ASGIStaticFilesHandler(django_asgi_app)
-# Long polls and event streams are served before Django (realtime/transports.py): they wait
+# Long polls and event streams are served before Django (realtime/transports/http.py): they wait
 # on the hub without a thread, which a Django view under sync middleware cannot.
 http_app = http_router(http_app)
 
@@ -38,7 +38,7 @@ protocols = ProtocolRouter(
     }
 )
 
-# Socket.IO clients (Engine.IO 4 / Socket.IO 5, realtime/socketio/) share the process, its
+# Socket.IO clients (Engine.IO 4 / Socket.IO 5, realtime/transports/socketio/) share the process, its
 # node and its sessions with /ws/; both of their transports are served here, before Django.
 socketio_engine = make_engine()
 
@@ -56,5 +56,5 @@ def application(scope: dict, receive: Any, send: Any) -> Any:
 
 
 # A server holds thousands of sockets: the garbage collector's defaults make each new one
-# cost more than the last (see realtime/runtime.py; REALTIME_GC_THRESHOLDS=off restores them).
+# cost more than the last (see realtime/ops/runtime.py; REALTIME_GC_THRESHOLDS=off restores them).
 tune_gc(setting("GC_THRESHOLDS"))

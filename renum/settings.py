@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from realtime import topology as redis_topology
+from realtime.storage import topology as redis_topology
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("RENUM_VAR_DIR", BASE_DIR / "var"))
@@ -79,7 +79,7 @@ MIDDLEWARE = [
     # Before CommonMiddleware, so that preflights and redirects carry the CORS headers.
     "corsheaders.middleware.CorsMiddleware",
     # A database at its connection ceiling: 503 with Retry-After, not 500.
-    "realtime.middleware.DatabaseBusyMiddleware",
+    "realtime.ops.middleware.DatabaseBusyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -132,8 +132,8 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 # connections (CONN_MAX_AGE > 0) grew with concurrent requests, and CONN_MAX_AGE = 0 alone
 # would too, besides paying a connect per request (docs/operations.md has the measurements).
 # A request finding every connection busy waits DATABASE_POOL_TIMEOUT_S, then gets 503
-# (realtime.middleware). The process also has one connection of its own for the connect-path
-# user lookup (realtime.users): the ceiling is DATABASE_POOL_MAX_SIZE + 1.
+# (realtime.ops.middleware). The process also has one connection of its own for the connect-path
+# user lookup (realtime.core.users): the ceiling is DATABASE_POOL_MAX_SIZE + 1.
 DATABASE_POOL_MAX_SIZE = int(os.environ.get("DATABASE_POOL_MAX_SIZE", "8"))
 DATABASE_POOL_TIMEOUT_S = float(os.environ.get("DATABASE_POOL_TIMEOUT_S", "2"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
@@ -150,7 +150,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # One server (redis://, rediss://, unix://), a master behind Sentinel
 # (redis+sentinel://host:26379,host2:26379/<master name>/<db>) or a Redis Cluster
-# (redis+cluster://host:7000,host2:7001): realtime/topology.py.
+# (redis+cluster://host:7000,host2:7001): realtime/storage/topology.py.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if not REDIS_URL:
     from renum.embedded_redis import ensure_embedded_redis
@@ -165,20 +165,20 @@ REALTIME_KEY_PREFIX = os.environ.get("REALTIME_KEY_PREFIX", "renum:rt")
 CACHES = {
     # Shared by every process, so DRF throttles and login throttles hold across server processes.
     "default": {
-        "BACKEND": "realtime.cache.RedisCache",
+        "BACKEND": "realtime.storage.cache.RedisCache",
         # A list: Django splits a string LOCATION at commas (a Sentinel URL has some).
         "LOCATION": [REDIS_URL],
         "KEY_PREFIX": REALTIME_KEY_PREFIX + ":cache",
-        "OPTIONS": {"pool_class": "realtime.topology.CachePool"},
+        "OPTIONS": {"pool_class": "realtime.storage.topology.CachePool"},
     }
 }
 
 CHANNEL_LAYERS = {
     "default": {
         # Only control messages (disconnect, server-side subscribe) travel through the channel
-        # layer, one channel per server process (realtime.control); data fan-out goes through
-        # realtime.hub. The backend is channels_redis's, plus group changes in pipelines.
-        "BACKEND": "realtime.layers.RealtimeRedisChannelLayer",
+        # layer, one channel per server process (realtime.fanout.control); data fan-out goes through
+        # realtime.fanout.hub. The backend is channels_redis's, plus group changes in pipelines.
+        "BACKEND": "realtime.storage.layers.RealtimeRedisChannelLayer",
         "CONFIG": {
             # redis-py's default 5 s read timeout equals channels_redis's 5 s BZPOPMIN wait: an idle
             # receive would time out and end the consumer. Reads may take longer than the wait.
@@ -199,8 +199,8 @@ CHANNEL_LAYERS = {
 
 if REDIS_TOPOLOGY.kind == "cluster":
     # channels_redis cannot run on a Cluster (its scripts span many keys): the same semantics
-    # with one key per command (realtime/layers.py).
-    CHANNEL_LAYERS["default"]["BACKEND"] = "realtime.layers.ClusterChannelLayer"
+    # with one key per command (realtime/storage/layers.py).
+    CHANNEL_LAYERS["default"]["BACKEND"] = "realtime.storage.layers.ClusterChannelLayer"
     CHANNEL_LAYERS["default"]["CONFIG"].pop("hosts")
     CHANNEL_LAYERS["default"]["CONFIG"]["cluster_url"] = REDIS_URL
 
@@ -219,7 +219,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve /static/ from the ASGI app (renum/asgi.py) when no proxy or CDN does; DEBUG always does.
 SERVE_STATIC = env_bool("SERVE_STATIC", False)
 
-# /metrics (realtime/ops.py): the bearer token scrapers must send (empty: open), and the
+# /metrics (realtime/ops/probes.py): the bearer token scrapers must send (empty: open), and the
 # directory all server processes of a host share so that any of them reports them all.
 # prometheus-client reads PROMETHEUS_MULTIPROC_DIR itself too, when its metrics are created.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
@@ -311,9 +311,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [conn=%(connection_id)s user=%(user_id)s] %(message)s"},
-        "json": {"()": "realtime.logs.JsonFormatter"},
+        "json": {"()": "realtime.ops.logs.JsonFormatter"},
     },
-    "filters": {"connection": {"()": "realtime.logs.ConnectionContextFilter"}},
+    "filters": {"connection": {"()": "realtime.ops.logs.ConnectionContextFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

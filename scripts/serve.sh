@@ -34,7 +34,7 @@ start() {
   local i=$1
   # shellcheck disable=SC2086 # UVICORN_ARGS is a list of flags
   .venv/bin/uvicorn renum.asgi:application --host "$HOST" --port $((PORT + i)) \
-    --loop uvloop --http httptools --ws realtime.wsprotocol:WebSocketProtocol --ws-max-size 262144 --ws-per-message-deflate false --lifespan off \
+    --loop uvloop --http httptools --ws realtime.transports.wsprotocol:WebSocketProtocol --ws-max-size 262144 --ws-per-message-deflate false --lifespan off \
     --proxy-headers --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" \
     --timeout-graceful-shutdown "$GRACEFUL_S" ${UVICORN_ARGS:-} &
   pids[i]=$!

@@ -32,9 +32,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 @pytest.fixture(autouse=True)
 def _clean_realtime_redis(settings):
     """Every test starts with no realtime keys in Redis (history, registry, tickets, layer)."""
-    from realtime import redis as rt_redis
-    from realtime import streams
     from realtime.conf import setting
+    from realtime.storage import redis as rt_redis
+    from realtime.storage import streams
 
     client = rt_redis.sync_client()
     # The data set's generation stays: it describes the Redis server, not a test's data. Deleted,
@@ -62,7 +62,7 @@ def _stop_outbox_relay():
 def _close_user_lookup_connections():
     """Each test's event loop opens its own user-lookup connection on PostgreSQL; close it after."""
     yield
-    from realtime import users
+    from realtime.core import users
 
     users.close_all()
 
@@ -70,8 +70,8 @@ def _close_user_lookup_connections():
 def read_history(channel: str, client: Any = None) -> list:
     """A channel's history stream as ``streams.Record`` objects, oldest first (``client``: another
     Redis than the project's, e.g. a test's own server)."""
-    from realtime import redis as rt_redis
-    from realtime import streams
+    from realtime.storage import redis as rt_redis
+    from realtime.storage import streams
 
     entries = (client or rt_redis.sync_client()).xrange(streams.history_key(channel))
     return [streams.Record.parse(fields[b"r"]) for _, fields in entries]
@@ -207,7 +207,7 @@ async def connect():
 @pytest.fixture
 def restore_registries():
     """Let a test register channel namespaces and commands without leaking them to others."""
-    from realtime import channels, commands
+    from realtime.core import channels, commands
 
     saved = dict(channels._policies), dict(commands._commands)
     yield

@@ -86,7 +86,8 @@ class LiveServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "renum.asgi:application", "--host", "127.0.0.1",
-             "--port", str(self.port), "--ws", "realtime.wsprotocol:WebSocketProtocol", "--ws-max-size", "262144",
+             "--port", str(self.port), "--ws", "realtime.transports.wsprotocol:WebSocketProtocol",
+             "--ws-max-size", "262144",
              "--lifespan", "off",
              "--log-level", "warning", "--timeout-graceful-shutdown", "5", *self.uvicorn_args],
             cwd=ROOT, env=server_env(**self.env), stdout=log, stderr=subprocess.STDOUT,

@@ -310,7 +310,7 @@ def reset_realtime_clients() -> None:
     """Forget this process's Redis clients, publish circuit breaker and outbox relay, so the
     next use builds them from the settings as they are now (another ``REDIS_URL``)."""
     from realtime import publish, relay
-    from realtime import redis as rt_redis
+    from realtime.storage import redis as rt_redis
 
     rt_redis.reset()
     publish._breaker = None

@@ -12,7 +12,7 @@ Serve it and point the Engine.IO v4 or Socket.IO v5 test suite of socketio/socke
 connect is answered by an ``auth`` event carrying the CONNECT payload, ``message`` by
 ``message-back`` with the same arguments, ``message-with-ack`` by an ack of its arguments.
 Both: ping interval 300 ms, ping timeout 200 ms, maxPayload 1,000,000. No Django is involved:
-this is the protocol layers alone (realtime/socketio/engine.py, server.py, parser.py).
+this is the protocol layers alone (realtime/transports/socketio/engine.py, server.py, parser.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from realtime.socketio import parser
-from realtime.socketio.engine import Engine, EngineSocket
-from realtime.socketio.server import Connection
+from realtime.transports.socketio import parser
+from realtime.transports.socketio.engine import Engine, EngineSocket
+from realtime.transports.socketio.server import Connection
 
 PING_INTERVAL_S = 0.3
 PING_TIMEOUT_S = 0.2

@@ -44,7 +44,7 @@ def test_ours_can_serve_another_app_for_an_ab_run():
     assert "var.exp.variant:application" in process.command()
     # ``renum`` is served with the project's protocol class, as scripts/serve.sh does
     command = process.command()
-    assert command[command.index("--ws") + 1] == "realtime.wsprotocol:WebSocketProtocol"
+    assert command[command.index("--ws") + 1] == "realtime.transports.wsprotocol:WebSocketProtocol"
     assert ServerSpec.parse("ours:daphne@m:app").app == "m:app"
 
 

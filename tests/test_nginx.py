@@ -26,7 +26,7 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
-from realtime import registry
+from realtime.storage import registry
 from tests.conftest import access_token_for
 from tests.live import ROOT, LiveServer, free_port
 

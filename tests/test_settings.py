@@ -163,4 +163,4 @@ def test_a_cluster_redis_url_selects_the_cluster_channel_layer():
     assert result.returncode == 0, result.stderr
     layer = json.loads(result.stdout)
     assert (layer["BACKEND"], layer["CONFIG"]["cluster_url"], "hosts" in layer["CONFIG"]) == (
-        "realtime.layers.ClusterChannelLayer", "redis+cluster://10.0.0.1:7000", False)
+        "realtime.storage.layers.ClusterChannelLayer", "redis+cluster://10.0.0.1:7000", False)

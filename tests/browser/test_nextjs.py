@@ -27,7 +27,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from executions.services import team_create
 from notifications.models import Notification
 from notifications.services import notification_create
-from realtime import registry
+from realtime.storage import registry
 from tests.browser.conftest import PASSWORD, off_loop
 from tests.live import ROOT, free_port
 

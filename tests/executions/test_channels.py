@@ -19,8 +19,8 @@ from executions.services import (
     team_membership_add,
     team_membership_remove,
 )
-from realtime.channels import call_check, policy_for
-from realtime.control import control_group
+from realtime.core.channels import call_check, policy_for
+from realtime.fanout.control import control_group
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 
 from executions.models import Execution
 from executions.services import execution_complete, execution_create, execution_start, team_create
-from realtime.commands import run_command
+from realtime.core.commands import run_command
 from realtime.schemas import ProtocolError
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]

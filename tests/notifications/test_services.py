@@ -20,11 +20,11 @@ from notifications.services import (
     notification_mark_all_read,
     notification_mark_read,
 )
-from realtime import randomness
 from realtime import relay as rt_relay
 from realtime.models import OutboxEvent
 from realtime.publish import Message, _prepared_message
 from realtime.schemas import wire_time
+from realtime.storage import randomness
 
 
 def _bulk_users(count: int, *, prefix: str, is_active: bool = True) -> list:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from notifications.models import Notification
 from notifications.services import notification_create
-from realtime.commands import registered_commands, run_command
+from realtime.core.commands import registered_commands, run_command
 from realtime.schemas import ProtocolError, wire_time
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]

@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from realtime import registry
+from realtime.storage import registry
 from tests.conftest import access_token_for
 
 MONITOR = "/admin/realtime/monitor/"
@@ -133,11 +133,11 @@ def test_staff_without_the_realtime_permissions_gets_403_everywhere(make_user):
 
 
 def test_each_action_needs_its_own_permission(make_user, monkeypatch):
-    from realtime import ops
+    from realtime.ops import probes
 
     calls: list[str] = []
-    monkeypatch.setattr(ops, "user_disconnect", lambda **kw: calls.append("disconnect"))
-    monkeypatch.setattr(ops, "system_event_broadcast", lambda **kw: calls.append("broadcast"))
+    monkeypatch.setattr(probes, "user_disconnect", lambda **kw: calls.append("disconnect"))
+    monkeypatch.setattr(probes, "system_event_broadcast", lambda **kw: calls.append("broadcast"))
     viewer = grant(make_user(is_staff=True), "view_monitor")
     disconnecter = grant(make_user(is_staff=True), "view_monitor", "disconnect")
     broadcaster = grant(make_user(is_staff=True), "view_monitor", "broadcast")
@@ -201,7 +201,7 @@ def test_the_filter_narrows_the_connections(staff_client):
 
 
 def test_the_panel_shows_security_events(staff_client):
-    from realtime import security
+    from realtime.core import security
 
     async_to_sync(security.record)("auth_failure", ip="203.0.113.7", detail="invalid token")
 

@@ -28,10 +28,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from realtime import auth, security
-from realtime import redis as rt_redis
+from realtime.core import auth, security
 from realtime.publish import publish_rollback_unsafe
 from realtime.schemas import wire_time
+from realtime.storage import redis as rt_redis
 from tests.conftest import access_token_for
 from tests.live import LiveServer
 

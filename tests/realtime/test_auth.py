@@ -1,4 +1,4 @@
-"""realtime.auth: who is connecting (subprotocol bearer, ticket, path token, session) and from where."""
+"""realtime.core.auth: who is connecting (subprotocol bearer, ticket, path token, session) and from where."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from realtime import auth
+from realtime.core import auth
 from tests.conftest import access_token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""Coalescing of concurrent calls (realtime.batching)."""
+"""Coalescing of concurrent calls (realtime.fanout.batching)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from realtime.batching import Batcher, Failed
+from realtime.fanout.batching import Batcher, Failed
 
 
 async def test_calls_made_while_a_batch_runs_share_the_next_call():

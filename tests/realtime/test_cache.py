@@ -1,4 +1,4 @@
-"""realtime.cache: Django's Redis cache (DRF throttles) on REDIS_URL, one connection pool per process."""
+"""realtime.storage.cache: Django's Redis cache (DRF throttles) on REDIS_URL, one connection pool per process."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextvars
 
 from django.core.cache import caches
 
-from realtime import redis as rt_redis
+from realtime.storage import redis as rt_redis
 
 
 def _in_a_new_context(function):

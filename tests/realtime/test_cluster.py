@@ -17,10 +17,10 @@ from asgiref.sync import sync_to_async
 from redis.cluster import key_slot
 
 from realtime import publish as rt_publish
-from realtime import redis as rt_redis
-from realtime import registry, streams
 from realtime import relay as rt_relay
-from realtime.layers import ClusterChannelLayer
+from realtime.storage import redis as rt_redis
+from realtime.storage import registry, streams
+from realtime.storage.layers import ClusterChannelLayer
 from tests.conftest import access_token_for
 from tests.redis_servers import ClusterSet, reset_realtime_clients
 
@@ -41,7 +41,7 @@ def on_cluster(cluster, settings):
     prefix = f"t{time.monotonic_ns()}:rt"  # as the servers started by the test derive theirs
     settings.REDIS_URL = cluster.url
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": [cluster.url]}}
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.layers.ClusterChannelLayer", "CONFIG": {
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.storage.layers.ClusterChannelLayer", "CONFIG": {
         **settings.CHANNEL_LAYERS["default"]["CONFIG"], "cluster_url": cluster.url, "prefix": prefix + ":layer"}}}
     settings.CHANNEL_LAYERS["default"]["CONFIG"].pop("hosts", None)
     settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "KEY_PREFIX": prefix}
@@ -245,7 +245,7 @@ async def test_a_server_on_the_cluster_runs_the_core_scenarios(on_cluster, live_
 
 
 def test_the_admin_numbers_add_up_the_masters(on_cluster):
-    from realtime import stats
+    from realtime.ops import stats
 
     before = stats.published_total()
     for n in range(6):

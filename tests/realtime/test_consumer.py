@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework_simplejwt.tokens import AccessToken
 
-from realtime.channels import register_channel
-from realtime.commands import CommandError, register_command
+from realtime.core.channels import register_channel
+from realtime.core.commands import CommandError, register_command
 from realtime.publish import (
     broadcast_on_commit,
     publish_on_commit,
@@ -30,7 +30,7 @@ publish = sync_to_async(publish_rollback_unsafe)
 
 
 async def test_after_the_handshake_the_scope_keeps_only_what_the_session_reads_again(connect, user):
-    from realtime.node import get_node
+    from realtime.fanout.node import get_node
 
     connected, sock, _ = await connect(user, path="/ws/?client_id=tab-9", headers=[
         (b"user-agent", b"scope-test/1.0"), (b"accept-language", b"fr")])
@@ -244,8 +244,8 @@ async def test_custom_channel_with_client_publishing(connect, make_user, restore
 
 
 async def _epoch(channel):
-    from realtime import redis as rt_redis
-    from realtime import streams
+    from realtime.storage import redis as rt_redis
+    from realtime.storage import streams
 
     return (await rt_redis.async_client().hget(streams.meta_key(channel), "epoch")).decode()
 
@@ -285,7 +285,7 @@ async def test_control_group_holds_the_process_while_any_socket_of_the_user_is_c
         connect, user, restore_registries):
     from channels.layers import get_channel_layer
 
-    from realtime.control import control_group
+    from realtime.fanout.control import control_group
 
     register_channel("room:", can_subscribe=lambda user, ch: False)
     layer = get_channel_layer()
@@ -314,8 +314,8 @@ async def test_control_group_holds_the_process_while_any_socket_of_the_user_is_c
 async def test_the_control_membership_is_written_as_group_add_writes_it(connect, user):
     from channels.layers import get_channel_layer
 
-    from realtime.control import control_group
-    from realtime.node import get_node
+    from realtime.fanout.control import control_group
+    from realtime.fanout.node import get_node
 
     layer = get_channel_layer()
     await connect(user)  # its membership is written by the registry's script
@@ -333,8 +333,8 @@ async def test_the_control_membership_is_written_as_group_add_writes_it(connect,
 
 
 def test_only_groups_in_the_realtime_redis_are_written_by_its_scripts(settings):
-    from realtime.control import ControlPlane
-    from realtime.layers import RealtimeRedisChannelLayer
+    from realtime.fanout.control import ControlPlane
+    from realtime.storage.layers import RealtimeRedisChannelLayer
 
     elsewhere = ControlPlane(RealtimeRedisChannelLayer(hosts=[{"address": "redis://elsewhere:6379/0"}]), {})
     same_layer = RealtimeRedisChannelLayer(hosts=[{"address": settings.REDIS_URL}], prefix="t")
@@ -488,7 +488,7 @@ async def test_connections_of_a_deactivated_user_are_closed(connect, user, setti
 
 
 async def test_connects_after_redis_forgot_its_scripts(connect, user):
-    from realtime import redis as rt_redis
+    from realtime.storage import redis as rt_redis
 
     await rt_redis.async_client().script_flush()
 
@@ -514,7 +514,7 @@ async def test_sockets_connecting_together_are_counted_one_by_one_against_the_pe
 
 
 async def test_users_looked_up_at_connect_are_whole_enough_for_policies(make_user):
-    from realtime.users import active_users as _active_users
+    from realtime.core.users import active_users as _active_users
 
     staff = await sync_to_async(make_user)(username="boss", is_staff=True)
     plain = await sync_to_async(make_user)(username="plain")

@@ -1,4 +1,4 @@
-"""realtime.control: one channel-layer channel per process, a group per user, routing to local sockets.
+"""realtime.fanout.control: one channel-layer channel per process, a group per user, routing to local sockets.
 
 Real channel layers on the test Redis; two ``ControlPlane`` objects stand for two server processes.
 """
@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from channels.layers import channel_layers
 
-from realtime.control import ControlPlane, control_group
+from realtime.fanout.control import ControlPlane, control_group
 
 
 class Socket:

@@ -11,7 +11,7 @@ from django.db import OperationalError, connection
 from django.test import RequestFactory
 from psycopg_pool import PoolTimeout
 
-from realtime.middleware import DatabaseBusyMiddleware, is_pool_exhausted
+from realtime.ops.middleware import DatabaseBusyMiddleware, is_pool_exhausted
 from tests.conftest import access_token_for
 
 

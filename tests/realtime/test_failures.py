@@ -26,9 +26,9 @@ from django.contrib.auth.hashers import make_password
 from notifications.models import Notification
 from notifications.services import notification_create
 from realtime import publish as rt_publish
-from realtime import redis as rt_redis
 from realtime import relay as rt_relay
 from realtime.publish import publish_rollback_unsafe
+from realtime.storage import redis as rt_redis
 from tests.conftest import access_token_for
 from tests.live import free_port
 from tests.reference_client import ClientGaveUp, RealtimeClient
@@ -390,8 +390,8 @@ class ControlledSocket:
 
 
 async def test_control_memberships_are_written_again_after_redis_comes_back_empty(private_redis):
-    from realtime.control import ControlPlane, control_group
-    from realtime.layers import RealtimeRedisChannelLayer
+    from realtime.fanout.control import ControlPlane, control_group
+    from realtime.storage.layers import RealtimeRedisChannelLayer
 
     layer = RealtimeRedisChannelLayer(hosts=[{"address": private_redis["url"], "socket_timeout": 15}],
                                       prefix="test-control")
@@ -430,7 +430,7 @@ async def test_control_memberships_are_written_again_after_redis_comes_back_empt
 async def test_a_user_back_while_the_discard_was_on_its_way_keeps_the_group_membership():
     from channels.layers import get_channel_layer
 
-    from realtime.control import ControlPlane, control_group
+    from realtime.fanout.control import ControlPlane, control_group
 
     layer = get_channel_layer()
     plane = ControlPlane(layer, {})
@@ -462,9 +462,9 @@ async def test_a_user_back_while_the_discard_was_on_its_way_keeps_the_group_memb
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_connect_whose_subscription_redis_never_confirms_fails_and_leaves_nothing(connect, user, monkeypatch):
-    from realtime import hub as hub_module
-    from realtime import registry
-    from realtime.node import get_node
+    from realtime.fanout import hub as hub_module
+    from realtime.fanout.node import get_node
+    from realtime.storage import registry
 
     _, warm, _ = await connect(user)  # the hub is up and subscribed to broadcast
     node = await get_node()

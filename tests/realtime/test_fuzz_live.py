@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from realtime import registry
+from realtime.storage import registry
 from tests.conftest import access_token_for
 from tests.live import LiveServer
 

@@ -1,4 +1,4 @@
-"""The node's periodic jobs (realtime.housekeeping) on sessions without a socket: a recording
+"""The node's periodic jobs (realtime.fanout.housekeeping) on sessions without a socket: a recording
 transport stands in for the consumer; the node, Redis and the database are real."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asgiref.sync import sync_to_async
 
-from realtime import housekeeping, registry
-from realtime.auth import Identity
 from realtime.conf import setting
-from realtime.node import get_node
-from realtime.session import Session
+from realtime.core.auth import Identity
+from realtime.core.session import Session
+from realtime.fanout import housekeeping
+from realtime.fanout.node import get_node
+from realtime.storage import registry
 from tests.realtime.test_session import RecordingTransport
 
 pytestmark = pytest.mark.django_db(transaction=True)

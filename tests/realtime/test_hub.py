@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from realtime import redis as rt_redis
-from realtime import streams
-from realtime.hub import Outbox, audience_allows
+from realtime.fanout.hub import Outbox, audience_allows
 from realtime.publish import _prepare, publish_rollback_unsafe
+from realtime.storage import redis as rt_redis
+from realtime.storage import streams
 
 publish = sync_to_async(publish_rollback_unsafe)
 
@@ -146,7 +146,7 @@ class _Follower:
 async def test_coalescing_keeps_the_latest_state_of_every_channel_a_socket_follows():
     # An execution update goes to team:7 and execution:3 with the same coalesce key; a lagging
     # socket that follows both channels must end on "completed" in each of them.
-    from realtime.hub import Hub
+    from realtime.fanout.hub import Hub
 
     hub, socket = Hub(), StalledSocket()
     follower = _Follower(socket)
@@ -177,7 +177,7 @@ def test_audience_rules(audience, user, allowed):
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_closed_socket_leaves_its_channels_and_only_its_own(connect, make_user):
-    from realtime.hub import get_hub
+    from realtime.fanout.hub import get_hub
 
     first_user = await sync_to_async(make_user)()
     second_user = await sync_to_async(make_user)()

@@ -14,9 +14,9 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 
-from realtime import redis as rt_redis
-from realtime import registry
 from realtime.publish import publish_rollback_unsafe
+from realtime.storage import redis as rt_redis
+from realtime.storage import registry
 from tests.conftest import access_token_for
 from tests.live import ROOT, server_env
 from tests.realtime.test_admin import close_code, open_ws, recv_until

@@ -1,4 +1,4 @@
-"""The node (realtime.node): one per event loop, started and stopped explicitly, running the
+"""The node (realtime.fanout.node): one per event loop, started and stopped explicitly, running the
 housekeeping jobs it is given (real Redis and channel layer)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from realtime import housekeeping
-from realtime.hub import get_hub
-from realtime.node import Node, get_node
+from realtime.fanout import housekeeping
+from realtime.fanout.hub import get_hub
+from realtime.fanout.node import Node, get_node
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,9 +13,10 @@ import websockets
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
-from realtime import redis as rt_redis
-from realtime import registry, stats
+from realtime.ops import stats
 from realtime.publish import publish_rollback_unsafe
+from realtime.storage import redis as rt_redis
+from realtime.storage import registry
 from tests.conftest import access_token_for
 from tests.live import free_port
 

@@ -22,8 +22,6 @@ from redis.exceptions import ResponseError
 from notifications.models import Notification
 from notifications.services import notification_create, notification_create_many
 from realtime import publish as rt_publish
-from realtime import randomness, streams
-from realtime import redis as rt_redis
 from realtime import relay as rt_relay
 from realtime.models import OutboxEvent
 from realtime.publish import (
@@ -34,6 +32,8 @@ from realtime.publish import (
     subscribe_user_on_commit,
 )
 from realtime.schemas import new_uuids
+from realtime.storage import randomness, streams
+from realtime.storage import redis as rt_redis
 from tests.redis_servers import RedisServer, TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,8 +1,8 @@
 """Property tests of the edge of the protocol: whatever a client sends, the answer is a typed command
 or a documented protocol error, never a crash.
 
-Covers ``realtime.schemas.parse_command`` and ``validate_channel_name``, ``realtime.transports.parse_since``,
-``realtime.streams.Record.parse`` and ``realtime.hub.audience_allows``, then drives arbitrary frames
+Covers ``realtime.schemas.parse_command`` and ``validate_channel_name``, ``realtime.transports.http.parse_since``,
+``realtime.storage.streams.Record.parse`` and ``realtime.fanout.hub.audience_allows``, then drives arbitrary frames
 through a real consumer (in-process communicator, real Redis and database).
 """
 
@@ -18,10 +18,10 @@ from channels.testing import WebsocketCommunicator
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from realtime.hub import audience_allows
+from realtime.fanout.hub import audience_allows
 from realtime.schemas import COMMANDS, ProtocolError, parse_command, valid_id, validate_channel_name
-from realtime.streams import Record
-from realtime.transports import parse_since
+from realtime.storage.streams import Record
+from realtime.transports.http import parse_since
 from renum.asgi import application
 from tests.conftest import access_token_for
 
@@ -321,7 +321,7 @@ def test_fast_jwt_segment_check_agrees_with_pyjwt(segment):
     from jwt.api_jws import PyJWS
     from jwt.exceptions import DecodeError
 
-    from realtime.tokens import _PyJWS
+    from realtime.core.tokens import _PyJWS
 
     def outcome(decode):
         try:

@@ -8,9 +8,9 @@ import pytest
 from django.db import transaction
 
 from realtime import publish as rt_publish
-from realtime import redis as rt_redis
-from realtime import streams
 from realtime.publish import CircuitBreaker, Message, publish_many_on_commit, publish_rollback_unsafe
+from realtime.storage import redis as rt_redis
+from realtime.storage import streams
 from tests.conftest import read_history
 
 history = read_history

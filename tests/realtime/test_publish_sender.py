@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from realtime import redis as rt_redis
-from realtime import streams
+from realtime.storage import redis as rt_redis
+from realtime.storage import streams
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""realtime.randomness: random ids from a buffer, unique, well-formed, and never shared with a forked child."""
+"""realtime.storage.randomness: random ids from a buffer, unique, well-formed, and never shared with a forked child."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import threading
 import uuid
 
-from realtime import randomness
+from realtime.storage import randomness
 
 
 def test_uuids_are_version_4_as_uuid4_writes_them_and_tokens_are_hex():

@@ -1,4 +1,4 @@
-"""realtime.registry: every live socket of every process in Redis, per-user counts, expiry of dead processes."""
+"""realtime.storage.registry: every live socket of every process in Redis, per-user counts, expiry of dead processes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from realtime import redis as rt_redis
-from realtime import registry, streams
 from realtime.conf import setting
+from realtime.storage import redis as rt_redis
+from realtime.storage import registry, streams
 
 
 def entry(connection_id: str, user_id: str, **extra) -> dict:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from realtime import redis as rt_redis
-from realtime import registry
+from realtime.storage import redis as rt_redis
+from realtime.storage import registry
 from tests.redis_servers import RedisServer
 
 

@@ -6,7 +6,7 @@ import pytest
 from channels.routing import URLRouter
 from django.urls import path, re_path
 
-from realtime.routing import ExactPathURLRouter
+from realtime.transports.routing import ExactPathURLRouter
 
 
 def recording_routes(seen: list):
@@ -75,7 +75,7 @@ async def test_an_exact_route_gets_its_arguments_and_the_servers_scope_without_a
 def test_the_protocol_router_is_an_asgi3_application_for_uvicorn():
     import uvicorn
 
-    from realtime.routing import ProtocolRouter
+    from realtime.transports.routing import ProtocolRouter
 
     config = uvicorn.Config(ProtocolRouter({"websocket": None}), lifespan="off", proxy_headers=False)
     config.load()
@@ -84,7 +84,7 @@ def test_the_protocol_router_is_an_asgi3_application_for_uvicorn():
 
 
 async def test_the_protocol_router_routes_by_type_and_refuses_unknown_types():
-    from realtime.routing import ProtocolRouter
+    from realtime.transports.routing import ProtocolRouter
 
     seen = []
     router = ProtocolRouter({"websocket": ExactPathURLRouter(recording_routes(seen))})

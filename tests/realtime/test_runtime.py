@@ -1,4 +1,4 @@
-"""Garbage-collector tuning of server processes (realtime.runtime)."""
+"""Garbage-collector tuning of server processes (realtime.ops.runtime)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from realtime.runtime import DEFAULT_GC_THRESHOLDS, tune_gc
+from realtime.ops.runtime import DEFAULT_GC_THRESHOLDS, tune_gc
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime import security
+from realtime.core import security
 
 LIMIT = 20  # the default SECURITY_EVENTS_PER_SOURCE_PER_MINUTE
 

@@ -19,8 +19,9 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from realtime import auth, streams
-from realtime import redis as rt_redis
+from realtime.core import auth
+from realtime.storage import redis as rt_redis
+from realtime.storage import streams
 from tests.conftest import access_token_for
 from tests.live import LiveServer
 

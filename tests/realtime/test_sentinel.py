@@ -12,11 +12,11 @@ import time
 import pytest
 from django.core.cache import caches
 
-from realtime import layers, registry, streams, topology
 from realtime import publish as rt_publish
-from realtime import redis as rt_redis
 from realtime import relay as rt_relay
 from realtime.publish import publish_on_commit
+from realtime.storage import layers, registry, streams, topology
+from realtime.storage import redis as rt_redis
 from tests.redis_servers import SentinelSet, reset_realtime_clients
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.test import APIClient
 
-from realtime import redis as rt_redis
-from realtime import streams
 from realtime.service_auth import ServiceKey, known_scopes, parse_api_key, register_scope
+from realtime.storage import redis as rt_redis
+from realtime.storage import streams
 
 PUBLISH = {"channel": "broadcast", "type": "system_event", "payload": {"hello": 1}}
 

@@ -1,4 +1,4 @@
-"""The session core (realtime.session) without a socket: a recording transport stands in for the
+"""The session core (realtime.core.session) without a socket: a recording transport stands in for the
 WebSocket consumer; the node, Redis and the database are real."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from realtime import registry
-from realtime.auth import Identity
-from realtime.channels import register_channel
 from realtime.conf import setting
-from realtime.node import get_node
-from realtime.session import Session
+from realtime.core.auth import Identity
+from realtime.core.channels import register_channel
+from realtime.core.session import Session
+from realtime.fanout.node import get_node
+from realtime.storage import registry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

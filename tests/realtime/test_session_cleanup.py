@@ -14,10 +14,11 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from realtime import metrics, registry
-from realtime.commands import register_command
-from realtime.node import get_node
-from realtime.session import Session
+from realtime.core.commands import register_command
+from realtime.core.session import Session
+from realtime.fanout.node import get_node
+from realtime.ops import metrics
+from realtime.storage import registry
 from tests.conftest import access_token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,12 +64,12 @@ async def test_a_failing_command_answers_internal_and_the_session_goes_on(connec
     connection_id = sock.welcome["payload"]["connection_id"]
 
     errors = _Records()
-    logging.getLogger("realtime.session").addHandler(errors)
+    logging.getLogger("realtime.core.session").addHandler(errors)
     try:
         await sock.send({"type": "command", "id": "c1", "payload": {"name": "test.explode", "args": {}}})
         reply = await sock.recv_until(lambda f: f.get("reply_to") == "c1")
     finally:
-        logging.getLogger("realtime.session").removeHandler(errors)
+        logging.getLogger("realtime.core.session").removeHandler(errors)
     await sock.send({"type": "ping", "id": "p"})
     pong = await sock.recv_until(lambda f: f.get("reply_to") == "p")
 

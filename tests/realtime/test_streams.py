@@ -1,11 +1,11 @@
-"""realtime.streams: offsets, epochs, history and idempotency, through its Lua scripts on a real Redis."""
+"""realtime.storage.streams: offsets, epochs, history and idempotency, through its Lua scripts on a real Redis."""
 
 from __future__ import annotations
 
 import pytest
 
-from realtime import redis as rt_redis
-from realtime import streams
+from realtime.storage import redis as rt_redis
+from realtime.storage import streams
 from tests.conftest import read_history
 
 
@@ -145,7 +145,7 @@ def test_keys_of_a_channel_share_one_hash_tag(channel):
 
 
 async def test_reads_of_many_channels_go_out_as_evalsha_alone_and_survive_a_lost_script():
-    """``realtime.redis.evalsha_many`` (the long poll's catch-up): no SCRIPT EXISTS round trip
+    """``realtime.storage.redis.evalsha_many`` (the long poll's catch-up): no SCRIPT EXISTS round trip
     per pipeline, and a Redis that lost its scripts (restart, SCRIPT FLUSH) still answers once."""
     for n in range(3):
         publish("user:20", n)

@@ -1,4 +1,4 @@
-"""The two paths of access-token decoding (realtime/tokens.py) accept and refuse the same tokens."""
+"""The two paths of access-token decoding (realtime/core/tokens.py) accept and refuse the same tokens."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from rest_framework_simplejwt.utils import aware_utcnow
 
-from realtime import tokens
-from realtime.auth import AuthFailure, decode_access_token
+from realtime.core import tokens
+from realtime.core.auth import AuthFailure, decode_access_token
 
 IN_AN_HOUR = int((datetime.now(UTC) + timedelta(hours=1)).timestamp())
 ACCEPTED = ("7", datetime.fromtimestamp(IN_AN_HOUR, tz=UTC))  # the user id and the expiry

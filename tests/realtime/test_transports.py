@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import ApplicationCommunicator
 
 from realtime.publish import publish_rollback_unsafe
-from realtime.transports import TIMEOUT_JITTER, decode_cursor, encode_cursor
+from realtime.transports.http import TIMEOUT_JITTER, decode_cursor, encode_cursor
 from tests.conftest import access_token_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
@@ -256,7 +256,7 @@ async def test_a_poll_can_use_the_session_or_a_ticket(user, client):
 
 
 def _ticket_for(user: Any) -> str:
-    from realtime import auth
+    from realtime.core import auth
 
     return auth.ticket_issue(user=user)[0]
 

@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from realtime import users
+from realtime.core import users
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,8 +63,8 @@ async def test_close_all_closes_every_loops_connection(make_user):
 
 
 async def test_deactivated_users_sockets_are_closed_by_the_periodic_check(connect, make_user, settings):
-    from realtime.housekeeping import close_deactivated
-    from realtime.node import get_node
+    from realtime.fanout.housekeeping import close_deactivated
+    from realtime.fanout.node import get_node
 
     stays = await sync_to_async(make_user)(username="stays")
     leaves = await sync_to_async(make_user)(username="leaves")

@@ -1,4 +1,4 @@
-"""The project's uvicorn WebSocket protocol (``realtime.wsprotocol``): its lean inbox and
+"""The project's uvicorn WebSocket protocol (``realtime.transports.wsprotocol``): its lean inbox and
 back-pressure event, and a real uvicorn server speaking WebSocket through it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime.wsprotocol import Inbox, WebSocketProtocol, Writable
+from realtime.transports.wsprotocol import Inbox, WebSocketProtocol, Writable
 
 
 async def test_the_inbox_hands_out_messages_in_order_and_holds_nothing_when_empty():

@@ -30,10 +30,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 
-from realtime import redis as rt_redis
-from realtime import registry, streams
 from realtime.conf import setting
 from realtime.relay import PIPELINE_SIZE
+from realtime.storage import redis as rt_redis
+from realtime.storage import registry, streams
 
 
 class Command(BaseCommand):

@@ -62,8 +62,8 @@ class Command(BaseCommand):
 def _delete_channel_keys(user_ids: list[Any]) -> None:
     """Drop the users' channels from Redis (position, history, idempotency keys): a 100,000-user
     run leaves some 300,000 keys otherwise."""
-    from realtime import redis as rt_redis
-    from realtime import streams
+    from realtime.storage import redis as rt_redis
+    from realtime.storage import streams
 
     client = rt_redis.sync_client()
     for start in range(0, len(user_ids), 10_000):

@@ -14,8 +14,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from realtime import redis as rt_redis
-from realtime import registry
+from realtime.storage import redis as rt_redis
+from realtime.storage import registry
 
 
 class Command(BaseCommand):

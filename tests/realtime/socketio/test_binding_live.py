@@ -13,8 +13,8 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 
-from realtime.auth import ticket_issue
-from realtime.transports import decode_cursor, encode_cursor
+from realtime.core.auth import ticket_issue
+from realtime.transports.http import decode_cursor, encode_cursor
 from tests.conftest import access_token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]

@@ -1,9 +1,9 @@
-"""The Engine.IO 4 and Socket.IO 5 packet codecs (realtime/socketio/engineio.py, parser.py)."""
+"""The Engine.IO 4 and Socket.IO 5 packet codecs (realtime/transports/socketio/engineio.py, parser.py)."""
 
 import pytest
 
-from realtime.socketio import engineio, parser
-from realtime.socketio.engineio import Packet
+from realtime.transports.socketio import engineio, parser
+from realtime.transports.socketio.engineio import Packet
 
 
 def test_engineio_frames_round_trip():

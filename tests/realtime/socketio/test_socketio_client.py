@@ -15,9 +15,9 @@ from asgiref.sync import sync_to_async
 
 from executions.models import Team, TeamMembership
 from notifications.services import notification_create
-from realtime import redis as rt_redis
-from realtime import streams
 from realtime.publish import publish_rollback_unsafe
+from realtime.storage import redis as rt_redis
+from realtime.storage import streams
 from tests.conftest import access_token_for
 from tests.live import ROOT, LiveServer
 

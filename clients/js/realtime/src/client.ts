@@ -111,7 +111,7 @@ const SEEN_LIMIT = 2048;
 /** The socket's open state (WebSocket.OPEN), without needing the global at import. */
 const OPEN = 1;
 
-/** Close reasons (server `realtime/auth.py`, `consumers.py`) that no new token can fix. */
+/** Close reasons (server `realtime/core/auth.py`, `consumers.py`) that no new token can fix. */
 const DEACTIVATED = /deactivated|inactive user/i;
 
 type Listener = (...args: any[]) => void;

@@ -1,0 +1,146 @@
+"""uvicorn's websockets-sansio protocol, holding less per idle socket.
+
+Served with ``--ws realtime.transports.wsprotocol:WebSocketProtocol``.
+
+A server holds tens of thousands of sockets that are idle nearly all the time, so what each
+one keeps after its handshake decides the server's memory. uvicorn's protocol keeps, for
+the whole life of the socket:
+
+- an ``asyncio.Queue`` for the messages the application receives and an ``asyncio.Event``
+  for write back-pressure: together five ``collections.deque`` (each allocates a block of
+  64 slots up front, ~620 bytes) and two objects with their dicts, for a queue that holds
+  at most a message or two and an event nobody waits on while the socket keeps up;
+- the handshake's websockets ``Request`` and ``Response``, with their ``Headers`` (a dict
+  and lists per header name), which nothing reads once the response is sent (the
+  application has the request's headers in its ``scope``).
+
+This subclass replaces the queue and the event by two small objects with the same
+behaviour for the calls uvicorn makes (``put_nowait``/``get``/``empty``;
+``set``/``clear``/``wait``/``is_set``), allocated lazily, and lets go of the request and the
+response once they are no longer needed. Everything else, the wire included, is uvicorn's.
+Measured on the idle scenario of the load tool (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+
+class Inbox:
+    """The subset of ``asyncio.Queue`` uvicorn's protocol uses, for one receiver at a time.
+
+    Nothing is allocated while the inbox is empty and nobody waits: a list while messages
+    wait, a future while the receiver waits.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list | None = None
+        self._waiter: asyncio.Future | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        """Append a message and wake the receiver (never blocks: the inbox is unbounded, as uvicorn's queue)."""
+        if self._items is None:
+            self._items = [item]
+        else:
+            self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        """Whether no message waits."""
+        return not self._items
+
+    def qsize(self) -> int:
+        """How many messages wait."""
+        return len(self._items) if self._items else 0
+
+    async def get(self) -> Any:
+        """The oldest message, waiting for one if none is there."""
+        while not self._items:
+            if self._waiter is not None:
+                raise RuntimeError("an Inbox serves one receiver at a time")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items = self._items
+        item = items.pop(0)
+        if not items:
+            self._items = None
+        return item
+
+
+class Writable:
+    """The subset of ``asyncio.Event`` uvicorn's protocol uses for write back-pressure.
+
+    ``wait`` on a set event returns without suspending (as ``asyncio.Event.wait`` does), so
+    a send that does not meet back-pressure still completes in one step.
+    """
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future] | None = None
+
+    def is_set(self) -> bool:
+        """Whether writes may go on."""
+        return self._set
+
+    def set(self) -> None:
+        """Let writes go on; wakes every waiting writer."""
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def clear(self) -> None:
+        """Make writers wait (the transport's buffer is full)."""
+        self._set = False
+
+    async def wait(self) -> bool:
+        """Return once writes may go on."""
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+                if not self._waiters:
+                    self._waiters = None
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol with a lean inbox and back-pressure event, and
+    without the handshake's request and response once they are used."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Writable()  # type: ignore[assignment]
+
+    def handle_connect(self, event: Any) -> None:
+        """Build the scope from the request as uvicorn does, then let the request go (the
+        response stays until the application accepts or refuses)."""
+        super().handle_connect(event)
+        self.request = None
+
+    def start_keepalive(self) -> None:
+        """Called once the accepting response was written: it is not needed any more."""
+        self.response = None
+        super().start_keepalive()
