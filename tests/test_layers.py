@@ -72,3 +72,62 @@ def test_realtime_names_no_domain_event_type():
     ]
 
     assert named == []
+
+
+# Inside realtime, the packages are layers (docs/architecture.md): transports (codecs) over the
+# session core over the node and its fan-out over storage. What a layer may import of the
+# others, by package; the metrics, logs and runtime modules of ops are leaves anyone may use,
+# and the top-level modules (the API the domain apps call: publish, schemas, conf, ...) are
+# not constrained here.
+LAYERS = ("transports", "core", "fanout", "storage", "ops")
+LEAVES = {"realtime.ops.metrics", "realtime.ops.logs", "realtime.ops.runtime"}
+MAY_IMPORT = {
+    "transports": {"core", "fanout", "storage", "ops"},
+    "core": {"fanout", "storage"},
+    "fanout": {"storage"},
+    "storage": set(),
+    "ops": {"core", "storage"},
+}
+# The node's periodic jobs ask the session core whether an identity still holds (an expired
+# token, a deactivated user, an ended cookie session): the one arrow from fanout to core.
+EXCEPTIONS = {("realtime/fanout/housekeeping.py", "core")}
+
+
+def realtime_imports(path) -> list[tuple[int, str]]:  # noqa: ANN001
+    """(line, module) of each import of a realtime module, ``from realtime.core import auth`` as
+    ``realtime.core.auth``."""
+    found = []
+    for line, module in imported_modules(ast.parse(path.read_text(), filename=str(path))):
+        if module.split(".")[0] == "realtime":
+            found.append((line, module))
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in {
+                f"realtime.{layer}" for layer in LAYERS}:
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def test_the_realtime_packages_point_one_way():
+    offending = []
+    for layer in LAYERS:
+        for path in sorted((ROOT / "realtime" / layer).rglob("*.py")):
+            where = str(path.relative_to(ROOT))
+            for line, module in realtime_imports(path):
+                parts = module.split(".")
+                if len(parts) < 3 or parts[1] not in LAYERS or parts[1] == layer or module in LEAVES:
+                    continue
+                if parts[1] not in MAY_IMPORT[layer] and (where, parts[1]) not in EXCEPTIONS:
+                    offending.append(f"{where}:{line} ({layer}) imports {module}")
+
+    assert offending == []
+
+
+def test_the_layer_check_sees_an_arrow_pointing_up(tmp_path):
+    source = tmp_path / "streams.py"
+    source.write_text("from realtime.core import session\nfrom realtime.ops import metrics\n")
+
+    found = realtime_imports(source)
+
+    assert found == [(1, "realtime.core"), (2, "realtime.ops"), (1, "realtime.core.session"),
+                     (2, "realtime.ops.metrics")]
+    assert "core" not in MAY_IMPORT["storage"] and "realtime.ops.metrics" in LEAVES
