@@ -88,9 +88,6 @@ MAY_IMPORT = {
     "storage": set(),
     "ops": {"core", "storage"},
 }
-# The node's periodic jobs ask the session core whether an identity still holds (an expired
-# token, a deactivated user, an ended cookie session): the one arrow from fanout to core.
-EXCEPTIONS = {("realtime/fanout/housekeeping.py", "core")}
 
 
 def realtime_imports(path) -> list[tuple[int, str]]:  # noqa: ANN001
@@ -116,7 +113,7 @@ def test_the_realtime_packages_point_one_way():
                 parts = module.split(".")
                 if len(parts) < 3 or parts[1] not in LAYERS or parts[1] == layer or module in LEAVES:
                     continue
-                if parts[1] not in MAY_IMPORT[layer] and (where, parts[1]) not in EXCEPTIONS:
+                if parts[1] not in MAY_IMPORT[layer]:
                     offending.append(f"{where}:{line} ({layer}) imports {module}")
 
     assert offending == []

@@ -1,24 +1,26 @@
-"""The periodic jobs of a node (``realtime.fanout.node``): idle and expired sockets, the registry's
-expiry, deactivated users and ended sessions.
+"""The periodic jobs of a node (``realtime.fanout.node``): idle and expired sockets and the
+registry's expiry, plus the jobs a layer above registers (the session core's identity
+rechecks: deactivated users, ended cookie sessions, ``realtime.core.rechecks``).
 
 Each job takes the node and runs every couple of seconds; those that cost a query or a
-Redis write keep their own, longer period in ``node.stamps``. The node runs ``JOBS``.
+Redis write keep their own, longer period in ``node.stamps``. A node runs ``default_jobs()``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from channels.db import database_sync_to_async
-
 from realtime.conf import setting
-from realtime.core import auth, sessions, users
 from realtime.storage import registry
 
 if TYPE_CHECKING:
     from realtime.fanout.node import Node
+
+Job = Callable[["Node"], Awaitable[None]]
+_registered: list[Job] = []
 
 
 async def sweep(node: Node) -> None:
@@ -49,52 +51,18 @@ async def refresh_registry(node: Node) -> None:
         await control.refresh()
 
 
-async def close_deactivated(node: Node) -> None:
-    """Close the sockets of users deactivated or deleted since they connected (4001).
-
-    A periodic check, not a signal: it also catches changes made by bulk updates or SQL.
-    """
-    now = time.monotonic()
-    if now - node.stamps.get("users", 0.0) < setting("USER_RECHECK_S"):
-        return
-    node.stamps["users"] = now
-    connections = node.hub.connections
-    connected = {c.identity.user_id for c in list(connections.values()) if c.identity is not None}
-    if not connected:
-        return
-    ids = sorted(connected)
-    active: set[str] = set()
-    for start in range(0, len(ids), 5000):  # within every backend's limit on query parameters
-        active |= await users.active_ids(ids[start:start + 5000])
-    gone = connected - active
-    for conn in list(connections.values()):
-        if conn.identity is not None and conn.identity.user_id in gone:
-            conn.close_soon(4001, "account deactivated")
+JOBS = (sweep, refresh_registry)
 
 
-async def close_ended_sessions(node: Node) -> None:
-    """Close session-cookie sockets whose session ended (expired, logged out, password changed,
-    deleted) with 4001, and follow a session whose expiry moved (``SESSION_SAVE_EVERY_REQUEST``).
-
-    Periodic, like ``close_deactivated``: it catches every way a session ends, however it
-    happened; logout and password changes also close at once (``realtime.core.sessions``).
-    """
-    now = time.monotonic()
-    if now - node.stamps.get("sessions", 0.0) < setting("USER_RECHECK_S"):
-        return
-    node.stamps["sessions"] = now
-    conns = [c for c in list(node.hub.connections.values())
-             if c.identity is not None and c.identity.method == "session" and c.session_key]
-    if not conns:
-        return
-    live = await database_sync_to_async(sessions.live_sessions)([(c.session_key, c.identity.user_id) for c in conns])
-    for conn in conns:
-        if conn.identity is None:
-            continue
-        if conn.session_key not in live:
-            conn.close_soon(4001, "session ended")
-        elif live[conn.session_key] != conn.identity.expires_at:
-            conn.identity = auth.Identity(conn.identity.user, live[conn.session_key], "session")
+def register_jobs(*jobs: Job) -> None:
+    """Add periodic jobs every node runs after its own (``JOBS``); a layer above calls it from
+    ``AppConfig.ready`` (the session core's identity rechecks, ``realtime.core.rechecks``), so
+    the node runs them without importing what they check."""
+    for job in jobs:
+        if job not in _registered:
+            _registered.append(job)
 
 
-JOBS = (sweep, refresh_registry, close_deactivated, close_ended_sessions)
+def default_jobs() -> tuple[Job, ...]:
+    """The jobs of a new node: its own, then the registered ones."""
+    return (*JOBS, *_registered)

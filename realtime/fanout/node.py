@@ -18,7 +18,6 @@ import contextvars
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from realtime.storage import registry
 
 logger = logging.getLogger("realtime.fanout.node")
 
-Job = Callable[["Node"], Awaitable[None]]
+Job = housekeeping.Job
 
 
 @dataclass(slots=True)
@@ -52,10 +51,10 @@ class _Start:
 class Node(StartOnce):
     """The hub, the control plane, connect batching and housekeeping of one process."""
 
-    def __init__(self, jobs: tuple[Job, ...] = housekeeping.JOBS) -> None:
+    def __init__(self, jobs: tuple[Job, ...] | None = None) -> None:
         self.hub = Hub()
         self.control: ControlPlane | None = None  # set by ``start`` when a channel layer is configured
-        self.jobs = jobs
+        self.jobs = housekeeping.default_jobs() if jobs is None else jobs
         # When each periodic job last ran (``realtime.fanout.housekeeping``), by job.
         self.stamps: dict[str, float] = {}
         self._starts: Batcher[_Start, Any] = Batcher(self._start_sessions, max_batch=500)

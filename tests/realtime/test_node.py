@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from realtime.core import rechecks
 from realtime.fanout import housekeeping
 from realtime.fanout.hub import get_hub
 from realtime.fanout.node import Node, get_node
@@ -66,6 +67,7 @@ async def test_the_node_runs_exactly_the_jobs_it_is_given(settings):
     assert len(seen) >= 2 and set(map(id, seen)) == {id(node)}
 
 
-def test_the_default_jobs_are_the_housekeeping_modules_own():
-    assert Node().jobs == housekeeping.JOBS == (housekeeping.sweep, housekeeping.refresh_registry,
-                                               housekeeping.close_deactivated, housekeeping.close_ended_sessions)
+def test_the_default_jobs_are_the_nodes_own_then_the_session_cores_rechecks():
+    # The core's jobs are registered when Django starts (RealtimeConfig.ready), not imported by the node.
+    assert Node().jobs == (housekeeping.sweep, housekeeping.refresh_registry,
+                           rechecks.close_deactivated, rechecks.close_ended_sessions)

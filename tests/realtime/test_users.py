@@ -63,7 +63,7 @@ async def test_close_all_closes_every_loops_connection(make_user):
 
 
 async def test_deactivated_users_sockets_are_closed_by_the_periodic_check(connect, make_user, settings):
-    from realtime.fanout.housekeeping import close_deactivated
+    from realtime.core.rechecks import close_deactivated
     from realtime.fanout.node import get_node
 
     stays = await sync_to_async(make_user)(username="stays")
