@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,24 @@ def test_ours_can_serve_another_app_for_an_ab_run():
     assert ServerSpec.parse("ours:daphne@m:app").app == "m:app"
 
 
-@pytest.mark.parametrize("name", ["bare@m:app", "textbook@m:app", "ours@module-without-attribute"])
+@pytest.mark.parametrize("name", ["bare@m:app", "textbook@m:app", "bare@HEAD", "ours@module-without-attribute"])
 def test_only_ours_takes_another_app(name):
     with pytest.raises(ValueError, match="only ours takes another app"):
         ServerSpec.parse(name)
+
+
+def test_ours_can_serve_the_project_at_another_commit_for_an_ab_run(tmp_path):
+    from loadtest.servers import ServerProcess, short_commit, source_at
+
+    base = short_commit("HEAD")
+    spec = ServerSpec.parse(f"ours-sio@{base}")
+    process = ServerProcess(spec, {}, tmp_path)
+
+    assert (spec.kind, spec.runner, spec.ws, spec.app, spec.commit) == ("ours-sio", "uvicorn", "renum", "", base)
+    assert spec.label == f"ours-sio (uvicorn renum) at {base}"
+    assert "renum.asgi:application" in process.command()
+    # the commit's own files, unpacked once, are what the server imports
+    source = source_at(base, tmp_path)
+    assert (source / "realtime" / "socketio" / "binding.py").read_bytes() == subprocess.run(
+        ["git", "show", f"{base}:realtime/socketio/binding.py"], capture_output=True, check=True).stdout
+    assert source_at(base, tmp_path) == source
