@@ -23,8 +23,6 @@ import http.client
 import multiprocessing
 import os
 import secrets
-import subprocess
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from typing import Any
 from loadtest import procstat
 from loadtest.http_clients import CLIENTS, Stats
 from loadtest.provision import ensure_database, mint_tokens, provision_teams, provision_users
-from loadtest.servers import LOOPBACK, ROOT, ServerProcess, ServerSpec, server_env
+from loadtest.servers import LOOPBACK, ROOT, ServerProcess, ServerSpec, server_env, source_at
 
 MODES = ("longpoll", "sse", "events")
 
@@ -242,22 +240,6 @@ class UnreadProbe(threading.Thread):
 
 
 # ---------------------------------------------------------------------- servers
-
-
-def source_at(commit: str, log_dir: Path) -> Path:
-    """This project's files at a commit (``git archive``), unpacked once under the log directory."""
-    sha = subprocess.run(["git", "rev-parse", "--verify", commit + "^{commit}"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    target = log_dir / f"src-{sha[:12]}"
-    if not (target / "manage.py").exists():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", "--format=tar", sha], cwd=ROOT, capture_output=True, check=True)
-        tar_path = target.with_suffix(".tar")
-        tar_path.write_bytes(archive.stdout)
-        with tarfile.open(tar_path) as tar:
-            tar.extractall(target, filter="data")
-        tar_path.unlink()
-    return target
 
 
 class HttpServer(ServerProcess):

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,10 @@ LOOPBACK = "127.0.0.1"
 # socket, ``realtime.transports.wsprotocol``), the one ``scripts/serve.sh`` serves with.
 UVICORN_WS = ("renum", "websockets-sansio", "wsproto", "websockets")
 WS_CLASSES = {"renum": "realtime.transports.wsprotocol:WebSocketProtocol"}
+# Where the project's protocol class was before realtime/ was laid out by layer: an A/B run
+# against an older commit (``ours@<commit>``) serves that commit with its own class.
+WS_CLASS_FILES = {"realtime/transports/wsprotocol.py": "realtime.transports.wsprotocol:WebSocketProtocol",
+                  "realtime/wsprotocol.py": "realtime.wsprotocol:WebSocketProtocol"}
 BACKLOG = 4096
 
 
@@ -48,6 +53,7 @@ class ServerSpec:
     runner: str  # uvicorn | daphne | websockets
     ws: str = ""  # uvicorn's --ws implementation
     app: str = ""  # ours only: another ASGI app (``module:attribute``), for A/B runs in one table
+    commit: str = ""  # ours only: the project's files at another commit, for A/B runs in one table
 
     @property
     def label(self) -> str:
@@ -57,17 +63,21 @@ class ServerSpec:
         if self.kind == "node-sio":
             return "node-sio (socket.io)"
         detail = self.runner if self.runner == "daphne" else f"{self.runner} {self.ws}"
-        return f"{self.kind} ({detail})" + (f" [{self.app}]" if self.app else "")
+        return (f"{self.kind} ({detail})" + (f" [{self.app}]" if self.app else "")
+                + (f" at {self.commit}" if self.commit else ""))
 
     @classmethod
     def parse(cls, name: str, server_cmd: str = "uvicorn", ws: str = "renum") -> ServerSpec:
         """Parse a ``--servers`` item; ``ours`` alone follows ``--server-cmd`` and ``--ws``;
-        ``ours...@module:attribute`` serves another ASGI app (an A/B variant)."""
-        name, _, app = name.strip().partition("@")
-        if app and (not name.startswith("ours") or ":" not in app):
-            raise ValueError(f"@{app}: only ours takes another app, given as module:attribute")
+        ``ours...@module:attribute`` serves another ASGI app (an A/B variant), ``ours...@<commit>``
+        the project as it was at a commit (the base of a change, in the same table)."""
+        name, _, variant = name.strip().partition("@")
+        app = variant if ":" in variant else ""
+        commit = short_commit(variant) if variant and not app else ""
+        if variant and (not name.startswith("ours") or not (app or commit)):
+            raise ValueError(f"@{variant}: only ours takes another app, given as module:attribute, or a commit")
         spec = cls._parse(name, server_cmd, ws)
-        return cls(spec.kind, spec.runner, spec.ws, app) if app else spec
+        return cls(spec.kind, spec.runner, spec.ws, app, commit) if variant else spec
 
     @classmethod
     def _parse(cls, name: str, server_cmd: str, ws: str) -> ServerSpec:
@@ -117,7 +127,7 @@ class ServerProcess:
         self.port = free_port()
         self.log_path = log_dir / f"{spec.label.replace(' ', '_').replace('(', '').replace(')', '')}-{self.port}.log"
         self.process: subprocess.Popen | None = None
-        self.cwd = ROOT  # another checkout's files for an A/B against an older commit
+        self.cwd = ROOT  # another commit's files (``ServerSpec.commit``), unpacked by ``start``
 
     @property
     def url(self) -> str:
@@ -148,7 +158,7 @@ class ServerProcess:
             return [sys.executable, "-m", "daphne", "-v", "0",
                     "-e", f"tcp:port={port}:interface={LOOPBACK}:backlog={BACKLOG}", app]
         return [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", port,
-                "--loop", "uvloop", "--http", "httptools", "--ws", WS_CLASSES.get(spec.ws, spec.ws),
+                "--loop", "uvloop", "--http", "httptools", "--ws", ws_class(spec.ws, self.cwd),
                 "--lifespan", "off",
                 "--log-level", "warning", "--no-access-log", "--backlog", str(BACKLOG),
                 "--timeout-graceful-shutdown", "3"]
@@ -157,6 +167,10 @@ class ServerProcess:
         """Start the process and wait until the port accepts connections."""
         if self.spec.kind == "node-sio":
             ensure_node_reference()
+        if self.spec.commit:
+            self.cwd = source_at(self.spec.commit, self.log_path.parent)
+            others = [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+            self.env = {**self.env, "PYTHONPATH": os.pathsep.join([str(self.cwd), *others])}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), cwd=self.cwd, env=self.env, stdout=log,
@@ -202,6 +216,40 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(5)
+
+
+def ws_class(ws: str, source: Path) -> str:
+    """uvicorn's ``--ws`` for ``ws`` in the project's files at ``source``: ``renum`` names the
+    project's protocol class wherever that checkout keeps it, other names are uvicorn's own."""
+    if ws not in WS_CLASSES:
+        return ws
+    for path, dotted in WS_CLASS_FILES.items():
+        if (source / path).exists():
+            return dotted
+    raise FileNotFoundError(f"no protocol class of the project under {source}: serve it with --ws websockets-sansio")
+
+
+def short_commit(revision: str) -> str:
+    """The abbreviated hash of a git revision of this project; "" when it names no commit."""
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--short=7", revision + "^{commit}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def source_at(commit: str, log_dir: Path) -> Path:
+    """This project's files at a commit (``git archive``), unpacked once under the log directory."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", commit + "^{commit}"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    target = log_dir / f"src-{sha[:12]}"
+    if not (target / "manage.py").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", "--format=tar", sha], cwd=ROOT, capture_output=True, check=True)
+        tar_path = target.with_suffix(".tar")
+        tar_path.write_bytes(archive.stdout)
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(target, filter="data")
+        tar_path.unlink()
+    return target
 
 
 def node_executable() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,40 @@ def test_ours_can_serve_another_app_for_an_ab_run():
     assert ServerSpec.parse("ours:daphne@m:app").app == "m:app"
 
 
-@pytest.mark.parametrize("name", ["bare@m:app", "textbook@m:app", "ours@module-without-attribute"])
+@pytest.mark.parametrize("name", ["bare@m:app", "textbook@m:app", "bare@HEAD", "ours@module-without-attribute"])
 def test_only_ours_takes_another_app(name):
     with pytest.raises(ValueError, match="only ours takes another app"):
         ServerSpec.parse(name)
+
+
+def test_ours_can_serve_the_project_at_another_commit_for_an_ab_run(tmp_path):
+    from loadtest.servers import ServerProcess, short_commit, source_at
+
+    base = short_commit("HEAD")
+    spec = ServerSpec.parse(f"ours-sio@{base}")
+    process = ServerProcess(spec, {}, tmp_path)
+
+    assert (spec.kind, spec.runner, spec.ws, spec.app, spec.commit) == ("ours-sio", "uvicorn", "renum", "", base)
+    assert spec.label == f"ours-sio (uvicorn renum) at {base}"
+    assert "renum.asgi:application" in process.command()
+    # the commit's own files, unpacked once, are what the server imports
+    source = source_at(base, tmp_path)
+    assert (source / "realtime" / "transports" / "socketio" / "binding.py").read_bytes() == subprocess.run(
+        ["git", "show", f"{base}:realtime/transports/socketio/binding.py"], capture_output=True, check=True).stdout
+    assert source_at(base, tmp_path) == source
+
+
+@pytest.mark.parametrize(("layout", "expected"), [
+    ("realtime/transports/wsprotocol.py", "realtime.transports.wsprotocol:WebSocketProtocol"),
+    ("realtime/wsprotocol.py", "realtime.wsprotocol:WebSocketProtocol"),  # before realtime/ had packages
+])
+def test_an_older_commit_is_served_with_its_own_protocol_class(tmp_path, layout, expected):
+    from loadtest.servers import ws_class
+
+    (tmp_path / layout).parent.mkdir(parents=True)
+    (tmp_path / layout).write_text("")
+
+    assert ws_class("renum", tmp_path) == expected
+    assert ws_class("websockets-sansio", tmp_path) == "websockets-sansio"
+    with pytest.raises(FileNotFoundError, match="no protocol class"):
+        ws_class("renum", tmp_path / "empty")

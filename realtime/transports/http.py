@@ -588,9 +588,15 @@ async def events_endpoint(scope: dict, receive: Receive, send: Send) -> None:
 # ---------------------------------------------------------------------- GET /api/realtime/sse/
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def encode_cursor(positions: dict[str, tuple[str, int]]) -> str:
-    """The opaque cursor of a stream: every channel's position, base64url JSON."""
-    return base64.urlsafe_b64encode(orjson.dumps(positions)).rstrip(b"=").decode()
+    """The opaque cursor of a stream: every channel's position, base64url JSON (unpadded).
+
+    ``base64.urlsafe_b64encode`` spelt out: a Socket.IO socket writes one with every delivery.
+    """
+    return binascii.b2a_base64(orjson.dumps(positions), newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def decode_cursor(cursor: str) -> dict[str, tuple[str, int]]:

@@ -140,3 +140,36 @@ async def test_a_refused_handshake_is_still_a_403(served):
     with pytest.raises(Exception, match="403"):
         async with connect(url + "/refuse/"):
             pass
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_a_text_frame_is_what_websockets_writes_for_it(size):
+    from websockets.frames import Frame, Opcode
+
+    from realtime.transports.wsprotocol import text_frame
+
+    payload = ("é" * size).encode()[:size]  # any bytes: the frame does not look into them
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+@pytest.mark.parametrize(("compression", "framed_by_websockets"), [(None, 0), ("deflate", 5)])
+async def test_texts_of_an_uncompressed_socket_are_framed_by_the_protocol(served, compression, framed_by_websockets):
+    url, protocols = served
+    texts = ["short", "x" * 126, "é" * 40_000, "y" * 70_000]  # each header length, multibyte text
+    async with connect(url + "/ws/", subprotocols=["echo"], compression=compression, max_size=None) as ws:
+        await ws.send("warm-up")
+        assert await ws.recv() == "warm-up"
+        conn = protocols[0].conn
+        calls = []
+        original = conn.send_text
+        conn.send_text = lambda data, fin=True: (calls.append(len(data)), original(data, fin))[1]
+
+        for text in texts:
+            await ws.send(text)
+        assert [await ws.recv() for _ in texts] == texts
+        await ws.send(b"bytes")  # echoed as text
+        assert await ws.recv() == "bytes"
+
+    assert bool(conn.extensions) == (compression is not None)
+    # without compression no text went through websockets' framing; with it all five did
+    assert len(calls) == framed_by_websockets

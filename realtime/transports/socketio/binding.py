@@ -26,6 +26,7 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -78,7 +79,8 @@ class RenumSocket:
         self.session: Session | None = None
         self.turn = asyncio.Lock()
         self.positions: dict[str, tuple[str, int]] = {}
-        self.pending: list[tuple[str | None, str, int, str | None, str]] | None = []  # held until CONNECT
+        # Held until the CONNECT is answered: envelopes, and other packets already encoded.
+        self.pending: list[Outbound | str] | None = []
         self.acks: dict[str, int] = {}  # v1 command id -> Socket.IO ack id
         self.since: dict[str, tuple[str, int]] = {}  # v1 command id -> the subscribe's since
         self.recovery: dict[str, bool] = {}  # channel -> recovered, while connecting
@@ -212,15 +214,14 @@ class RenumSocket:
         """Send what was held while connecting: control events first, then each channel's
         envelopes in offset order, once each (a replay and a live delivery may overlap)."""
         pending, self.pending = self.pending or [], None
-        envelopes = sorted((entry for entry in pending if entry[0] is not None), key=lambda e: (e[0], e[2]))
-        for entry in [entry for entry in pending if entry[0] is None] + envelopes:
-            channel, epoch, offset, kind, text = entry
-            if channel is None:
-                await self.conn.send_text(text)
-            else:
-                packet = self._envelope_packet(channel, epoch, offset, kind, text, snapshot=False)
-                if packet is not None:
-                    await self.conn.socket.send(packet)
+        for text in [entry for entry in pending if isinstance(entry, str)]:
+            await self.conn.send_text(text)
+        envelopes = sorted((entry for entry in pending if not isinstance(entry, str)),
+                           key=lambda e: (e.channel, e.offset))
+        for outbound in envelopes:
+            packet = self._envelope_packet(outbound, snapshot=False)
+            if packet is not None:
+                await self.conn.socket.send(packet)
 
     # ------------------------------------------------------------------ disconnect and events
 
@@ -267,23 +268,30 @@ class RenumSocket:
 
     # ------------------------------------------------------------------ outbound (the session's ASGI send)
 
-    async def _send(self, message: dict) -> None:
-        """Translate one v1 frame from the session's outbox into Socket.IO packets."""
+    def _send(self, message: dict) -> Awaitable[None]:
+        """Translate one v1 frame from the session's outbox into Socket.IO packets (await the result).
+
+        A plain function: an envelope, once connected, goes out as the Engine.IO socket's own
+        send (no coroutine of the binding's per delivery); every other frame takes ``_send_frame``.
+        """
         text = message.get("text")
         if text is None:
+            return _nothing()
+        outbound = _outbound(text)
+        if outbound.channel is None or self.pending is not None:
+            return self._send_frame(outbound)
+        packet = self._envelope_packet(outbound, outbound.snapshot)
+        if packet is None:
+            return _nothing()
+        return self.conn.socket.send(packet)
+
+    async def _send_frame(self, outbound: Outbound) -> None:
+        """A frame that is not an envelope going out now: a reply, ``welcome``, a position change."""
+        if outbound.channel is not None:  # an envelope while connecting
+            self.pending.append(outbound)
             return
-        frame = _parse(text)
+        frame = outbound.fields
         kind = frame.get("type")
-        channel = frame.get("channel")
-        if channel is not None and "offset" in frame and "reply_to" not in frame:
-            epoch, offset = frame.get("epoch"), frame["offset"]
-            if self.pending is not None:
-                self.pending.append((channel, epoch, offset, kind, text))
-            else:
-                packet = self._envelope_packet(channel, epoch, offset, kind, text, bool(frame.get("snapshot")))
-                if packet is not None:
-                    await self.conn.socket.send(packet)
-            return
         payload = frame.get("payload")
         reply_to = frame.get("reply_to")
         if reply_to == _RECOVERY_ID:
@@ -294,7 +302,7 @@ class RenumSocket:
         if kind == "welcome" and isinstance(payload, dict):
             for name, position in (payload.get("channels") or {}).items():
                 self.positions.setdefault(name, (position["epoch"], position["offset"]))
-            await self._out(None, parser.encode_event("welcome", [dumps(payload), dumps(self._cursor())]))
+            await self._out(parser.encode_event("welcome", [dumps(payload), dumps(self._cursor())]))
             return
         if kind == "subscribed" and isinstance(payload, dict):
             self._note_subscribed(payload, self.since.get(reply_to) if isinstance(reply_to, str) else None)
@@ -302,10 +310,10 @@ class RenumSocket:
             self.positions.pop(payload.get("channel"), None)
         ack_id = self.acks.pop(reply_to, None) if isinstance(reply_to, str) else None
         if ack_id is not None:
-            await self._out(None, ack_text(self.namespace, ack_id, [dumps(_ack_args(kind, payload))]))
+            await self._out(ack_text(self.namespace, ack_id, [dumps(_ack_args(kind, payload))]))
         if kind in ("subscribed", "unsubscribed") or (kind not in _REPLIES) or (ack_id is None and kind == "error"):
             # Position changes carry the offset, so that a reconnect names every followed channel.
-            await self._out(None, parser.encode_event(kind, [dumps(payload), dumps(self._cursor())]))
+            await self._out(parser.encode_event(kind, [dumps(payload), dumps(self._cursor())]))
 
     def _note_subscribed(self, payload: dict, since: tuple[str, int] | None) -> None:
         channel, epoch, offset = payload["channel"], payload["epoch"], payload["offset"]
@@ -317,42 +325,78 @@ class RenumSocket:
         else:
             self.positions[channel] = (epoch, offset)
 
-    async def _out(self, channel: str | None, text: str) -> None:
+    async def _out(self, text: str) -> None:
         if self.pending is not None:
-            self.pending.append((None, "", 0, None, text))
+            self.pending.append(text)
         else:
             await self.conn.send_text(text)
 
-    def _envelope_packet(self, channel: str, epoch: str, offset: int, kind: str, text: str,
-                         snapshot: bool) -> str | None:
-        """The event packet of an envelope, with the offset after it; None when it was sent already
-        (a replay overlapping a live delivery)."""
-        current = self.positions.get(channel)
-        if current is not None and current[0] == epoch and offset <= current[1] and not snapshot:
-            return None
-        if current is None or current[0] != epoch or offset > current[1]:
-            self.positions[channel] = (epoch, offset)
-        if _PLAIN_NAME(kind):
-            return f'2["{kind}",{text},"{encode_cursor(self.positions)}"]'
-        return parser.encode_event(kind, [text, dumps(self._cursor())])
+    def _envelope_packet(self, outbound: Outbound, snapshot: bool) -> str | None:
+        """The event packet of an envelope, with the socket's offset after it; None when it was
+        sent already (a replay overlapping a live delivery). All but the offset was written once
+        for the message (``Outbound``)."""
+        positions = self.positions
+        current = positions.get(outbound.channel)
+        if current is not None and current[0] == outbound.epoch:
+            if outbound.offset <= current[1]:
+                if not snapshot:
+                    return None
+            else:
+                positions[outbound.channel] = outbound.position
+        else:
+            positions[outbound.channel] = outbound.position
+        return outbound.head + encode_cursor(positions) + '"]'
 
     def _cursor(self) -> str:
         return encode_cursor(self.positions)
 
 
+class Outbound:
+    """One v1 frame from the hub or the session, as the binding sends it: parsed once per message.
+
+    The hub hands the same text object to every recipient of a message one after the other,
+    so the last one is kept (``_outbound``): its fields, and for an envelope the event packet
+    around where each socket's offset goes, are worked out once, not once per socket (read only).
+    """
+
+    __slots__ = ("text", "fields", "channel", "epoch", "offset", "position", "snapshot", "head")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.fields: dict = orjson.loads(text)
+        fields = self.fields
+        channel = fields.get("channel")
+        # An envelope: a channel message with its position (a reply to a command names its channel too).
+        if channel is None or "offset" not in fields or "reply_to" in fields:
+            self.channel: str | None = None
+            return
+        self.channel = channel
+        self.epoch: str = fields.get("epoch")
+        self.offset: int = fields["offset"]
+        self.position = (self.epoch, self.offset)  # shared by every socket's positions
+        self.snapshot = bool(fields.get("snapshot"))
+        # ``2[<name>,<envelope>,"<offset>"]``: the name (escaped where it needs it) and the envelope
+        # as they came, the offset string (base64url, nothing to escape) in between per socket.
+        kind = fields.get("type")
+        name = f'"{kind}"' if isinstance(kind, str) and _PLAIN_NAME(kind) else dumps(kind)
+        self.head = f'2[{name},{text},"'
+
+
 # Event names that need no JSON escaping (every built-in type), written as they are.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
-_parsed: list = [None, None]  # the last frame text parsed and its parse
+_last: list = [None, None]  # the last frame text seen and its Outbound
 
 
-def _parse(text: str) -> dict:
-    """A v1 frame's fields. The hub hands the same text object to every recipient of a
-    message one after the other: it is parsed once, not once per socket (read only)."""
-    if _parsed[0] is text:
-        return _parsed[1]
-    frame = orjson.loads(text)
-    _parsed[0], _parsed[1] = text, frame
-    return frame
+def _outbound(text: str) -> Outbound:
+    if _last[0] is text:
+        return _last[1]
+    outbound = Outbound(text)
+    _last[0], _last[1] = text, outbound
+    return outbound
+
+
+async def _nothing() -> None:
+    """What ``_send`` returns for a frame that sends nothing."""
 
 
 def _origin_allowed(scope: dict) -> bool:
