@@ -22,6 +22,7 @@ from typing import Protocol
 from urllib.parse import parse_qs
 
 import orjson
+from asgiref.sync import markcoroutinefunction
 
 from realtime.transports.socketio import engineio
 from realtime.transports.socketio.engineio import Packet
@@ -185,6 +186,10 @@ class EngineSocket:
                 logger.exception("engine.io close handler of %s failed", self.sid)
 
 
+async def _ignored() -> None:
+    """What the engine does with a scope of another type (none reaches it from ``renum.asgi``)."""
+
+
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -226,15 +231,19 @@ class Engine:
         self.sockets[sid] = socket
         return socket
 
-    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+    @markcoroutinefunction
+    def __call__(self, scope: dict, receive: Receive, send: Send) -> Awaitable[None]:
+        """The ASGI application: a plain function returning the transport's coroutine (an
+        ``async def`` awaiting it would keep one more frame under every socket for its life)."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         eio = query.get("EIO", [""])[0]
         transport = query.get("transport", [""])[0]
         sid = query.get("sid", [None])[0]
         if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send, eio, transport, sid)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send, eio, transport, sid)
+            return self._websocket(scope, receive, send, eio, transport, sid)
+        if scope["type"] == "http":
+            return self._http(scope, receive, send, eio, transport, sid)
+        return _ignored()
 
     # ------------------------------------------------------------------ HTTP long-polling
 

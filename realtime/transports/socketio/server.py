@@ -51,7 +51,10 @@ class Connection:
         self.decoder = parser.Decoder()
         self.sockets: dict[str, Namespace] = {}
         self.on_pong_hooks: list[Callable[[], None]] = []
-        self._connect_timer = asyncio.get_running_loop().call_later(connect_timeout, self._no_connect)
+        # Dropped once a namespace is connected: a cancelled timer kept for the socket's life is
+        # a handle and a bound method per socket.
+        self._connect_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            connect_timeout, self._no_connect)
 
     def _no_connect(self) -> None:
         if not self.sockets and not self.socket.closed:
@@ -74,7 +77,9 @@ class Connection:
     async def connected(self, namespace: str, sid: str | None = None, extra: dict | None = None) -> str:
         """Accept the namespace's CONNECT; returns the Socket.IO socket id."""
         sid = sid or secrets.token_urlsafe(15)
-        self._connect_timer.cancel()
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
         await self.send(parser.Packet(parser.CONNECT, namespace, {"sid": sid, **(extra or {})}))
         return sid
 
@@ -132,7 +137,9 @@ class Connection:
             raise parser.PacketError("unexpected packet from a client")
 
     async def on_close(self, reason: str) -> None:
-        self._connect_timer.cancel()
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
         sockets, self.sockets = self.sockets, {}
         for socket in sockets.values():
             try:
