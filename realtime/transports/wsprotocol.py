@@ -179,10 +179,16 @@ def text_frame(payload: bytes) -> bytes:
     return b"\x81\x7f" + size.to_bytes(8, "big") + payload
 
 
-_last: list = [None, b""]  # the last text framed and its frame (the hub sends one text to many sockets)
+# The last text framed and its frame (the hub sends one text to many sockets), as one tuple
+# replaced whole: a thread with an event loop of its own never pairs a text with another's frame.
+_last: tuple[str | None, bytes] = (None, b"")
 
 
 def _frame_of(text: str) -> bytes:
-    if _last[0] is not text:
-        _last[0], _last[1] = text, text_frame(text.encode())
-    return _last[1]
+    global _last
+    last = _last
+    if last[0] is text:
+        return last[1]
+    frame = text_frame(text.encode())
+    _last = (text, frame)
+    return frame
