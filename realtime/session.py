@@ -4,8 +4,8 @@ A session holds what the protocol knows of a client: its authentication result, 
 channels it follows and where they stand, its limits (command rate, invalid frames, channels
 per connection), and the answers to its commands (subscribe with recovery, unsubscribe,
 publish, command, auth refresh, ping). It knows nothing of ASGI: the transport that carries
-it (the v1 WebSocket consumer, ``realtime.consumers``) hands it the client's frames and
-gives it an ``Outbox`` to write to and a way to close (``Transport``).
+it (the v1 WebSocket consumer, ``realtime.consumers``; the Socket.IO binding) hands it the
+client's frames and gives it an ``Outbox`` to write to and a way to close (``Transport``).
 
 The process's node (``realtime.node``) holds the session in its hub, which writes channel
 messages to the session's outbox as already serialized frames, and routes the user's
@@ -23,14 +23,14 @@ from typing import Any, Protocol
 from redis.exceptions import RedisError
 
 from realtime import auth, metrics, security, sessions
-from realtime.channels import BROADCAST, authorize_subscribe, call_check, policy_for, user_channel
+from realtime.channels import BROADCAST, ChannelPolicy, authorize_subscribe, call_check, policy_for, user_channel
 from realtime.commands import run_command
 from realtime.conf import setting
 from realtime.hub import Outbox
 from realtime.limits import TokenBucket
 from realtime.node import Node, get_node
 from realtime.publish import apublish
-from realtime.recovery import catch_up
+from realtime.recovery import CatchUp, catch_up, catch_up_many
 from realtime.schemas import (
     AuthRefresh,
     AuthRefreshed,
@@ -143,7 +143,7 @@ class Session:
             heartbeat_s=setting("HEARTBEAT_S"),
             channels={c: ChannelPosition(p.epoch, p.offset) for c, p in positions.items()},
         )))
-        self._release({c: p.offset for c, p in positions.items()})
+        self.release({c: p.offset for c, p in positions.items()})
 
     async def end(self) -> None:
         """End the session: refuse further frames, leave hub, control group and registry (idempotent)."""
@@ -188,7 +188,7 @@ class Session:
         else:
             self.held.append((channel, offset, text, key))
 
-    def _release(self, sent_up_to: dict[str, int]) -> None:
+    def release(self, sent_up_to: dict[str, int]) -> None:
         """Flush held messages, skipping those already covered by the replay or position sent."""
         held, self.held = self.held or [], None
         for channel, offset, text, key in held:
@@ -283,24 +283,11 @@ class Session:
             raise
 
     async def _subscribe(self, channel: str, since: Any, reply_to: Any, *, checked: bool = False) -> None:
-        if checked:
-            validate_channel_name(channel)
-            policy = policy_for(channel)
-        else:
-            policy = await authorize_subscribe(self.identity.user, channel)
-        if channel not in self.subscribed and len(self.subscribed) >= setting("MAX_CHANNELS_PER_CONNECTION"):
-            raise ProtocolError("limit_exceeded", "too many channels on this connection")
-        self.held = self.held if self.held is not None else []
-        try:
-            if channel not in self.subscribed:
-                await self.node.hub.join(self, channel)
-                self.subscribed.add(channel)
-            caught = await catch_up(policy, self.identity.user, self.user_key, channel,
-                                    (since.epoch, since.offset) if since is not None else None)
-        except BaseException:
-            self._release({})
-            raise
-        self.node.hub.note_position(channel, caught.epoch, caught.offset)
+        outcome = (await self.follow({channel: (since.epoch, since.offset) if since is not None else None},
+                                     checked=checked))[channel]
+        if isinstance(outcome, ProtocolError):
+            raise outcome
+        caught = outcome
         # `replayed` tells the client how many of the frames that follow are the replay, so it
         # knows when its position may move past them (an extension of the v1 reply).
         self.outbox.push(frame("subscribed", Subscribed(
@@ -311,7 +298,72 @@ class Session:
             self.outbox.push(text)  # never coalesced: the client counts these frames
         if caught.snapshot is not None:
             self.outbox.push(caught.snapshot)
-        self._release({channel: caught.offset})
+        self.release({channel: caught.offset})
+
+    # ------------------------------------------------------------------ following channels
+
+    async def follow(self, positions: dict[str, tuple[str, int] | None], *,
+                     checked: bool = False) -> dict[str, CatchUp | ProtocolError]:
+        """Start following channels from the positions (epoch, offset) a client has, or from now
+        (None): what a socket's ``subscribe`` and an HTTP request's channels have in common.
+
+        Each channel's permission is asked (``authorize``; ``checked``: the server decided, only
+        the name is checked), then the channel limit; the allowed channels are joined in the hub
+        *before* their history is read (one read for all of them), so that nothing published in
+        between is missed, and each is answered with its ``CatchUp``, a refused one with its
+        ``ProtocolError``. From here live frames are held until ``release``, so that the caller
+        sends what the catch-up found first. A failure of the hub or of Redis raises.
+        """
+        answers: dict[str, Any] = _trusted(list(positions)) if checked else await self.authorize(list(positions))
+        limit = setting("MAX_CHANNELS_PER_CONNECTION")
+        count = len(self.subscribed)
+        joining = []
+        for channel, answer in answers.items():
+            if isinstance(answer, ProtocolError) or channel in self.subscribed:
+                continue
+            if count >= limit:
+                answers[channel] = ProtocolError("limit_exceeded", "too many channels on this connection")
+                continue
+            count += 1
+            joining.append(channel)
+        policies = {c: p for c, p in answers.items() if isinstance(p, ChannelPolicy)}
+        if not policies:
+            return answers
+        if self.node is None:  # a request session reaches the node here, not in ``start``
+            self.node = await get_node()
+        self.held = self.held if self.held is not None else []
+        hub = self.node.hub
+        try:
+            if joining:
+                await hub.join_many(self, joining)
+                self.subscribed.update(joining)
+            if len(policies) == 1:
+                [(channel, policy)] = policies.items()
+                caught = [await catch_up(policy, self.identity.user, self.user_key, channel, positions[channel])]
+            else:
+                caught = await catch_up_many(policies, self.identity.user, self.user_key, positions)
+        except BaseException:
+            self.release({})
+            raise
+        for one in caught:
+            hub.note_position(one.channel, one.epoch, one.offset)
+            answers[one.channel] = one
+        return answers
+
+    async def authorize(self, channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
+        """Each channel's policy where this session's user may read it, else the refusal
+        (``authorize_subscribe``: ``invalid_message``, ``not_found`` or ``forbidden``)."""
+        user = self.identity.user
+        if len(channels) == 1:  # a socket's subscribe: no task for one check
+            try:
+                return {channels[0]: await authorize_subscribe(user, channels[0])}
+            except ProtocolError as error:
+                return {channels[0]: error}
+        checks = await asyncio.gather(*(authorize_subscribe(user, c) for c in channels), return_exceptions=True)
+        for outcome in checks:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ProtocolError):
+                raise outcome
+        return dict(zip(channels, checks, strict=True))
 
     async def _unsubscribe(self, channel: str, reply_to: Any) -> None:
         validate_channel_name(channel)
@@ -393,3 +445,15 @@ _CONTROL_HANDLERS: dict[type, Callable[[Session, Any], Awaitable[None]]] = {
     ControlUnsubscribe: Session.rt_unsubscribe,
     ControlDisconnect: Session.rt_disconnect,
 }
+
+
+def _trusted(channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
+    """The policies of channels the server chose (a server-side subscribe): the name is checked,
+    not the user's permission."""
+    answers: dict[str, ChannelPolicy | ProtocolError] = {}
+    for channel in channels:
+        try:
+            answers[channel] = policy_for(validate_channel_name(channel))
+        except ProtocolError as error:
+            answers[channel] = error
+    return answers
