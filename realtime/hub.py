@@ -166,7 +166,7 @@ class Outbox:
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a connection (a session, ``realtime.session``, or an HTTP listener)."""
+    """What the hub needs of a connection (a session, ``realtime.session``: a socket's or an HTTP request's)."""
 
     connection_id: str
     user_key: bytes

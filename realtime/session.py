@@ -7,6 +7,11 @@ publish, command, auth refresh, ping). It knows nothing of ASGI: the transport t
 it (the v1 WebSocket consumer, ``realtime.consumers``; the Socket.IO binding) hands it the
 client's frames and gives it an ``Outbox`` to write to and a way to close (``Transport``).
 
+The HTTP transports (``realtime.transports``: long polls, server-sent events) carry a
+``RequestSession``: a session that lives as long as one request and follows the channels the
+request names, through the same ``follow`` (permissions, the channel limit, joining before
+reading, recovery) and the same outbox as a socket's ``subscribe``.
+
 The process's node (``realtime.node``) holds the session in its hub, which writes channel
 messages to the session's outbox as already serialized frames, and routes the user's
 control messages (server-side subscribe, unsubscribe, disconnect) to ``control``.
@@ -15,9 +20,12 @@ control messages (server-side subscribe, unsubscribe, disconnect) to ``control``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -26,7 +34,7 @@ from realtime import auth, metrics, security, sessions
 from realtime.channels import BROADCAST, ChannelPolicy, authorize_subscribe, call_check, policy_for, user_channel
 from realtime.commands import run_command
 from realtime.conf import setting
-from realtime.hub import Outbox
+from realtime.hub import Hub, Outbox
 from realtime.limits import TokenBucket
 from realtime.node import Node, get_node
 from realtime.publish import apublish
@@ -457,3 +465,142 @@ def _trusted(channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
         except ProtocolError as error:
             answers[channel] = error
     return answers
+
+
+# ---------------------------------------------------------------------- sessions of one HTTP request
+
+
+class RequestSession(Session):
+    """A session that lasts one HTTP request: a long poll or an event stream (``realtime.transports``).
+
+    It follows the channels the request names (``follow``), as a socket's ``subscribe`` does,
+    and writes what they carry to its outbox; it takes no client frames. It does not ``start``
+    on the node: it has no registry entry and no control routing, is not counted among the
+    user's connections and gets no welcome. Two things differ from a socket's session, both
+    because a long poller comes back with every answer: a granted permission is reused for
+    ``HTTP_PERMISSION_TTL_S``, and the channels it leaves linger in the process's subscription
+    (``_Keeper``) for the next request.
+    """
+
+    __slots__ = ("expiry",)
+
+    def __init__(self, transport: Transport, identity: auth.Identity, *, ip: str,
+                 send: Callable[[dict], Awaitable[None]]) -> None:
+        super().__init__(transport, identity, connection_id="", ip=ip, session_key=None, send=send,
+                         turn=asyncio.Lock(), connected_at=time.time())
+        self.expiry: asyncio.TimerHandle | None = None
+
+    async def authorize(self, channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
+        """``Session.authorize``, reusing a grant for ``HTTP_PERMISSION_TTL_S`` (refusals are
+        never remembered)."""
+        ttl = setting("HTTP_PERMISSION_TTL_S")
+        if ttl <= 0:
+            return await super().authorize(channels)
+        user_id = self.identity.user_id
+        now = time.monotonic()
+        granted = {c for c in channels if _granted.get((user_id, c), 0.0) > now}
+        asking = [c for c in channels if c not in granted]
+        asked = await super().authorize(asking) if asking else {}
+        for channel, answer in asked.items():
+            if isinstance(answer, ChannelPolicy):
+                if len(_granted) >= _GRANTED_MAX:
+                    _granted.clear()  # a crude bound: the next requests ask again
+                _granted[(user_id, channel)] = now + ttl
+        return {c: policy_for(c) if c in granted else asked[c] for c in channels}
+
+    def close_when_expired(self) -> None:
+        """Close (4011) when the credentials expire, as the node's housekeeping closes a socket
+        (a request session is not in the hub's connection table that it sweeps)."""
+        expires_at = self.identity.expires_at
+        if expires_at is not None:
+            delay = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
+            self.expiry = asyncio.get_running_loop().call_later(
+                delay, self.close_soon, 4011, "session expired" if self.identity.method == "session"
+                else "token expired")
+
+    async def end(self) -> None:
+        """Refuse further frames and leave the channels, which linger a while (idempotent)."""
+        self.outbox.close()
+        if self.identity is None:
+            return
+        self.identity = None
+        if self.expiry is not None:
+            self.expiry.cancel()
+        if self.node is not None:
+            _linger(self.node.hub, self)
+
+
+# (user id, channel) -> until when (monotonic) a granted permission is reused. A long poller
+# asks again with every request, a few times a second under load: a team membership query
+# each time would be most of a poll's cost.
+_granted: dict[tuple[str, str], float] = {}
+_GRANTED_MAX = 200_000
+
+
+class _Keeper:
+    """Holds a process's subscription to a channel for ``LINGER_S`` after its last request session left.
+
+    A long poller leaves its channels with every answer and joins them again a moment later:
+    without this, each cycle would UNSUBSCRIBE its ``user:`` channel from Redis and wait for a
+    new SUBSCRIBE to be confirmed. Frames it gets are dropped; it is the hub's subscriber only.
+    """
+
+    __slots__ = ("connection_id", "user_key", "held", "outbox", "subscribed", "until", "sweeper")
+
+    def __init__(self) -> None:
+        self.connection_id = ""
+        self.user_key = b""
+        self.held = ()  # not None: the hub hands frames to ``deliver``, which drops them
+        self.outbox = None
+        self.subscribed: set[str] = set()
+        self.until: dict[str, float] = {}
+        self.sweeper: asyncio.Task | None = None
+
+    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"", message: dict | None = None) -> None:
+        """Nothing to do: the keeper reads nothing."""
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Nothing to close."""
+
+    async def sweep(self, hub: Hub) -> None:
+        """Give up the channels whose linger time is over (the hub unsubscribes the unused ones)."""
+        while True:
+            await asyncio.sleep(LINGER_S / 2)
+            now = time.monotonic()
+            for channel, until in list(self.until.items()):
+                if until <= now:
+                    del self.until[channel]
+                    self.subscribed.discard(channel)
+                    try:
+                        await hub.leave(self, channel)
+                    except Exception:
+                        logger.debug("leaving %s failed", channel, exc_info=True)
+
+
+LINGER_S = 30.0
+_keepers: weakref.WeakKeyDictionary[Hub, _Keeper] = weakref.WeakKeyDictionary()
+
+
+def _keeper_of(hub: Hub) -> _Keeper:
+    keeper = _keepers.get(hub)
+    if keeper is None:
+        keeper = _keepers[hub] = _Keeper()
+        # A fresh context: the sweeper serves every reader, not the request that started it.
+        keeper.sweeper = asyncio.get_running_loop().create_task(keeper.sweep(hub), context=contextvars.Context())
+    return keeper
+
+
+def _linger(hub: Hub, session: RequestSession) -> None:
+    """Take a request session off its channels; a channel left with no reader lingers (``_Keeper``)."""
+    keeper = _keeper_of(hub)
+    until = time.monotonic() + LINGER_S
+    for channel in session.subscribed:
+        subs = hub.channels.get(channel)
+        if subs is None:
+            continue
+        subs.pop(session, None)
+        if not subs or keeper in subs:
+            subs[keeper] = None
+            keeper.subscribed.add(channel)
+            keeper.until[channel] = until
+    session.subscribed.clear()
