@@ -27,7 +27,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -255,11 +254,9 @@ async def authenticate(scope: dict, query: dict[str, list[str]]) -> auth.Identit
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise auth.AuthFailure("the Authorization header must be 'Bearer <access token>'")
-        user, expires_at = await auth.user_from_token(token.strip())
-        return auth.Identity(user, expires_at, "bearer")
+        return await auth.token_identity(token.strip(), "bearer")
     if "ticket" in query:
-        user = await auth.redeem_ticket(query["ticket"][0])
-        return auth.Identity(user, datetime.now(UTC) + auth.jwt_settings.ACCESS_TOKEN_LIFETIME, "ticket")
+        return await auth.ticket_identity(query["ticket"][0])
     session = await auth.session_user(scope)
     if session is not None:
         user, store = session
