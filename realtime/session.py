@@ -521,6 +521,10 @@ class RequestSession(Session):
     async def end(self) -> None:
         """Refuse further frames and leave the channels, which linger a while (idempotent)."""
         self.outbox.close()
+        # The outbox calls back into the session when it overflows: left so, the two are a
+        # reference cycle, freed only by the next garbage collection, and a long poller leaves
+        # one behind every few seconds.
+        self.outbox.on_overflow = _nothing
         if self.identity is None:
             return
         self.identity = None
@@ -528,6 +532,10 @@ class RequestSession(Session):
             self.expiry.cancel()
         if self.node is not None:
             _linger(self.node.hub, self)
+
+
+def _nothing() -> None:
+    """What an ended request session's outbox reports an overflow to."""
 
 
 # (user id, channel) -> until when (monotonic) a granted permission is reused. A long poller

@@ -210,6 +210,7 @@ class _PollWire(_Wire):
         self._wake()
 
     def ready(self) -> bool:
+        """Whether the wait is over before it starts: an envelope came already, or the end."""
         return self.ended or bool(self.frames)
 
     def take_into(self, states: dict[str, ChannelState]) -> None:

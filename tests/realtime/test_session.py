@@ -198,6 +198,7 @@ async def _eventually(condition, timeout: float = 3.0) -> None:
 async def test_a_request_session_follows_its_channels_with_their_catch_up_or_refusal(user, make_user):
     from realtime.publish import apublish
 
+    node = await get_node()  # running already, as in a server that took a request before
     other = await sync_to_async(make_user)()
     first = await apublish(f"user:{user.pk}", "note", {"n": 1})
     await apublish(f"user:{user.pk}", "note", {"n": 2})
@@ -206,7 +207,6 @@ async def test_a_request_session_follows_its_channels_with_their_catch_up_or_ref
 
     answers = await session.follow({f"user:{user.pk}": (first.epoch, 0), "broadcast": None,
                                     f"user:{other.pk}": None, "nosuch:1": None})
-    node = await get_node()
 
     mine = answers[f"user:{user.pk}"]
     assert (mine.epoch, mine.offset, mine.recovered) == (first.epoch, 2, True)
@@ -311,3 +311,22 @@ async def test_a_request_session_closes_itself_when_its_credentials_expire(user)
     assert closed_at_once == []
     assert transport.closed == [(4011, "token expired")]
     await session.end()
+
+
+async def test_an_ended_request_session_is_freed_at_once_not_by_the_garbage_collector(user):
+    """A long poller ends a request session every few seconds: a reference cycle would leave
+    each one to the next collection, which walks every waiting client's objects."""
+    import gc
+
+    session = _request_session(user, RecordingTransport())
+    await session.follow({"broadcast": None})
+    gc.collect()
+    gc.disable()
+    try:
+        await session.end()
+        del session
+        alive = [o for o in gc.get_objects() if type(o) is RequestSession]
+    finally:
+        gc.enable()
+
+    assert alive == []
