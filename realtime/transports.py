@@ -644,7 +644,8 @@ async def _stream(send: Send, session: RequestSession, wire: _StreamWire, states
     # (``OUTBOX_MAX_BYTES`` waiting) or the hub lost what it could not replay: the client
     # reconnects with its cursor and resumes.
     session.close_when_expired()
-    while not gone.done() and not wire.ended:
+    # ``outbox.closed`` too: a write that failed closed the outbox, and nothing more would go out.
+    while not gone.done() and not wire.ended and not session.outbox.closed:
         await wire.wait(wire.written + heartbeat - time.monotonic(), gone)
         if not gone.done() and not wire.ended and time.monotonic() - wire.written >= heartbeat:
             wire.written = time.monotonic()  # once per idle interval, even while the ping waits in the outbox
