@@ -118,6 +118,19 @@ async def redeem_ticket(ticket: str) -> Any:
     return user
 
 
+async def token_identity(token: str, method: str) -> Identity:
+    """The identity of an access token (``method``: how the transport was given it), or AuthFailure."""
+    user, expires_at = await user_from_token(token)
+    return Identity(user, expires_at, method)
+
+
+async def ticket_identity(ticket: str) -> Identity:
+    """The identity of a one-time ticket (used up), or AuthFailure. A ticket authenticates the
+    connect or the request; the session then lasts one access-token lifetime."""
+    user = await redeem_ticket(ticket)
+    return Identity(user, datetime.now(UTC) + jwt_settings.ACCESS_TOKEN_LIFETIME, "ticket")
+
+
 def _bearer_from_subprotocols(scope: dict) -> str | None:
     for proto in scope.get("subprotocols", ()):
         if proto.startswith(BEARER_PREFIX):
@@ -129,17 +142,13 @@ async def authenticate(scope: dict) -> Identity:
     """Authenticate a socket by subprotocol bearer, ticket, path token or session, in that order."""
     token = _bearer_from_subprotocols(scope)
     if token is not None:
-        user, expires_at = await user_from_token(token)
-        return Identity(user, expires_at, "subprotocol")
+        return await token_identity(token, "subprotocol")
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "ticket" in query:
-        user = await redeem_ticket(query["ticket"][0])
-        # A ticket authenticates the connect; the session then lasts one access-token lifetime.
-        return Identity(user, datetime.now(UTC) + jwt_settings.ACCESS_TOKEN_LIFETIME, "ticket")
+        return await ticket_identity(query["ticket"][0])
     token = scope.get("url_route", {}).get("kwargs", {}).get("token")
     if token:
-        user, expires_at = await user_from_token(token)
-        return Identity(user, expires_at, "path")
+        return await token_identity(token, "path")
     session_user = scope.get("user")
     if session_user is not None and session_user.is_authenticated and session_user.is_active:
         session = scope.get("session")

@@ -4,8 +4,13 @@ A session holds what the protocol knows of a client: its authentication result, 
 channels it follows and where they stand, its limits (command rate, invalid frames, channels
 per connection), and the answers to its commands (subscribe with recovery, unsubscribe,
 publish, command, auth refresh, ping). It knows nothing of ASGI: the transport that carries
-it (the v1 WebSocket consumer, ``realtime.transports.consumers``) hands it the client's frames and
-gives it an ``Outbox`` to write to and a way to close (``Transport``).
+it (the v1 WebSocket consumer, ``realtime.transports.consumers``; the Socket.IO binding) hands it the
+client's frames and gives it an ``Outbox`` to write to and a way to close (``Transport``).
+
+The HTTP transports (``realtime.transports.http``: long polls, server-sent events) carry a
+``RequestSession``: a session that lives as long as one request and follows the channels the
+request names, through the same ``follow`` (permissions, the channel limit, joining before
+reading, recovery) and the same outbox as a socket's ``subscribe``.
 
 The process's node (``realtime.fanout.node``) holds the session in its hub, which writes channel
 messages to the session's outbox as already serialized frames, and routes the user's
@@ -15,20 +20,23 @@ control messages (server-side subscribe, unsubscribe, disconnect) to ``control``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
 from realtime.conf import setting
 from realtime.core import auth, security, sessions
-from realtime.core.channels import BROADCAST, authorize_subscribe, call_check, policy_for, user_channel
+from realtime.core.channels import BROADCAST, ChannelPolicy, authorize_subscribe, call_check, policy_for, user_channel
 from realtime.core.commands import run_command
 from realtime.core.limits import TokenBucket
-from realtime.core.recovery import catch_up
-from realtime.fanout.hub import Outbox
+from realtime.core.recovery import CatchUp, catch_up, catch_up_many
+from realtime.fanout.hub import Hub, Outbox
 from realtime.fanout.node import Node, get_node
 from realtime.ops import metrics
 from realtime.publish import apublish
@@ -144,7 +152,7 @@ class Session:
             heartbeat_s=setting("HEARTBEAT_S"),
             channels={c: ChannelPosition(p.epoch, p.offset) for c, p in positions.items()},
         )))
-        self._release({c: p.offset for c, p in positions.items()})
+        self.release({c: p.offset for c, p in positions.items()})
 
     async def end(self) -> None:
         """End the session: refuse further frames, leave hub, control group and registry (idempotent)."""
@@ -189,7 +197,7 @@ class Session:
         else:
             self.held.append((channel, offset, text, key))
 
-    def _release(self, sent_up_to: dict[str, int]) -> None:
+    def release(self, sent_up_to: dict[str, int]) -> None:
         """Flush held messages, skipping those already covered by the replay or position sent."""
         held, self.held = self.held or [], None
         for channel, offset, text, key in held:
@@ -284,24 +292,11 @@ class Session:
             raise
 
     async def _subscribe(self, channel: str, since: Any, reply_to: Any, *, checked: bool = False) -> None:
-        if checked:
-            validate_channel_name(channel)
-            policy = policy_for(channel)
-        else:
-            policy = await authorize_subscribe(self.identity.user, channel)
-        if channel not in self.subscribed and len(self.subscribed) >= setting("MAX_CHANNELS_PER_CONNECTION"):
-            raise ProtocolError("limit_exceeded", "too many channels on this connection")
-        self.held = self.held if self.held is not None else []
-        try:
-            if channel not in self.subscribed:
-                await self.node.hub.join(self, channel)
-                self.subscribed.add(channel)
-            caught = await catch_up(policy, self.identity.user, self.user_key, channel,
-                                    (since.epoch, since.offset) if since is not None else None)
-        except BaseException:
-            self._release({})
-            raise
-        self.node.hub.note_position(channel, caught.epoch, caught.offset)
+        outcome = (await self.follow({channel: (since.epoch, since.offset) if since is not None else None},
+                                     checked=checked))[channel]
+        if isinstance(outcome, ProtocolError):
+            raise outcome
+        caught = outcome
         # `replayed` tells the client how many of the frames that follow are the replay, so it
         # knows when its position may move past them (an extension of the v1 reply).
         self.outbox.push(frame("subscribed", Subscribed(
@@ -312,7 +307,72 @@ class Session:
             self.outbox.push(text)  # never coalesced: the client counts these frames
         if caught.snapshot is not None:
             self.outbox.push(caught.snapshot)
-        self._release({channel: caught.offset})
+        self.release({channel: caught.offset})
+
+    # ------------------------------------------------------------------ following channels
+
+    async def follow(self, positions: dict[str, tuple[str, int] | None], *,
+                     checked: bool = False) -> dict[str, CatchUp | ProtocolError]:
+        """Start following channels from the positions (epoch, offset) a client has, or from now
+        (None): what a socket's ``subscribe`` and an HTTP request's channels have in common.
+
+        Each channel's permission is asked (``authorize``; ``checked``: the server decided, only
+        the name is checked), then the channel limit; the allowed channels are joined in the hub
+        *before* their history is read (one read for all of them), so that nothing published in
+        between is missed, and each is answered with its ``CatchUp``, a refused one with its
+        ``ProtocolError``. From here live frames are held until ``release``, so that the caller
+        sends what the catch-up found first. A failure of the hub or of Redis raises.
+        """
+        answers: dict[str, Any] = _trusted(list(positions)) if checked else await self.authorize(list(positions))
+        limit = setting("MAX_CHANNELS_PER_CONNECTION")
+        count = len(self.subscribed)
+        joining = []
+        for channel, answer in answers.items():
+            if isinstance(answer, ProtocolError) or channel in self.subscribed:
+                continue
+            if count >= limit:
+                answers[channel] = ProtocolError("limit_exceeded", "too many channels on this connection")
+                continue
+            count += 1
+            joining.append(channel)
+        policies = {c: p for c, p in answers.items() if isinstance(p, ChannelPolicy)}
+        if not policies:
+            return answers
+        if self.node is None:  # a request session reaches the node here, not in ``start``
+            self.node = await get_node()
+        self.held = self.held if self.held is not None else []
+        hub = self.node.hub
+        try:
+            if joining:
+                await hub.join_many(self, joining)
+                self.subscribed.update(joining)
+            if len(policies) == 1:
+                [(channel, policy)] = policies.items()
+                caught = [await catch_up(policy, self.identity.user, self.user_key, channel, positions[channel])]
+            else:
+                caught = await catch_up_many(policies, self.identity.user, self.user_key, positions)
+        except BaseException:
+            self.release({})
+            raise
+        for one in caught:
+            hub.note_position(one.channel, one.epoch, one.offset)
+            answers[one.channel] = one
+        return answers
+
+    async def authorize(self, channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
+        """Each channel's policy where this session's user may read it, else the refusal
+        (``authorize_subscribe``: ``invalid_message``, ``not_found`` or ``forbidden``)."""
+        user = self.identity.user
+        if len(channels) == 1:  # a socket's subscribe: no task for one check
+            try:
+                return {channels[0]: await authorize_subscribe(user, channels[0])}
+            except ProtocolError as error:
+                return {channels[0]: error}
+        checks = await asyncio.gather(*(authorize_subscribe(user, c) for c in channels), return_exceptions=True)
+        for outcome in checks:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ProtocolError):
+                raise outcome
+        return dict(zip(channels, checks, strict=True))
 
     async def _unsubscribe(self, channel: str, reply_to: Any) -> None:
         validate_channel_name(channel)
@@ -394,3 +454,162 @@ _CONTROL_HANDLERS: dict[type, Callable[[Session, Any], Awaitable[None]]] = {
     ControlUnsubscribe: Session.rt_unsubscribe,
     ControlDisconnect: Session.rt_disconnect,
 }
+
+
+def _trusted(channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
+    """The policies of channels the server chose (a server-side subscribe): the name is checked,
+    not the user's permission."""
+    answers: dict[str, ChannelPolicy | ProtocolError] = {}
+    for channel in channels:
+        try:
+            answers[channel] = policy_for(validate_channel_name(channel))
+        except ProtocolError as error:
+            answers[channel] = error
+    return answers
+
+
+# ---------------------------------------------------------------------- sessions of one HTTP request
+
+
+class RequestSession(Session):
+    """A session that lasts one HTTP request: a long poll or an event stream (``realtime.transports.http``).
+
+    It follows the channels the request names (``follow``), as a socket's ``subscribe`` does,
+    and writes what they carry to its outbox; it takes no client frames. It does not ``start``
+    on the node: it has no registry entry and no control routing, is not counted among the
+    user's connections and gets no welcome. Two things differ from a socket's session, both
+    because a long poller comes back with every answer: a granted permission is reused for
+    ``HTTP_PERMISSION_TTL_S``, and the channels it leaves linger in the process's subscription
+    (``_Keeper``) for the next request.
+    """
+
+    __slots__ = ("expiry",)
+
+    def __init__(self, transport: Transport, identity: auth.Identity, *, ip: str,
+                 send: Callable[[dict], Awaitable[None]]) -> None:
+        super().__init__(transport, identity, connection_id="", ip=ip, session_key=None, send=send,
+                         turn=asyncio.Lock(), connected_at=time.time())
+        self.expiry: asyncio.TimerHandle | None = None
+
+    async def authorize(self, channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
+        """``Session.authorize``, reusing a grant for ``HTTP_PERMISSION_TTL_S`` (refusals are
+        never remembered)."""
+        ttl = setting("HTTP_PERMISSION_TTL_S")
+        if ttl <= 0:
+            return await super().authorize(channels)
+        user_id = self.identity.user_id
+        now = time.monotonic()
+        granted = {c for c in channels if _granted.get((user_id, c), 0.0) > now}
+        asking = [c for c in channels if c not in granted]
+        asked = await super().authorize(asking) if asking else {}
+        for channel, answer in asked.items():
+            if isinstance(answer, ChannelPolicy):
+                if len(_granted) >= _GRANTED_MAX:
+                    _granted.clear()  # a crude bound: the next requests ask again
+                _granted[(user_id, channel)] = now + ttl
+        return {c: policy_for(c) if c in granted else asked[c] for c in channels}
+
+    def close_when_expired(self) -> None:
+        """Close (4011) when the credentials expire, as the node's housekeeping closes a socket
+        (a request session is not in the hub's connection table that it sweeps)."""
+        expires_at = self.identity.expires_at
+        if expires_at is not None:
+            delay = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
+            self.expiry = asyncio.get_running_loop().call_later(
+                delay, self.close_soon, 4011, "session expired" if self.identity.method == "session"
+                else "token expired")
+
+    async def end(self) -> None:
+        """Refuse further frames and leave the channels, which linger a while (idempotent)."""
+        self.outbox.close()
+        # The outbox calls back into the session when it overflows: left so, the two are a
+        # reference cycle, freed only by the next garbage collection, and a long poller leaves
+        # one behind every few seconds.
+        self.outbox.on_overflow = _nothing
+        if self.identity is None:
+            return
+        self.identity = None
+        if self.expiry is not None:
+            self.expiry.cancel()
+        if self.node is not None:
+            _linger(self.node.hub, self)
+
+
+def _nothing() -> None:
+    """What an ended request session's outbox reports an overflow to."""
+
+
+# (user id, channel) -> until when (monotonic) a granted permission is reused. A long poller
+# asks again with every request, a few times a second under load: a team membership query
+# each time would be most of a poll's cost.
+_granted: dict[tuple[str, str], float] = {}
+_GRANTED_MAX = 200_000
+
+
+class _Keeper:
+    """Holds a process's subscription to a channel for ``LINGER_S`` after its last request session left.
+
+    A long poller leaves its channels with every answer and joins them again a moment later:
+    without this, each cycle would UNSUBSCRIBE its ``user:`` channel from Redis and wait for a
+    new SUBSCRIBE to be confirmed. Frames it gets are dropped; it is the hub's subscriber only.
+    """
+
+    __slots__ = ("connection_id", "user_key", "held", "outbox", "subscribed", "until", "sweeper")
+
+    def __init__(self) -> None:
+        self.connection_id = ""
+        self.user_key = b""
+        self.held = ()  # not None: the hub hands frames to ``deliver``, which drops them
+        self.outbox = None
+        self.subscribed: set[str] = set()
+        self.until: dict[str, float] = {}
+        self.sweeper: asyncio.Task | None = None
+
+    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"", message: dict | None = None) -> None:
+        """Nothing to do: the keeper reads nothing."""
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Nothing to close."""
+
+    async def sweep(self, hub: Hub) -> None:
+        """Give up the channels whose linger time is over (the hub unsubscribes the unused ones)."""
+        while True:
+            await asyncio.sleep(LINGER_S / 2)
+            now = time.monotonic()
+            for channel, until in list(self.until.items()):
+                if until <= now:
+                    del self.until[channel]
+                    self.subscribed.discard(channel)
+                    try:
+                        await hub.leave(self, channel)
+                    except Exception:
+                        logger.debug("leaving %s failed", channel, exc_info=True)
+
+
+LINGER_S = 30.0
+_keepers: weakref.WeakKeyDictionary[Hub, _Keeper] = weakref.WeakKeyDictionary()
+
+
+def _keeper_of(hub: Hub) -> _Keeper:
+    keeper = _keepers.get(hub)
+    if keeper is None:
+        keeper = _keepers[hub] = _Keeper()
+        # A fresh context: the sweeper serves every reader, not the request that started it.
+        keeper.sweeper = asyncio.get_running_loop().create_task(keeper.sweep(hub), context=contextvars.Context())
+    return keeper
+
+
+def _linger(hub: Hub, session: RequestSession) -> None:
+    """Take a request session off its channels; a channel left with no reader lingers (``_Keeper``)."""
+    keeper = _keeper_of(hub)
+    until = time.monotonic() + LINGER_S
+    for channel in session.subscribed:
+        subs = hub.channels.get(channel)
+        if subs is None:
+            continue
+        subs.pop(session, None)
+        if not subs or keeper in subs:
+            subs[keeper] = None
+            keeper.subscribed.add(channel)
+            keeper.until[channel] = until
+    session.subscribed.clear()

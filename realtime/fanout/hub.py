@@ -167,7 +167,7 @@ class Outbox:
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a connection (a session, ``realtime.core.session``, or an HTTP listener)."""
+    """What the hub needs of a connection (a session, ``realtime.core.session``: a socket's or an HTTP request's)."""
 
     connection_id: str
     user_key: bytes

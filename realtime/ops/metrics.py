@@ -19,7 +19,8 @@ FANOUT_SECONDS = Histogram(
     "renum_realtime_fanout_seconds", "Time to hand one message to every local subscriber",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
-SLOW_CONSUMERS = Counter("renum_realtime_slow_consumer_disconnects_total", "Sockets closed with 4009")
+SLOW_CONSUMERS = Counter("renum_realtime_slow_consumer_disconnects_total",
+                         "Sockets closed with 4009 and event streams ended for a slow reader")
 RATE_LIMITED = Counter("renum_realtime_rate_limited_total", "Refusals by rate limits", ["limit"])
 AUTH_FAILURES = Counter("renum_realtime_auth_failures_total", "Failed socket authentications")
 PROTOCOL_ERRORS = Counter("renum_realtime_protocol_errors_total", "Error frames sent, by code", ["code"])

@@ -5,10 +5,15 @@ are small ASGI handlers mounted in front of Django (``http_router``), not Django
 async Django view still runs the sync middleware through a per-request thread, and the
 thread lives as long as the request, so a crowd of waiting polls would be a crowd of threads.
 
-A poll or a stream registers a ``Listener`` with the process's hub, like a socket does: the
-hub's fan-out wakes it with the message, so a waiter holds no thread, no database connection
-and no Redis connection. History is read once, to catch up (``realtime.core.recovery``), and
-authentication costs at most one short query (``realtime.core.users``' batched lookup, or the
+This module is the HTTP codec of the session core, as ``realtime.transports.consumers`` is its WebSocket
+transport: each poll or stream carries a session (``realtime.core.session.RequestSession``), which
+asks the channels' permissions, applies the channel limit, joins the hub, catches up
+(positions, ``recovered``, the replay, snapshots), holds live frames until they may follow,
+and writes every frame to its outbox. What is left here is the wire: request parsing and
+credentials, the poll's JSON answer, the stream's events and cursors, ``Last-Event-ID``,
+timeouts and status codes. A waiter holds no thread, no database connection and no Redis
+connection: the hub's fan-out writes the message to its session's outbox, which wakes it.
+Authentication costs at most one short query (``realtime.core.users``' batched lookup, or the
 session row through Django's pool, released at once).
 """
 
@@ -17,14 +22,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextvars
 import logging
 import random
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -34,9 +36,8 @@ from redis.exceptions import RedisError
 
 from realtime.conf import setting
 from realtime.core import auth
-from realtime.core.channels import ChannelPolicy, authorize_subscribe, policy_for
-from realtime.core.recovery import CatchUp, catch_up_many
-from realtime.fanout.hub import Hub, get_hub
+from realtime.core.recovery import CatchUp
+from realtime.core.session import RequestSession
 from realtime.ops import metrics
 from realtime.schemas import ProtocolError, validate_channel_name
 
@@ -49,6 +50,8 @@ _WAITERS = metrics.HTTP_WAITERS
 MAX_TIMEOUT_S = 30
 DEFAULT_TIMEOUT_S = 25
 MAX_BODY_BYTES = 64 * 1024
+_CHANNEL_MARK = ',"channel":"'
+_OFFSET_MARK = '","offset":'
 _EPOCH_MARK = ',"epoch":"'
 
 
@@ -63,55 +66,113 @@ class HttpError(Exception):
         self.headers = headers or []
 
 
-# ---------------------------------------------------------------------- the hub's listener
+# ---------------------------------------------------------------------- envelopes from the session
 
 
-class Listener:
-    """A poll or stream waiting on the hub: what the hub needs of a subscriber, and no more.
+def _position_of(text: str) -> tuple[str, int, str]:
+    """The channel, offset and epoch of an envelope, which follow its type in that order
+    (``realtime.schemas.envelope_parts``, the offset and epoch as Redis inserts them).
 
-    ``held`` is never None, so the hub hands every frame to ``deliver``, which keeps it and
-    wakes the waiter. Not registered in the hub's connection table: the socket housekeeping
-    (heartbeats, registry) is not for it.
+    The first ``,"channel":"`` is the envelope's own: the type before it is a JSON string,
+    whose quotes would be escaped; channel names need no escaping.
+    """
+    start = text.index(_CHANNEL_MARK) + len(_CHANNEL_MARK)
+    end = text.index(_OFFSET_MARK, start)
+    offset_end = text.index(_EPOCH_MARK, end)
+    epoch_start = offset_end + len(_EPOCH_MARK)
+    epoch = text[epoch_start:text.index('"', epoch_start)]
+    return text[start:end], int(text[end + len(_OFFSET_MARK):offset_end]), epoch
+
+
+def _type_of(text: str) -> str:
+    """The ``type`` of an envelope, which starts with it (``{"type":"...``)."""
+    if text.startswith('{"type":"'):
+        end = text.find('"', 9)
+        if end > 0 and "\\" not in text[9:end]:
+            return text[9:end]
+    kind = orjson.loads(text).get("type")
+    return kind if isinstance(kind, str) else "message"
+
+
+# ---------------------------------------------------------------------- per-channel state
+
+
+@dataclass(slots=True)
+class ChannelState:
+    """What one reader has of one channel, as the wire reports it: its position and the
+    envelopes to send after it."""
+
+    channel: str
+    epoch: str
+    offset: int  # the position once ``messages`` are sent
+    recovered: bool
+    start: int  # the reader's position before them (its own when recovered, else the channel's)
+    messages: list[tuple[int, str]] = field(default_factory=list)
+    snapshot: str | None = None
+
+    @classmethod
+    def of(cls, caught: CatchUp, since: tuple[str, int] | None) -> ChannelState:
+        """The state right after catching up (the replay counts as messages to send)."""
+        start = since[1] if caught.recovered and since is not None else caught.offset
+        return cls(caught.channel, caught.epoch, caught.offset, caught.recovered, start, list(caught.replay),
+                   caught.snapshot)
+
+    def apply(self, offset: int, epoch: str, text: str) -> bool:
+        """Take a live envelope; True when it changes what the reader must be told.
+
+        An envelope of another epoch means the channel restarted (its history was lost): the
+        reader cannot recover, and is told so at the new position. One at or below the
+        position was covered by the catch-up (the hub may deliver it after the read).
+        """
+        if epoch != self.epoch:
+            self.epoch, self.offset, self.start, self.recovered = epoch, offset, offset, False
+            self.messages, self.snapshot = [], None
+            return True
+        if offset <= self.offset:
+            return False
+        self.messages.append((offset, text))
+        self.offset = offset
+        return True
+
+
+# ---------------------------------------------------------------------- the session's side of a request
+
+
+class _Wire:
+    """What a request's session writes to and closes (its ``Transport``), and the request's wait.
+
+    ``ended`` once the session closed it: the hub lost history it could not replay, the
+    reader is too slow, or the credentials ran out. The request answers or ends then, and the
+    client's next request resumes or resyncs.
     """
 
-    __slots__ = ("connection_id", "user_key", "held", "outbox", "subscribed", "frames", "waiter", "broken",
-                 "queued_bytes")
+    __slots__ = ("waiter", "ended")
 
-    def __init__(self, user_key: bytes) -> None:
-        self.connection_id = ""
-        self.user_key = user_key
-        self.held = ()  # not None: deliveries come through ``deliver``
-        self.outbox = None
-        self.subscribed: set[str] = set()
-        self.frames: list[tuple[str, int, str]] = []
+    def __init__(self) -> None:
         self.waiter: asyncio.Future | None = None
-        self.broken = False  # the hub lost history it could not replay: end, let the client resume
-        self.queued_bytes = 0
+        self.ended = False
 
-    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"", message: dict | None = None) -> None:
-        """Keep a live frame (audience already checked by the hub) and wake the waiter."""
-        self.frames.append((channel, offset, text))
-        self.queued_bytes += len(text)
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """The session closes: end the wait."""
+        self.ended = True
         self._wake()
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """The hub could not fill a gap: answer now; the client's next request resumes or resyncs."""
-        self.broken = True
-        self._wake()
+    def describe(self) -> tuple[str, str]:
+        """Nothing for the registry: a request session has no entry."""
+        return "", ""
 
     def _wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def take(self) -> list[tuple[str, int, str]]:
-        """The frames delivered so far, emptied."""
-        frames, self.frames, self.queued_bytes = self.frames, [], 0
-        return frames
+    def ready(self) -> bool:
+        """Whether the wait is over before it starts."""
+        return self.ended
 
     async def wait(self, timeout: float, gone: asyncio.Future | None) -> None:
-        """Until a frame arrives, the client leaves (``gone``), or ``timeout`` seconds pass."""
-        if self.frames or self.broken or timeout <= 0:
+        """Until woken, the client leaves (``gone``), or ``timeout`` seconds pass."""
+        if self.ready() or timeout <= 0:
             return
         loop = asyncio.get_running_loop()
         self.waiter = waiter = loop.create_future()
@@ -135,64 +196,49 @@ def _settle(waiter: asyncio.Future) -> None:
         waiter.set_result(None)
 
 
-def _epoch_of(text: str) -> str:
-    """The epoch of an envelope: the first ``,"epoch":"`` is the envelope's own (it follows the
-    offset; the type and channel before it are JSON strings, whose quotes would be escaped)."""
-    start = text.find(_EPOCH_MARK)
-    if start < 0:
-        return ""
-    start += len(_EPOCH_MARK)
-    return text[start:text.find('"', start)]
+class _PollWire(_Wire):
+    """A long poll's side: the session's outbox writes envelopes here, and the first wakes the poll."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[str] = []
+
+    async def send(self, message: dict) -> None:
+        """The outbox's ASGI send: keep the envelope for the answer."""
+        self.frames.append(message["text"])
+        self._wake()
+
+    def ready(self) -> bool:
+        """Whether the wait is over before it starts: an envelope came already, or the end."""
+        return self.ended or bool(self.frames)
+
+    def take_into(self, states: dict[str, ChannelState]) -> None:
+        """Apply the envelopes written so far to the channels' states."""
+        frames, self.frames = self.frames, []
+        for text in frames:
+            channel, offset, epoch = _position_of(text)
+            state = states.get(channel)
+            if state is not None:
+                state.apply(offset, epoch, text)
 
 
-def _type_of(text: str) -> str:
-    """The ``type`` of an envelope, which starts with it (``{"type":"...``)."""
-    if text.startswith('{"type":"'):
-        end = text.find('"', 9)
-        if end > 0 and "\\" not in text[9:end]:
-            return text[9:end]
-    kind = orjson.loads(text).get("type")
-    return kind if isinstance(kind, str) else "message"
-
-
-# ---------------------------------------------------------------------- per-channel state
-
-
-@dataclass(slots=True)
-class ChannelState:
-    """What one reader has of one channel: its position and the envelopes to send after it."""
-
-    channel: str
-    epoch: str
-    offset: int  # the position once ``messages`` are sent
-    recovered: bool
-    start: int  # the reader's position before them (its own when recovered, else the channel's)
-    messages: list[tuple[int, str]] = field(default_factory=list)
-    snapshot: str | None = None
-
-    @classmethod
-    def of(cls, caught: CatchUp, since: tuple[str, int] | None) -> ChannelState:
-        """The state right after catching up (the replay counts as messages to send)."""
-        start = since[1] if caught.recovered and since is not None else caught.offset
-        return cls(caught.channel, caught.epoch, caught.offset, caught.recovered, start, list(caught.replay),
-                   caught.snapshot)
-
-    def apply(self, offset: int, text: str) -> bool:
-        """Take a live frame; True when it changes what the reader must be told.
-
-        A frame of another epoch means the channel restarted (its history was lost): the
-        reader cannot recover, and is told so at the new position.
-        """
-        epoch = _epoch_of(text)
-        if epoch and epoch != self.epoch:
-            self.epoch, self.offset, self.start, self.recovered = epoch, offset, offset, False
-            self.messages, self.snapshot = [], None
-            return True
-        if offset <= self.offset:
-            return False  # covered by the catch-up read
-        self.messages.append((offset, text))
-        self.offset = offset
-        return True
+async def _follow(session: RequestSession, positions: dict[str, tuple[str, int] | None],
+                  errors: dict[str, ProtocolError]) -> dict[str, ChannelState]:
+    """The session follows the channels (``Session.follow``); refusals go to ``errors``, Redis
+    failures are a 503."""
+    try:
+        answers = await session.follow(positions)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise HttpError(503, "the message bus is unavailable; retry later", headers=[(b"retry-after", b"2")]) from exc
+    states = {}
+    for channel, answer in answers.items():
+        if isinstance(answer, ProtocolError):
+            errors[channel] = answer
+        else:
+            states[channel] = ChannelState.of(answer, positions[channel])
+    return states
 
 
 # ---------------------------------------------------------------------- authentication
@@ -210,11 +256,9 @@ async def authenticate(scope: dict, query: dict[str, list[str]]) -> auth.Identit
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise auth.AuthFailure("the Authorization header must be 'Bearer <access token>'")
-        user, expires_at = await auth.user_from_token(token.strip())
-        return auth.Identity(user, expires_at, "bearer")
+        return await auth.token_identity(token.strip(), "bearer")
     if "ticket" in query:
-        user = await auth.redeem_ticket(query["ticket"][0])
-        return auth.Identity(user, datetime.now(UTC) + auth.jwt_settings.ACCESS_TOKEN_LIFETIME, "ticket")
+        return await auth.ticket_identity(query["ticket"][0])
     session = await auth.session_user(scope)
     if session is not None:
         user, store = session
@@ -222,165 +266,31 @@ async def authenticate(scope: dict, query: dict[str, list[str]]) -> auth.Identit
     raise auth.AuthFailure("missing credentials")
 
 
-# ---------------------------------------------------------------------- the wait, shared by all
+# ---------------------------------------------------------------------- the poll, shared by poll/ and events/
 
 
-# (user id, channel) -> until when (monotonic) a granted permission is reused. A long poller
-# asks again with every request, a few times a second under load: a team membership query
-# each time would be most of a poll's cost. Refusals are never remembered.
-_granted: dict[tuple[str, str], float] = {}
-_GRANTED_MAX = 200_000
-
-
-async def _authorize(user: Any, channels: list[str]) -> dict[str, ChannelPolicy | ProtocolError]:
-    """The channel policy's answer for each channel (``authorize_subscribe``, as the socket asks),
-    reusing a grant for ``HTTP_PERMISSION_TTL_S``."""
-    ttl = setting("HTTP_PERMISSION_TTL_S")
-    user_id = str(user.pk)
-    now = time.monotonic()
-    results: dict[str, ChannelPolicy | ProtocolError] = {}
-    asking = []
-    for channel in channels:
-        if ttl > 0 and _granted.get((user_id, channel), 0.0) > now:
-            results[channel] = policy_for(channel)
-        else:
-            asking.append(channel)
-    checks = await asyncio.gather(*(authorize_subscribe(user, c) for c in asking), return_exceptions=True)
-    for channel, outcome in zip(asking, checks, strict=True):
-        if isinstance(outcome, BaseException) and not isinstance(outcome, ProtocolError):
-            raise outcome
-        results[channel] = outcome
-        if ttl > 0 and isinstance(outcome, ChannelPolicy):
-            if len(_granted) >= _GRANTED_MAX:
-                _granted.clear()  # a crude bound: the next requests ask again
-            _granted[(user_id, channel)] = now + ttl
-    return results
-
-
-async def _join_and_catch_up(hub: Hub, listener: Listener, identity: auth.Identity,
-                             positions: dict[str, tuple[str, int] | None],
-                             policies: dict[str, ChannelPolicy]) -> dict[str, ChannelState]:
-    """Join the hub first, then read: a message published in between is live, not lost."""
-    channels = list(policies)
-    try:
-        await hub.join_many(listener, channels)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise HttpError(503, "the message bus is unavailable; retry later", headers=[(b"retry-after", b"2")]) from exc
-    listener.subscribed.update(channels)
-    try:
-        caught = await catch_up_many(policies, identity.user, listener.user_key, positions)
-    except RedisError as exc:
-        raise HttpError(503, "the message bus is unavailable; retry later", headers=[(b"retry-after", b"2")]) from exc
-    states = {}
-    for one in caught:
-        hub.note_position(one.channel, one.epoch, one.offset)
-        states[one.channel] = ChannelState.of(one, positions[one.channel])
-    return states
-
-
-def _apply(states: dict[str, ChannelState], frames: list[tuple[str, int, str]]) -> bool:
-    changed = False
-    for channel, offset, text in frames:
-        state = states.get(channel)
-        if state is not None and state.apply(offset, text):
-            changed = True
-    return changed
-
-
-class _Keeper:
-    """Holds a process's subscription to a channel for ``LINGER_S`` after its last HTTP reader left.
-
-    A long poller leaves its channels with every answer and joins them again a moment later:
-    without this, each cycle would UNSUBSCRIBE its ``user:`` channel from Redis and wait for a
-    new SUBSCRIBE to be confirmed. Frames it gets are dropped; it is the hub's subscriber only.
-    """
-
-    __slots__ = ("connection_id", "user_key", "held", "outbox", "subscribed", "until", "sweeper")
-
-    def __init__(self) -> None:
-        self.connection_id = ""
-        self.user_key = b""
-        self.held = ()
-        self.outbox = None
-        self.subscribed: set[str] = set()
-        self.until: dict[str, float] = {}
-        self.sweeper: asyncio.Task | None = None
-
-    def deliver(self, channel: str, offset: int, text: str, key: bytes = b"", message: dict | None = None) -> None:
-        """Nothing to do: the keeper reads nothing."""
-
-    def close_soon(self, code: int, reason: str) -> None:
-        """Nothing to close."""
-
-    async def sweep(self, hub: Hub) -> None:
-        """Give up the channels whose linger time is over (the hub unsubscribes the unused ones)."""
-        while True:
-            await asyncio.sleep(LINGER_S / 2)
-            now = time.monotonic()
-            for channel, until in list(self.until.items()):
-                if until <= now:
-                    del self.until[channel]
-                    self.subscribed.discard(channel)
-                    try:
-                        await hub.leave(self, channel)
-                    except Exception:
-                        logger.debug("leaving %s failed", channel, exc_info=True)
-
-
-LINGER_S = 30.0
-_keepers: weakref.WeakKeyDictionary[Hub, _Keeper] = weakref.WeakKeyDictionary()
-
-
-def _keeper_of(hub: Hub) -> _Keeper:
-    keeper = _keepers.get(hub)
-    if keeper is None:
-        keeper = _keepers[hub] = _Keeper()
-        # A fresh context: the sweeper serves every reader, not the request that started it.
-        keeper.sweeper = asyncio.get_running_loop().create_task(keeper.sweep(hub), context=contextvars.Context())
-    return keeper
-
-
-def _leave(hub: Hub, listener: Listener) -> None:
-    """Take a listener off its channels; a channel left with no reader lingers (``_Keeper``)."""
-    listener.waiter = None
-    keeper = _keeper_of(hub)
-    until = time.monotonic() + LINGER_S
-    for channel in listener.subscribed:
-        subs = hub.channels.get(channel)
-        if subs is None:
-            continue
-        subs.pop(listener, None)
-        if not subs or keeper in subs:
-            subs[keeper] = None
-            keeper.subscribed.add(channel)
-            keeper.until[channel] = until
-    listener.subscribed.clear()
-
-
-async def poll(identity: auth.Identity, positions: dict[str, tuple[str, int] | None], timeout: float,
+async def poll(identity: auth.Identity, ip: str, positions: dict[str, tuple[str, int] | None], timeout: float,
                gone: asyncio.Future | None, errors: dict[str, ProtocolError]) -> dict[str, ChannelState]:
     """Catch up on every allowed channel, then wait up to ``timeout`` for the first new message.
 
     Answers at once when there is anything to tell: messages after a position, a channel that
     cannot be recovered, or a channel asked for without a position (its position is news).
     """
-    checked = await _authorize(identity.user, list(positions))
-    policies = {c: p for c, p in checked.items() if isinstance(p, ChannelPolicy)}
-    errors.update({c: e for c, e in checked.items() if isinstance(e, ProtocolError)})
-    if not policies:
-        return {}
-    hub = await get_hub()
-    listener = Listener(identity.user_id.encode())
+    wire = _PollWire()
+    session = RequestSession(wire, identity, ip=ip, send=wire.send)
     try:
-        states = await _join_and_catch_up(hub, listener, identity, positions, policies)
-        _apply(states, listener.take())
+        states = await _follow(session, positions, errors)
+        if not states:
+            return {}
+        session.release({c: s.offset for c, s in states.items()})
+        wire.take_into(states)
         news = any(s.messages or not s.recovered or s.snapshot for s in states.values())
         if not news:
-            await listener.wait(jittered(timeout), gone)
-            _apply(states, listener.take())
+            await wire.wait(jittered(timeout), gone)
+            wire.take_into(states)
         return states
     finally:
-        _leave(hub, listener)
+        await session.end()
 
 
 # An empty poll ends somewhere in the last TIMEOUT_JITTER of its timeout (the protocol's
@@ -423,6 +333,10 @@ async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def _ip(scope: dict) -> str:
+    return (scope.get("client") or ("", 0))[0]
 
 
 def _query(scope: dict) -> dict[str, list[str]]:
@@ -516,7 +430,7 @@ async def poll_endpoint(scope: dict, receive: Receive, send: Send) -> None:
             errors[channel] = error
     gone = _gone_watch(receive)
     try:
-        states = await poll(identity, positions, timeout, gone, errors)
+        states = await poll(identity, _ip(scope), positions, timeout, gone, errors)
     finally:
         gone.cancel()
     answer: dict[str, Any] = {}
@@ -570,7 +484,7 @@ async def events_endpoint(scope: dict, receive: Receive, send: Send) -> None:
     errors: dict[str, ProtocolError] = {}
     gone = _gone_watch(receive)
     try:
-        states = await poll(identity, {channel: since}, timeout if since else 0, gone, errors)
+        states = await poll(identity, _ip(scope), {channel: since}, timeout if since else 0, gone, errors)
     finally:
         gone.cancel()
     if channel in errors:
@@ -643,30 +557,67 @@ async def sse_endpoint(scope: dict, receive: Receive, send: Send) -> None:
             validate_channel_name(channel)
         except ProtocolError as error:
             errors[channel] = error
-    checked = await _authorize(identity.user, [c for c in channels if c not in errors])
-    policies = {c: p for c, p in checked.items() if isinstance(p, ChannelPolicy)}
-    errors.update({c: e for c, e in checked.items() if isinstance(e, ProtocolError)})
-    if not policies:
-        first = next(iter(errors.values()))
-        raise HttpError(404 if first.code == "not_found" else 403 if first.code == "forbidden" else 400,
-                        "no channel of this stream can be read",
-                        body={"detail": "no channel of this stream can be read",
-                              "channels": {c: _error_json(e)["error"] for c, e in errors.items()}})
-    hub = await get_hub()
-    listener = Listener(identity.user_id.encode())
+    wire = _StreamWire(send)
+    session = RequestSession(wire, identity, ip=_ip(scope), send=wire.write)
     gone = _gone_watch(receive)
     try:
-        states = await _join_and_catch_up(hub, listener, identity, {c: resume.get(c) for c in policies}, policies)
-        await _stream(send, listener, identity, states, errors, gone, set(resume))
+        states = await _follow(session, {c: resume.get(c) for c in channels if c not in errors}, errors)
+        if not states:
+            first = next(iter(errors.values()))
+            raise HttpError(404 if first.code == "not_found" else 403 if first.code == "forbidden" else 400,
+                            "no channel of this stream can be read",
+                            body={"detail": "no channel of this stream can be read",
+                                  "channels": {c: _error_json(e)["error"] for c, e in errors.items()}})
+        await _stream(send, session, wire, states, errors, gone, set(resume))
     finally:
         gone.cancel()
-        _leave(hub, listener)
+        await session.end()
 
 
-async def _stream(send: Send, listener: Listener, identity: auth.Identity, states: dict[str, ChannelState],
+# What the stream pushes to its session's outbox when it has been idle for ``heartbeat_s``: it
+# goes out in turn with the envelopes (never an envelope, which is never empty).
+_PING = ""
+
+
+class _StreamWire(_Wire):
+    """An event stream's side: the session's outbox writes envelopes here, each sent as an event
+    with the stream's cursor after it."""
+
+    __slots__ = ("send", "states", "cursor", "written")
+
+    def __init__(self, send: Send) -> None:
+        super().__init__()
+        self.send = send
+        self.states: dict[str, ChannelState] = {}
+        self.cursor: dict[str, tuple[str, int]] = {}
+        self.written = time.monotonic()  # when the stream last sent something
+
+    async def write(self, message: dict) -> None:
+        """The outbox's ASGI send: an envelope as an event (a ``resync`` when its epoch is new,
+        nothing when the catch-up covered it), or a ping."""
+        text = message["text"]
+        if text == _PING:
+            body = b": ping\n\n"
+        else:
+            channel, offset, epoch = _position_of(text)
+            state = self.states.get(channel)
+            was_epoch = state.epoch if state is not None else None
+            if state is None or not state.apply(offset, epoch, text):
+                return
+            state.messages.clear()
+            self.cursor[channel] = (state.epoch, state.offset)
+            if state.epoch != was_epoch:
+                resync = {"channel": channel, "epoch": state.epoch, "offset": state.offset}
+                body = _event("resync", orjson.dumps(resync).decode(), encode_cursor(self.cursor))
+            else:
+                body = _event(_type_of(text), text, encode_cursor(self.cursor))
+        self.written = time.monotonic()
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def _stream(send: Send, session: RequestSession, wire: _StreamWire, states: dict[str, ChannelState],
                   errors: dict[str, ProtocolError], gone: asyncio.Future, resumed: set[str]) -> None:
     heartbeat = setting("HEARTBEAT_S")
-    outbox_limit = setting("OUTBOX_MAX_BYTES")
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
         (b"x-accel-buffering", b"no")]})
@@ -693,31 +644,20 @@ async def _stream(send: Send, listener: Listener, identity: auth.Identity, state
         cursor[channel] = (state.epoch, state.offset)  # past what the audience rule kept out, too
         state.messages, state.snapshot = [], None
     await send({"type": "http.response.body", "body": b"".join(opening), "more_body": True})
-    expires_at = identity.expires_at
-    while not gone.done() and not listener.broken:
-        remaining = (expires_at - datetime.now(UTC)).total_seconds() if expires_at is not None else None
-        if remaining is not None and remaining <= 0:
-            break  # the credentials ran out: the client reconnects with fresh ones and resumes
-        if not listener.frames:
-            await listener.wait(min(heartbeat, remaining) if remaining is not None else heartbeat, gone)
-        if listener.queued_bytes > outbox_limit:
-            break  # a slow reader: it resumes from its cursor instead of growing this buffer
-        chunks = []
-        for channel, offset, text in listener.take():
-            state = states[channel]
-            was_epoch = state.epoch
-            if not state.apply(offset, text):
-                continue
-            state.messages.clear()
-            cursor[channel] = (state.epoch, state.offset)
-            if state.epoch != was_epoch:
-                resync = {"channel": channel, "epoch": state.epoch, "offset": state.offset}
-                chunks.append(_event("resync", orjson.dumps(resync).decode(), encode_cursor(cursor)))
-            else:
-                chunks.append(_event(_type_of(text), text, encode_cursor(cursor)))
-        if not chunks:
-            chunks.append(b": ping\n\n")
-        await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+    wire.states, wire.cursor, wire.written = states, cursor, time.monotonic()
+    # Live envelopes from here on: those held while catching up first, then as the hub writes them.
+    session.release({c: s.offset for c, s in states.items()})
+    # The session closes the stream when the credentials run out, the reader is too slow
+    # (``OUTBOX_MAX_BYTES`` waiting) or the hub lost what it could not replay: the client
+    # reconnects with its cursor and resumes.
+    session.close_when_expired()
+    # ``outbox.closed`` too: a write that failed closed the outbox, and nothing more would go out.
+    while not gone.done() and not wire.ended and not session.outbox.closed:
+        await wire.wait(wire.written + heartbeat - time.monotonic(), gone)
+        if not gone.done() and not wire.ended and time.monotonic() - wire.written >= heartbeat:
+            wire.written = time.monotonic()  # once per idle interval, even while the ping waits in the outbox
+            session.outbox.push(_PING)
+    await session.end()  # nothing is written after the end
     if not gone.done():
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

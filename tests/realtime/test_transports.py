@@ -496,6 +496,55 @@ async def test_a_stream_refuses_bad_requests_clearly(user, make_user):
     assert anonymous.status == 401
 
 
+async def test_a_stream_whose_reader_stops_reading_is_ended_by_its_session_outbox(user, settings):
+    """The stream writes through its session's outbox, which ends a reader that falls
+    ``OUTBOX_MAX_BYTES`` behind (a slow consumer, as a socket's), instead of queueing for it."""
+    from prometheus_client import REGISTRY
+
+    from realtime.transports import http
+
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "OUTBOX_MAX_BYTES": 4000}
+    requests: asyncio.Queue = asyncio.Queue()
+    await requests.put({"type": "http.request", "body": b"", "more_body": False})
+    sent: list[dict] = []
+    opened = asyncio.Event()
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message.get("more_body") and len(sent) > 2:
+            await asyncio.Event().wait()  # the reader stopped reading after the first live event
+        elif message.get("more_body"):
+            opened.set()
+
+    def slow_count() -> float:
+        return REGISTRY.get_sample_value("renum_realtime_slow_consumer_disconnects_total") or 0.0
+
+    slow_before = slow_count()
+    scope = _scope("GET", "/api/realtime/sse/", f"channel=user:{user.pk}", _headers(user, content_type=None))
+    handler = asyncio.ensure_future(http.sse_endpoint(scope, requests.get, send))
+    await asyncio.wait_for(opened.wait(), 5)
+    for number in range(40):  # some 9 KB of envelopes
+        await publish(f"user:{user.pk}", "system_event", {"n": number, "pad": "x" * 200})
+    await asyncio.wait_for(handler, 10)
+
+    live = [m for m in sent[2:] if m.get("more_body")]
+    assert [orjson.loads(m["body"].split(b"data: ")[1].split(b"\n")[0])["payload"]["n"] for m in live] == [0]
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert slow_count() == slow_before + 1
+
+
+def test_an_envelope_position_is_read_from_its_head_whatever_its_type_and_payload():
+    from realtime.schemas import envelope_bytes, envelope_parts
+    from realtime.transports import http
+
+    head, tail = envelope_parts(channel="room:a-1", message_type='odd","channel":"x', sender="s",
+                                payload={"channel": "no", "offset": 9, "epoch": "no"})
+    text = envelope_bytes(head, tail, offset=12, epoch="e7").decode()
+
+    assert http._position_of(text) == ("room:a-1", 12, "e7")
+    assert http._type_of(text) == 'odd","channel":"x'
+
+
 def _team_of(user: Any, slug: str) -> int:
     from executions.services import team_create
 

@@ -27,12 +27,10 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from realtime.conf import setting
 from realtime.core import auth, limits, security
@@ -187,11 +185,9 @@ class RenumSocket:
     async def _authenticate(self, payload: dict) -> auth.Identity:
         token, ticket = payload.get("token"), payload.get("ticket")
         if isinstance(token, str) and token:
-            user, expires_at = await auth.user_from_token(token)
-            return auth.Identity(user, expires_at, "socketio")
+            return await auth.token_identity(token, "socketio")
         if isinstance(ticket, str) and ticket:
-            user = await auth.redeem_ticket(ticket)
-            return auth.Identity(user, datetime.now(UTC) + jwt_settings.ACCESS_TOKEN_LIFETIME, "ticket")
+            return await auth.ticket_identity(ticket)
         raise auth.AuthFailure("missing credentials")
 
     @staticmethod
