@@ -86,3 +86,10 @@ def test_an_older_commit_is_served_with_its_own_protocol_class(tmp_path, layout,
     assert ws_class("websockets-sansio", tmp_path) == "websockets-sansio"
     with pytest.raises(FileNotFoundError, match="no protocol class"):
         ws_class("renum", tmp_path / "empty")
+
+
+def test_the_http_scenarios_refuse_repeat_instead_of_ignoring_it():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--repeat is for the socket scenarios"):
+        call_command("loadtest", "--scenario", "longpoll", "--repeat", "3")

@@ -108,6 +108,9 @@ class Command(BaseCommand):
         for name in servers:
             if name.partition("@")[0] != "ours":
                 raise CommandError(f"{scenario.name} runs on ours or ours@<commit> only, not {name!r}")
+        if o["repeat"] != 1:
+            raise CommandError(f"--repeat is for the socket scenarios; {scenario.name} runs each server once "
+                               "(run the command again for more turns)")
         config = http_fallback.HttpConfig(
             mode=scenario.name, secret_key=settings.SECRET_KEY, clients=clients, rate=rate, duration=duration,
             servers=servers, workers=o["workers"], database_url=o["database_url"], redis_url=o["redis_url"],
