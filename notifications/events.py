@@ -16,11 +16,12 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any, Literal
 
 import msgspec
+from django.db import router
 
 from notifications.models import Notification
-from notifications.selectors import notification_unread_counts
+from notifications.selectors import notification_unread_counts, notification_unread_counts_sql, unread_counts_of_rows
 from realtime.core.channels import user_channel
-from realtime.publish import JsonMessages, Message, publish_many_on_commit
+from realtime.publish import AfterCommitQuery, JsonMessages, Message, publish_many_on_commit
 from realtime.schemas import wire_time
 
 NOTIFICATION = "notification"
@@ -129,16 +130,21 @@ def unread_counts_after_commit(user_ids: Collection[Any]) -> Callable[[], JsonMe
 
     Counted after commit, so concurrent writers never publish a count that their own
     transaction could not see yet. The payloads are serialized as ``UnreadCount`` would be
-    (``{"count": n}``), without a struct each: a fan-out counts for every recipient.
+    (``{"count": n}``), without a struct each: a fan-out counts for every recipient. A single
+    user's count is an ``AfterCommitQuery``, which a write that commits in one statement runs
+    in the round trip of its COMMIT (``notification_create``).
     """
     user_ids = list(dict.fromkeys(user_ids))
 
-    def messages() -> JsonMessages:
-        counts = notification_unread_counts(user_ids=user_ids)
-        return JsonMessages("unread_count", [user_channel(user_id) for user_id in user_ids],
+    def messages_of(counts: dict[Any, int]) -> JsonMessages:
+        return JsonMessages(UNREAD_COUNT, [user_channel(user_id) for user_id in user_ids],
                             [b'{"count":%d}' % counts.get(user_id, 0) for user_id in user_ids])
 
-    return messages
+    if len(user_ids) == 1:
+        sql, params = notification_unread_counts_sql(user_ids=user_ids)
+        return AfterCommitQuery(router.db_for_read(Notification), sql, params,
+                                lambda rows: messages_of(unread_counts_of_rows(rows)))
+    return lambda: messages_of(notification_unread_counts(user_ids=user_ids))
 
 
 def notification_events_publish_on_commit(messages: Iterable[Message], *, unread_counts_of: Collection[Any]) -> None:

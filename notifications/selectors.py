@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Collection, Iterable
@@ -79,29 +80,46 @@ def notification_unread_counts(*, user_ids: Iterable[Any]) -> dict[Any, int]:
 
     Users without unread notifications are absent from the result: callers default to 0.
     """
+    using = router.db_for_read(Notification)
+    # PostgreSQL takes the ids as one array parameter (``= ANY(%s)``), many per query; other
+    # databases as an IN list under their parameter limit.
+    per_query = _IDS_PER_ARRAY if connections[using].vendor == "postgresql" else _IDS_PER_QUERY
+    counts: dict[Any, int] = {}
+    with connections[using].cursor() as cursor:
+        for chunk in chunked(user_ids, per_query):
+            cursor.execute(*notification_unread_counts_sql(user_ids=chunk))
+            counts.update(unread_counts_of_rows(cursor.fetchall()))
+    return counts
+
+
+def notification_unread_counts_sql(*, user_ids: list[Any]) -> tuple[str, list[Any]]:
+    """The grouped query of ``notification_unread_counts`` for these ids (at most one query's
+    worth) on ``router.db_for_read(Notification)``: its statement and parameters, for a caller
+    that runs it in a round trip of its own making (``realtime.publish.AfterCommitQuery``).
+    Its rows are ``(user_id, count)``: ``unread_counts_of_rows`` reads them."""
     # Plain SQL: this runs after every notification write, and compiling the ORM's grouped
     # query costs several times what PostgreSQL takes to answer it from the partial index.
     connection = connections[router.db_for_read(Notification)]
-    quote = connection.ops.quote_name
-    table = quote(Notification._meta.db_table)
-    user_column = quote(Notification._meta.get_field("user").column)
-    read_column = quote(Notification._meta.get_field("read_at").column)
-    archived_column = quote(Notification._meta.get_field("archived_at").column)
-    to_python = Notification._meta.get_field("user").target_field.to_python  # ids as the ORM gives them
-    counts: dict[Any, int] = {}
-    # PostgreSQL takes the ids as one array parameter (``= ANY(%s)``), many per query; other
-    # databases as an IN list under their parameter limit.
     postgresql = connection.vendor == "postgresql"
-    with connection.cursor() as cursor:
-        for chunk in chunked(user_ids, _IDS_PER_ARRAY if postgresql else _IDS_PER_QUERY):
-            among = "= ANY(%s)" if postgresql else f"IN ({', '.join(['%s'] * len(chunk))})"
-            cursor.execute(
-                f"SELECT {user_column}, COUNT(*) FROM {table} WHERE {read_column} IS NULL AND {archived_column} IS NULL"
-                f" AND {user_column} {among} GROUP BY {user_column}",
-                [chunk] if postgresql else chunk,
-            )
-            counts.update((to_python(user_id), count) for user_id, count in cursor.fetchall())
-    return counts
+    among = "= ANY(%s)" if postgresql else f"IN ({', '.join(['%s'] * len(user_ids))})"
+    return _unread_counts_select(connection.alias) + among + " GROUP BY 1", [user_ids] if postgresql else user_ids
+
+
+def unread_counts_of_rows(rows: Iterable[tuple[Any, int]]) -> dict[Any, int]:
+    """``{user id: unread count}`` of the rows of ``notification_unread_counts_sql`` (ids as the ORM gives them)."""
+    to_python = Notification._meta.get_field("user").target_field.to_python
+    return {to_python(user_id): count for user_id, count in rows}
+
+
+@functools.cache
+def _unread_counts_select(using: str) -> str:
+    """The unread-count query up to its ``user_id`` condition (built once per database)."""
+    quote = connections[using].ops.quote_name
+    field = Notification._meta.get_field
+    user_column = quote(field("user").column)
+    return (f"SELECT {user_column}, COUNT(*) FROM {quote(Notification._meta.db_table)}"
+            f" WHERE {quote(field('read_at').column)} IS NULL AND {quote(field('archived_at').column)} IS NULL"
+            f" AND {user_column} ")
 
 
 def notification_list_version(*, user: Any) -> str:

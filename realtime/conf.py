@@ -127,6 +127,12 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_MAX_ATTEMPTS": 10,
     # /readyz fails while the oldest undelivered event is older than this (a stuck relay).
     "OUTBOX_STUCK_S": 60,
+    # On PostgreSQL, a single write outside a transaction (``notification_create``) inserts its
+    # row and its outbox row in one statement, and runs its after-commit query (the unread
+    # count) in the same round trip, after the COMMIT (``realtime.relay.write_with_insert``);
+    # False: the ORM's save and the outbox row in a transaction, the query after it (the plain
+    # path, which every write inside a transaction takes). Both store and send the same.
+    "OUTBOX_ONE_STATEMENT": True,
     # Whether server processes (and any process that publishes) run a relay thread; a
     # deployment may run ``manage.py realtime_relay`` instead and set this to False.
     "RELAY_IN_PROCESS": True,

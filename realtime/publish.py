@@ -22,10 +22,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connections
 from redis.exceptions import RedisError
 
 from realtime import relay
@@ -293,19 +294,43 @@ def _write_prepared(prepared: list[relay.Prepared], *, batch_size: int,
     relay.write(relay.PUBLISH, rows, then=_prepared_then(then))
 
 
+@dataclass(frozen=True, slots=True)
+class AfterCommitQuery:
+    """A ``then`` that is one query: its statement, on the database ``using``, and what turns
+    its rows into the messages (an unread count: ``notifications.events``).
+
+    Called, it runs the query, after the commit like any ``then``. A write that commits by
+    itself in one statement (``create_and_publish_on_commit`` outside a transaction on
+    PostgreSQL) sends the query in the round trip of its commit instead, right after the
+    COMMIT: it sees what any ``then`` would see, one round trip sooner."""
+
+    using: str
+    sql: str
+    params: Sequence[Any]
+    messages: Callable[[list[tuple]], Iterable[Message] | JsonMessages]
+
+    def __call__(self) -> Iterable[Message] | JsonMessages:
+        """The messages, from the query run now."""
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(self.sql, self.params)
+            return self.messages(cursor.fetchall())
+
+
 def _prepared_then(then: Callable[[], Iterable[Message] | JsonMessages] | None
                    ) -> Callable[[], list[relay.Prepared]] | None:
-    """What the relay calls after the commit: ``then``'s messages, prepared."""
+    """What the relay calls after the commit: ``then``'s messages, prepared (for a query, the
+    relay's ``QueryThen``, which it may run in the round trip of the commit)."""
     if then is None:
         return None
+    if isinstance(then, AfterCommitQuery):
+        return relay.QueryThen(then.using, then.sql, then.params,
+                               lambda rows: _prepared_any(then.messages(rows)))
 
-    def after() -> list[relay.Prepared]:
-        messages = then()
-        if isinstance(messages, JsonMessages):
-            return _prepared_json(messages)
-        return _prepared_messages(messages)
+    return lambda: _prepared_any(then())
 
-    return after
+
+def _prepared_any(messages: Iterable[Message] | JsonMessages) -> list[relay.Prepared]:
+    return _prepared_json(messages) if isinstance(messages, JsonMessages) else _prepared_messages(messages)
 
 
 def create_and_publish_on_commit(instance: Any, messages: Iterable[Message], *,

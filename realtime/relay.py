@@ -35,13 +35,13 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import orjson
-from django.db import DatabaseError, connection, models, transaction
+from django.db import DatabaseError, connection, connections, models, transaction
 from django.db.models import signals
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
@@ -148,34 +148,89 @@ def write(kind: str, records_per_row: list[Any], *,
     _deliver_after_commit(kind, rows, records_per_row, then)
 
 
+@dataclass(frozen=True, slots=True)
+class QueryThen:
+    """A ``then`` computed from one query (``realtime.publish.AfterCommitQuery``, prepared):
+    ``write_with_insert`` may run the query in the round trip of its commit; called, it runs
+    the query on its own, after the commit like any ``then``."""
+
+    using: str
+    sql: str
+    params: Sequence[Any]
+    prepared: Callable[[list[tuple]], list[Prepared]]
+
+    def __call__(self) -> list[Prepared]:
+        """The messages, from the query run now."""
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(self.sql, self.params)
+            return self.prepared(cursor.fetchall())
+
+
 def write_with_insert(instance: models.Model, kind: str, records: Any, *,
                       then: Callable[[], list[Prepared]] | None = None) -> None:
     """Insert ``instance`` (a new row) and one outbox row of ``records`` atomically, and
     deliver them after the commit: ``instance.save()`` and ``write`` in one transaction.
 
-    Outside a transaction on PostgreSQL, for a row whose primary key is set before the insert
-    (a UUID default) and a model without save signals, both rows go in
-    ONE statement (``WITH <row> INSERT INTO <outbox>``, atomic by itself): one round trip
-    where the transaction takes four (BEGIN, two INSERTs, COMMIT). This is the path of a
-    single ``notification_create``, the service's most frequent write.
+    That is the plain path, which every database takes inside a transaction. Outside one on
+    PostgreSQL, for a row whose primary key is set before the insert (a UUID default) and a
+    model without save signals, the one-statement path (``OUTBOX_ONE_STATEMENT``, on by
+    default) writes both rows in ONE statement (``WITH <row> INSERT INTO <outbox>``, atomic by
+    itself), the row's INSERT built once per model rather than by the ORM's compiler per call;
+    and a ``then`` that is a query (``QueryThen``: the unread count) goes in the same round
+    trip, after the COMMIT. One round trip where the plain path takes five (BEGIN, two INSERTs,
+    COMMIT, the query). This is the path of a single ``notification_create``, the service's
+    most frequent write.
     """
-    model = type(instance)
-    if (connection.vendor != "postgresql" or not connection.get_autocommit() or instance.pk is None
-            or signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model)):
+    if not (setting("OUTBOX_ONE_STATEMENT") and _one_statement_applies(instance)):
         with transaction.atomic():
             instance.save(force_insert=True)
             write(kind, [records], then=then)
         return
     [row] = _outbox_rows(kind, [records])
     business_sql, business_params = _insert_sql(instance)
+    statement = f"WITH business_row AS ({business_sql}) {_outbox_insert_sql()}"
+    params = (*business_params, row.kind, row.records, row.token, row.created_at, row.claimed_by,
+              row.lease_until, row.attempts)
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH business_row AS ({business_sql}) {_outbox_insert_sql()}",
-                       (*business_params, row.kind, row.records, row.token, row.created_at, row.claimed_by,
-                        row.lease_until, row.attempts))
-        row.id = cursor.fetchone()[0]
+        if isinstance(then, QueryThen) and then.using == connection.alias:
+            row.id, then_rows = _commit_then_query(cursor, statement, params, then)
+            then = functools.partial(then.prepared, then_rows)  # computed where any ``then`` is
+        else:
+            cursor.execute(statement, params)
+            row.id = cursor.fetchone()[0]
     for saved in (instance, row):
         saved._state.adding, saved._state.db = False, connection.alias
     _deliver_after_commit(kind, [row], [records], then)
+
+
+def _one_statement_applies(instance: models.Model) -> bool:
+    model = type(instance)
+    return (connection.vendor == "postgresql" and connection.get_autocommit() and instance.pk is not None
+            and not signals.pre_save.has_listeners(model) and not signals.post_save.has_listeners(model))
+
+
+def _commit_then_query(cursor: Any, statement: str, params: tuple, then: QueryThen) -> tuple[int, list[tuple]]:
+    """Run ``statement`` (returning the outbox row's id) in a transaction of its own and, after its
+    COMMIT, ``then``'s query: four statements in one simple query, one round trip. Returns the
+    id and the query's rows.
+
+    The BEGIN makes the COMMIT end a transaction block the server knows of (a COMMIT of the
+    implicit block of a multi-statement query would log a warning every time). PostgreSQL
+    stops at the first failing statement: when the INSERT fails, the block is left aborted and
+    is rolled back here; a failed COMMIT (a deferred foreign key) has ended it already. Either
+    way the query does not run.
+    """
+    try:
+        cursor.execute(f"BEGIN; {statement}; COMMIT; {then.sql}", (*params, *then.params))
+    except DatabaseError:
+        with contextlib.suppress(Exception):  # the connection may be gone; Django discards it then
+            connection.connection.rollback()  # a no-op when no transaction is left open
+        raise
+    cursor.nextset()  # past BEGIN: the INSERT's RETURNING
+    row_id = cursor.fetchone()[0]
+    cursor.nextset()  # COMMIT
+    cursor.nextset()
+    return row_id, cursor.fetchall()
 
 
 @functools.cache
@@ -188,11 +243,45 @@ def _outbox_insert_sql() -> str:
 
 
 def _insert_sql(instance: models.Model) -> tuple[str, tuple]:
-    """The INSERT that ``save(force_insert=True)`` would run for ``instance`` (values prepared)."""
-    meta = instance._meta
-    fields = [f for f in meta.local_concrete_fields if not getattr(f, "generated", False)]
+    """The INSERT that ``save(force_insert=True)`` would run for ``instance`` (values prepared).
+
+    The statement is built once per model (``_insert_statement``) and the values prepared as
+    the ORM's insert compiler prepares them (``pre_save``, then ``get_db_prep_save``); a value
+    that is an expression, or a model with a field that chooses its own placeholder, goes
+    through the compiler (``_compiled_insert_sql``)."""
+    statement = _insert_statement(type(instance))
+    if statement is None:
+        return _compiled_insert_sql(instance)
+    sql, fields = statement
+    values = []
+    for model_field in fields:
+        value = model_field.pre_save(instance, True)
+        if hasattr(value, "resolve_expression"):
+            return _compiled_insert_sql(instance)
+        values.append(model_field.get_db_prep_save(value, connection=connection))
+    return sql, tuple(values)
+
+
+def _inserted_fields(model: type[models.Model]) -> list[models.Field]:
+    return [f for f in model._meta.local_concrete_fields if not getattr(f, "generated", False)]
+
+
+@functools.cache
+def _insert_statement(model: type[models.Model]) -> tuple[str, list[models.Field]] | None:
+    """``INSERT INTO <table> (<columns>) VALUES (%s, ...)`` of a model and its fields in that
+    order (PostgreSQL); None when a field has a placeholder of its own (``get_placeholder``)."""
+    fields = _inserted_fields(model)
+    if any(hasattr(field, "get_placeholder") for field in fields):
+        return None
+    quote = connection.ops.quote_name
+    return (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))})", fields)
+
+
+def _compiled_insert_sql(instance: models.Model) -> tuple[str, tuple]:
+    """The INSERT of ``instance`` from the ORM's insert compiler."""
     query = InsertQuery(type(instance))
-    query.insert_values(fields, [instance])
+    query.insert_values(_inserted_fields(type(instance)), [instance])
     [(sql, params)] = query.get_compiler(connection=connection).as_sql()
     return sql, tuple(params)
 

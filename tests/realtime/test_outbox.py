@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from redis.exceptions import ResponseError
 
+from notifications.events import notification_message
 from notifications.models import Notification
 from notifications.services import notification_create, notification_create_many
 from realtime import publish as rt_publish
@@ -319,25 +320,86 @@ def test_notification_create_writes_row_and_event_in_one_transaction(user):
     assert Notification.objects.count() == 1
 
 
-def test_a_single_notification_costs_the_committing_thread_one_write_statement(user):
-    """Outside a transaction on PostgreSQL the notification and its outbox row go in one
-    statement (no BEGIN/COMMIT); on every database the committing thread runs no DELETE: the
-    relay thread deletes delivered rows in batches."""
+@pytest.fixture(params=["one statement", "plain"])
+def write_path(request, settings) -> str:
+    """Each test with it runs twice: ``write_with_insert``'s one-statement path (the default) and
+    its plain path (the ORM's save and the outbox row in a transaction, the count after it)."""
+    settings.RENUM_REALTIME = {**settings.RENUM_REALTIME, "OUTBOX_ONE_STATEMENT": request.param == "one statement"}
+    return request.param
+
+
+def test_a_single_notification_costs_the_committing_thread_one_round_trip(user, write_path):
+    """Outside a transaction on PostgreSQL the notification, its outbox row and, after their
+    COMMIT, the unread count go in one simple query; the plain path (and every other database)
+    runs the two INSERTs in a transaction and the count after it. On every path the committing
+    thread runs no DELETE: the relay thread deletes delivered rows in batches."""
     notification_create(user=user, type="info", title="warm-up", message="")
     with CaptureQueriesContext(connection) as queries:
         notification = notification_create(user=user, type="info", title="t", message="m")
 
-    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
-    if connection.vendor == "postgresql":
-        assert statements == ["WITH", "SELECT"]  # both rows; then the unread count after commit
-    assert "DELETE" not in statements
+    sqls = [q["sql"] for q in queries.captured_queries]
+    if connection.vendor == "postgresql" and write_path == "one statement":
+        assert len(sqls) == 1
+        assert sqls[0].startswith("BEGIN; WITH business_row AS (INSERT INTO ")
+        assert "RETURNING" in sqls[0] and "; COMMIT; SELECT " in sqls[0]
+    else:  # Django's transaction shows as BEGIN and COMMIT
+        assert [sql.split()[0].upper() for sql in sqls] == ["BEGIN", "INSERT", "INSERT", "COMMIT", "SELECT"]
+    sent = [orjson.loads(r.body) for r in history(f"user:{user.pk}")]
+    assert [(e["type"], e["payload"].get("count")) for e in sent] == [
+        ("notification", None), ("unread_count", 1), ("notification", None), ("unread_count", 2)]
     assert payloads(f"user:{user.pk}")[-2]["id"] == str(notification.id)
     assert rt_relay.relay().drain(5)
     assert OutboxEvent.objects.count() == 0
     assert Notification.objects.get(pk=notification.pk).title == "t"
 
 
-def test_a_failed_insert_leaves_no_outbox_row_and_publishes_nothing(user):
+def test_both_write_paths_store_the_row_and_send_its_payload_byte_for_byte(user, write_path, monkeypatch):
+    """What is stored is what the ORM stores, and what is sent is ``notification_payload`` of the
+    returned notification, serialized as ``_prepared`` serializes it, then its unread count."""
+    action = {"type": "open_execution", "payload": {"z": 1, "a": ["\u00e9t\u00e9", '"quoted"\\', None], "n": 1.5}}
+    notification = notification_create(user=user, type="warning", title='D\u00e9ploiement "v2" \u2713',
+                                       message="line\nand\ttab </script>", action=action)
+
+    stored = Notification.objects.get(pk=notification.pk)
+    assert (stored.user_id, stored.type, stored.title, stored.message, stored.action, stored.read_at,
+            stored.archived_at, stored.created_at) == (user.pk, "warning", notification.title, notification.message,
+                                                       action, None, None, notification.created_at)
+    sent, count = history(f"user:{user.pk}")
+    envelope = orjson.loads(sent.body)
+    monkeypatch.setattr(randomness, "uuid4_str", lambda: envelope["id"])
+    _, head, tail, _, _ = rt_publish._prepared_message(notification_message(notification), envelope["timestamp"])
+    assert sent.body == head + b'%d,"epoch":"%s"' % (sent.offset, sent.epoch.encode()) + tail
+    assert orjson.loads(count.body)["payload"] == {"count": 1}
+
+
+def test_the_count_sent_after_a_notification_sees_what_committed_before_it(user, write_path):
+    """The count runs after the notification's COMMIT: it includes that notification and every
+    change committed before, here two notifications of which one was read."""
+    first = notification_create(user=user, type="info", title="one", message="")
+    Notification.objects.filter(pk=first.pk).update(read_at=timezone.now())
+    notification_create(user=user, type="info", title="two", message="")
+    notification_create(user=user, type="info", title="three", message="")
+
+    counts = [p["count"] for r, p in zip(history(f"user:{user.pk}"), payloads(f"user:{user.pk}"), strict=True)
+              if orjson.loads(r.body)["type"] == "unread_count"]
+    assert counts == [1, 1, 2]
+
+
+def test_the_cached_insert_is_the_statement_the_orm_compiles(user):
+    notification = Notification(id=uuid.uuid4(), user=user, type="info", title="t", message="m",
+                                action={"type": "x", "payload": [1, "\u00e9"]})
+
+    cached = rt_relay._insert_sql(notification)
+    compiled = rt_relay._compiled_insert_sql(notification)
+
+    assert cached[0] == compiled[0]
+    if connection.vendor == "postgresql":  # the values as they reach the server (the JSON is an adapter object)
+        assert connection.ops.compose_sql(*cached) == connection.ops.compose_sql(*compiled)
+    else:
+        assert cached[1] == compiled[1]
+
+
+def test_a_failed_insert_leaves_no_outbox_row_and_publishes_nothing(user, write_path):
     ghost = type(user)(pk=user.pk + 10_000)  # no such user: the foreign key refuses the row
 
     with pytest.raises(IntegrityError):
@@ -345,6 +407,23 @@ def test_a_failed_insert_leaves_no_outbox_row_and_publishes_nothing(user):
 
     assert OutboxEvent.objects.count() == 0 and Notification.objects.count() == 0
     assert history(f"user:{ghost.pk}") == []
+
+
+def test_an_insert_refused_before_commit_leaves_the_connection_usable(user, write_path, monkeypatch):
+    """A duplicate id fails the INSERT itself, inside the one-statement path's transaction block:
+    the block is rolled back, the count never runs, and the connection takes the next write."""
+    first = notification_create(user=user, type="info", title="first", message="")
+    monkeypatch.setattr(randomness, "random_bytes", lambda count: first.id.bytes)
+
+    with pytest.raises(IntegrityError):
+        notification_create(user=user, type="info", title="again", message="")
+    monkeypatch.undo()
+    notification_create(user=user, type="info", title="next", message="")
+
+    assert sorted(Notification.objects.values_list("title", flat=True)) == ["first", "next"]
+    assert [p.get("title", p.get("count")) for p in payloads(f"user:{user.pk}")] == ["first", 1, "next", 2]
+    assert rt_relay.relay().drain(5)
+    assert OutboxEvent.objects.count() == 0
 
 
 def test_inside_a_transaction_that_rolls_back_neither_row_remains(user):
