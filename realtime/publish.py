@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections
 from redis.exceptions import RedisError
 
 from realtime import relay
@@ -228,7 +227,7 @@ class Message:
 
 def publish_many_on_commit(
     messages: Iterable[Message], *, batch_size: int = 1000,
-    then: Callable[[], Iterable[Message] | JsonMessages] | None = None,
+    then: Then | None = None,
 ) -> None:
     """Publish many messages after commit, pipelined, through the outbox.
 
@@ -245,7 +244,7 @@ def publish_many_on_commit(
 
 def publish_json_many_on_commit(
     message_type: str, channels: list[str], payloads: list[bytes], *, sender: str = "system",
-    batch_size: int = 1000, then: Callable[[], Iterable[Message] | JsonMessages] | None = None,
+    batch_size: int = 1000, then: Then | None = None,
 ) -> None:
     """``publish_many_on_commit`` of one type's messages whose payloads are already JSON.
 
@@ -287,7 +286,7 @@ def _prepared_json(messages: JsonMessages) -> list[relay.Prepared]:
 
 
 def _write_prepared(prepared: list[relay.Prepared], *, batch_size: int,
-                    then: Callable[[], Iterable[Message] | JsonMessages] | None) -> None:
+                    then: Then | None) -> None:
     if not prepared and then is None:
         return
     rows = [prepared[start:start + batch_size] for start in range(0, len(prepared), batch_size)]
@@ -299,25 +298,23 @@ class AfterCommitQuery:
     """A ``then`` that is one query: its statement, on the database ``using``, and what turns
     its rows into the messages (an unread count: ``notifications.events``).
 
-    Called, it runs the query, after the commit like any ``then``. A write that commits by
-    itself in one statement (``create_and_publish_on_commit`` outside a transaction on
-    PostgreSQL) sends the query in the round trip of its commit instead, right after the
-    COMMIT: it sees what any ``then`` would see, one round trip sooner."""
+    The relay runs it after the commit like any ``then`` (``_prepared_then`` hands it over as a
+    ``relay.QueryThen``). A write that commits by itself in one statement
+    (``create_and_publish_on_commit`` outside a transaction on PostgreSQL) sends the query in
+    the round trip of its commit instead, right after the COMMIT: it sees what any ``then``
+    would see, one round trip sooner."""
 
     using: str
     sql: str
     params: Sequence[Any]
     messages: Callable[[list[tuple]], Iterable[Message] | JsonMessages]
 
-    def __call__(self) -> Iterable[Message] | JsonMessages:
-        """The messages, from the query run now."""
-        with connections[self.using].cursor() as cursor:
-            cursor.execute(self.sql, self.params)
-            return self.messages(cursor.fetchall())
+
+# What may follow a transaction's messages: a function called after the commit, or one query.
+Then = Callable[[], "Iterable[Message] | JsonMessages"] | AfterCommitQuery
 
 
-def _prepared_then(then: Callable[[], Iterable[Message] | JsonMessages] | None
-                   ) -> Callable[[], list[relay.Prepared]] | None:
+def _prepared_then(then: Then | None) -> Callable[[], list[relay.Prepared]] | None:
     """What the relay calls after the commit: ``then``'s messages, prepared (for a query, the
     relay's ``QueryThen``, which it may run in the round trip of the commit)."""
     if then is None:
@@ -334,7 +331,7 @@ def _prepared_any(messages: Iterable[Message] | JsonMessages) -> list[relay.Prep
 
 
 def create_and_publish_on_commit(instance: Any, messages: Iterable[Message], *,
-                                 then: Callable[[], Iterable[Message] | JsonMessages] | None = None) -> None:
+                                 then: Then | None = None) -> None:
     """Insert ``instance`` (a new model row) and publish ``messages`` after the commit.
 
     The same as ``instance.save()`` and ``publish_many_on_commit(messages, then=then)`` in one
