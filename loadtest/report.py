@@ -139,8 +139,15 @@ def rows(results: list[Result]) -> list[tuple[str, list[str]]]:
              [" / ".join(f"{run.cpu_per_connect_us:.0f}" for run in r.runs) + " us" for r in results]),
         ]
         if any(r.publishes for r in results):
-            out.append(("runs: server CPU per delivery",
-                        [" / ".join(f"{run.cpu_per_delivery_us:.1f}" for run in r.runs) + " us" for r in results]))
+            out += [
+                ("runs: server CPU per delivery",
+                 [" / ".join(f"{run.cpu_per_delivery_us:.1f}" for run in r.runs) + " us" for r in results]),
+                ("runs: achieved rate", [" / ".join(f"{run.rate_achieved:.0f}" for run in r.runs) + " /s"
+                                         for r in results]),
+                ("runs: lost", [" / ".join(str(run.lost) for run in r.runs) for r in results]),
+                ("runs: latency p99", [" / ".join(_ms(run.percentile(0.99)) if run.latencies_ms else "-"
+                                                  for run in r.runs) + " ms" for r in results]),
+            ]
     if any(r.redis_connect or r.redis_publish for r in results):
         from loadtest.redisstats import summary
 

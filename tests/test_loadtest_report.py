@@ -43,6 +43,20 @@ def test_publishing_runs_are_ranked_by_cpu_per_delivery():
     assert "| runs: server CPU per delivery | 30.0 / 10.0 / 20.0 us |" in markdown([runs[2]], "b")
 
 
+def test_publishing_runs_list_each_runs_rate_losses_and_p99():
+    def notify(rate: float, delivered: int, p99_ms: float) -> Result:
+        return Result(server="ours", kind="ours", scenario="notify", clients=10, connected=10, rate_target=1000,
+                      published=100, rate_achieved=rate, expected=100, delivered=delivered, cpu_s=0.01,
+                      latencies_ms=[1.0] * 98 + [p99_ms, p99_ms])
+
+    runs = [notify(1001.4, 100, 12.0), notify(954.6, 98, 7.25), notify(1000.0, 100, 150.0)]
+    table = markdown([median_run(runs)], "notify")
+
+    assert "| runs: achieved rate | 1001 / 955 / 1000 /s |" in table
+    assert "| runs: lost | 0 / 2 / 0 |" in table
+    assert "| runs: latency p99 | 12.0 / 7.2 / 150 ms |" in table
+
+
 def test_a_single_run_adds_no_runs_rows():
     assert "runs" not in markdown([median_run([storm(1.0, 0.01)])], "storm")
 
