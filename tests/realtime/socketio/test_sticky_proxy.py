@@ -135,7 +135,9 @@ def test_sticky_upstream_keeps_each_polling_session_on_one_process(proxied, user
     port = proxied(sticky=True)
     token = access_token_for(user)
 
-    results = [polling_session(port, f"127.0.0.{n}", token) for n in range(1, 9)]
+    # 16 client addresses, so that the consistent hash (its ring drawn from the random ports)
+    # puts sessions on both processes: with 8, all of them went to one process in 1 run of 10.
+    results = [polling_session(port, f"127.0.0.{n}", token) for n in range(1, 17)]
 
     assert all(set(statuses) == {200} for _, statuses in results)
     assert len({process for process, _ in results}) == 2  # both processes served sessions
