@@ -17,7 +17,10 @@ the whole life of the socket:
 This subclass replaces the queue and the event by two small objects with the same
 behaviour for the calls uvicorn makes (``put_nowait``/``get``/``empty``;
 ``set``/``clear``/``wait``/``is_set``), allocated lazily, and lets go of the request and the
-response once they are no longer needed. Measured on the idle scenario of the load tool
+response once they are no longer needed. websockets' request parser, which goes on parsing
+frames for the life of the socket, keeps the request in its frame: its headers are emptied
+once the scope holds them (3 KB per idle Socket.IO socket of 20). An application with a
+heartbeat of its own accepts with ``KEEPALIVE: False`` and gets no WebSocket pings beside it. Measured on the idle scenario of the load tool
 (see docs/performance.md).
 
 It also writes a text message of an open connection without compression as one frame
@@ -35,7 +38,15 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.protocol import OPEN
+
+# A key of the ``websocket.accept`` message: ``False`` asks for no WebSocket pings from the
+# server (the application has a heartbeat of its own, as Engine.IO does). Other servers
+# ignore it, as ASGI servers ignore keys they do not know.
+KEEPALIVE = "renum.keepalive"
+# What a handshake request's headers become once the scope holds them (read only).
+_NO_HEADERS = Headers()
 
 
 class Inbox:
@@ -143,20 +154,33 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
 
+    # False once the application accepted with ``KEEPALIVE: False``: it pings the client itself.
+    keepalive = True
+
     def handle_connect(self, event: Any) -> None:
         """Build the scope from the request as uvicorn does, then let the request go (the
-        response stays until the application accepts or refuses)."""
+        response stays until the application accepts or refuses).
+
+        websockets' request parser is a generator that goes on parsing frames for the life of
+        the socket, and its frame keeps the request: the request's headers (a dict, a list per
+        header name, the raw list) are replaced by one shared empty set once the scope holds them.
+        """
         super().handle_connect(event)
         self.request = None
+        event.headers = _NO_HEADERS
 
     def start_keepalive(self) -> None:
-        """Called once the accepting response was written: it is not needed any more."""
+        """Called once the accepting response was written: the response and the extension
+        factories offered to the handshake are not needed any more."""
         self.response = None
-        super().start_keepalive()
+        self.conn.available_extensions = []
+        if self.keepalive:
+            super().start_keepalive()
 
     async def send(self, message: Any) -> None:
         """uvicorn's ``send``, with a text message of an open, uncompressed connection written
-        as one frame of ours (what websockets would write, byte for byte)."""
+        as one frame of ours (what websockets would write, byte for byte), and ``KEEPALIVE``
+        read from an accept."""
         text = message.get("text")
         if (text is not None and message["type"] == "websocket.send" and self.handshake_complete
                 and not self.close_sent and self.initial_response is None and not self.disconnected
@@ -166,6 +190,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                     and not conn.writes):
                 self.transport.write(_frame_of(text))
                 return
+        elif message["type"] == "websocket.accept" and message.get(KEEPALIVE) is False:
+            self.keepalive = False
         await super().send(message)
 
 

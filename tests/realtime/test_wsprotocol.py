@@ -11,7 +11,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime.transports.wsprotocol import Inbox, WebSocketProtocol, Writable
+from realtime.transports.wsprotocol import KEEPALIVE, Inbox, WebSocketProtocol, Writable
 
 
 async def test_the_inbox_hands_out_messages_in_order_and_holds_nothing_when_empty():
@@ -92,7 +92,10 @@ async def served():
         if scope["path"] == "/refuse/":
             await send({"type": "websocket.close"})
             return
-        await send({"type": "websocket.accept", "subprotocol": "echo"})
+        if scope["path"] == "/quiet/":
+            await send({"type": "websocket.accept", "subprotocol": "echo", KEEPALIVE: False})
+        else:
+            await send({"type": "websocket.accept", "subprotocol": "echo"})
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -133,6 +136,33 @@ async def test_a_socket_served_through_the_protocol_keeps_neither_request_nor_re
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd.code == 4001 and closed.value.rcvd.reason == "asked"
+
+
+async def test_the_request_parser_keeps_no_headers_and_the_socket_no_extension_factories(served):
+    url, protocols = served
+    async with connect(url + "/ws/", subprotocols=["echo"], user_agent_header="a client of the test") as ws:
+        await ws.send("one")
+        assert await ws.recv() == "one"
+        conn = protocols[0].conn
+        # websockets' request parser goes on parsing frames, with the request in its frame
+        kept = conn.parser.gi_frame.f_locals["request"]
+        assert kept.path == "/ws/"
+        assert list(kept.headers.raw_items()) == []
+        assert protocols[0].scope["headers"]  # the scope has them
+        assert (b"user-agent", b"a client of the test") in protocols[0].scope["headers"]
+        assert conn.available_extensions == []
+
+
+async def test_an_accept_may_ask_for_no_websocket_pings(served):
+    url, protocols = served
+    async with connect(url + "/ws/", subprotocols=["echo"]) as ws, \
+            connect(url + "/quiet/", subprotocols=["echo"]) as quiet:
+        await ws.send("one")
+        await quiet.send("two")
+        assert (await ws.recv(), await quiet.recv()) == ("one", "two")
+        pinging, silent = protocols
+        assert pinging.keepalive and pinging.ping_timer is not None  # uvicorn's pings (every 20 s)
+        assert not silent.keepalive and silent.ping_timer is None
 
 
 async def test_a_refused_handshake_is_still_a_403(served):

@@ -26,6 +26,7 @@ from asgiref.sync import markcoroutinefunction
 
 from realtime.transports.socketio import engineio
 from realtime.transports.socketio.engineio import Packet
+from realtime.transports.wsprotocol import KEEPALIVE
 
 logger = logging.getLogger("realtime.transports.socketio")
 
@@ -377,10 +378,10 @@ class Engine:
                 await send({"type": "websocket.accept"})  # a close the client sees, not a failed handshake
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.accept", KEEPALIVE: False})  # Engine.IO pings itself
             await self._upgrade(socket, receive, send)
             return
-        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.accept", KEEPALIVE: False})  # Engine.IO pings itself
         socket = self._new_socket(scope, "websocket")
         socket.ws_send = send
         await send(_ws_frame(engineio.encode(self.open_packet(socket.sid, []))))
