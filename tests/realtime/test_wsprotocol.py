@@ -11,7 +11,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime.transports.wsprotocol import KEEPALIVE, Inbox, WebSocketProtocol, Writable
+from realtime.transports.wsprotocol import KEEPALIVE, TEXTS, Inbox, WebSocketProtocol, Writable
 
 
 async def test_the_inbox_hands_out_messages_in_order_and_holds_nothing_when_empty():
@@ -92,9 +92,17 @@ async def served():
         if scope["path"] == "/refuse/":
             await send({"type": "websocket.close"})
             return
+        if scope["path"] == "/texts/":
+            protocol = send.__self__
+            writes = protocol.writes_seen = []
+            write = protocol.transport.write
+            protocol.transport.write = lambda data: (writes.append(data), write(data))[1]
+            assert TEXTS in scope["extensions"]
+            await send({"type": "websocket.accept", TEXTS: ["a", "é" * 200]})
+            await send({"type": "websocket.send", TEXTS: ["c", "d" * 70_000]})
         if scope["path"] == "/quiet/":
             await send({"type": "websocket.accept", "subprotocol": "echo", KEEPALIVE: False})
-        else:
+        elif scope["path"] != "/texts/":
             await send({"type": "websocket.accept", "subprotocol": "echo"})
         while True:
             message = await receive()
@@ -163,6 +171,19 @@ async def test_an_accept_may_ask_for_no_websocket_pings(served):
         pinging, silent = protocols
         assert pinging.keepalive and pinging.ping_timer is not None  # uvicorn's pings (every 20 s)
         assert not silent.keepalive and silent.ping_timer is None
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_texts_go_out_in_order_and_in_one_write_each_where_the_protocol_frames_them(served, compression):
+    url, protocols = served
+    async with connect(url + "/texts/", compression=compression, max_size=None) as ws:
+        assert [await ws.recv() for _ in range(4)] == ["a", "é" * 200, "c", "d" * 70_000]
+        writes = list(protocols[0].writes_seen)  # before the close frame
+    if compression is None:
+        # the handshake's response with the accept's texts, then the two texts of the send
+        assert len(writes) == 2 and writes[0].startswith(b"HTTP/1.1 101")
+    else:  # compressed: each through websockets, after the response
+        assert len(writes) == 5
 
 
 async def test_a_refused_handshake_is_still_a_403(served):

@@ -166,17 +166,20 @@ class RenumSocket:
                     self.recovery[channel] = False
             recovered = bool(wanted) and pid is not None and all(self.recovery.get(c, False) for c in wanted)
             self.connected = True
-            await self.conn.connected(self.namespace, connection_id,
-                                      {"pid": pid if recovered else connection_id})
-            await self._flush_pending()
+            # The CONNECT's answer and everything held meanwhile, worked out in one go (nothing
+            # is delivered between them) and sent together.
+            texts = [self.conn.connect_text(self.namespace, connection_id,
+                                            {"pid": pid if recovered else connection_id})]
+            texts += self._take_pending()
             for channel, ok in self.recovery.items():
                 if not ok and channel in self.positions:
                     epoch, offset = self.positions[channel]
-                    await self.conn.send_text(parser.encode_event("resync", [dumps(
+                    texts.append(parser.encode_event("resync", [dumps(
                         {"channel": channel, "epoch": epoch, "offset": offset})]))
             for error in refused:
-                await self.conn.send_text(parser.encode_event("error", [dumps(error), dumps(self._cursor())]))
+                texts.append(parser.encode_event("error", [dumps(error), dumps(self._cursor())]))
             self.recovery = {}
+            await self.conn.send_texts(texts)
 
     async def _refuse(self, code: int, reason: str) -> None:
         self.closed = True
@@ -206,18 +209,19 @@ class RenumSocket:
         if self.session is not None:
             self.session.last_seen = time.monotonic()
 
-    async def _flush_pending(self) -> None:
-        """Send what was held while connecting: control events first, then each channel's
-        envelopes in offset order, once each (a replay and a live delivery may overlap)."""
+    def _take_pending(self) -> list[str]:
+        """What was held while connecting, as packets to send from now on: control events
+        first, then each channel's envelopes in offset order, once each (a replay and a live
+        delivery may overlap)."""
         pending, self.pending = self.pending or [], None
-        for text in [entry for entry in pending if isinstance(entry, str)]:
-            await self.conn.send_text(text)
+        texts = [entry for entry in pending if isinstance(entry, str)]
         envelopes = sorted((entry for entry in pending if not isinstance(entry, str)),
                            key=lambda e: (e.channel, e.offset))
         for outbound in envelopes:
             packet = self._envelope_packet(outbound, snapshot=False)
             if packet is not None:
-                await self.conn.socket.send(packet)
+                texts.append(packet)
+        return texts
 
     # ------------------------------------------------------------------ disconnect and events
 

@@ -26,7 +26,7 @@ from asgiref.sync import markcoroutinefunction
 
 from realtime.transports.socketio import engineio
 from realtime.transports.socketio.engineio import Packet
-from realtime.transports.wsprotocol import KEEPALIVE
+from realtime.transports.wsprotocol import KEEPALIVE, TEXTS
 
 logger = logging.getLogger("realtime.transports.socketio")
 
@@ -81,6 +81,18 @@ class EngineSocket:
         if ws_send is not None and not self.upgrading and not self.closed and isinstance(data, str):
             return ws_send({"type": "websocket.send", "text": "4" + data})
         return self.send_packet(Packet(engineio.MESSAGE, data))
+
+    def send_texts(self, texts: list[str]) -> Awaitable[None]:
+        """Send several text ``message`` packets in order: on a WebSocket of a server with the
+        ``TEXTS`` extension, as one write."""
+        ws_send = self.ws_send
+        if ws_send is not None and not self.upgrading and not self.closed and TEXTS in self.scope.get("extensions", ()):
+            return ws_send({"type": "websocket.send", TEXTS: ["4" + text for text in texts]})
+        return self._send_each(texts)
+
+    async def _send_each(self, texts: list[str]) -> None:
+        for text in texts:
+            await self.send(text)
 
     async def send_packet(self, packet: Packet) -> None:
         if self.closed:
@@ -226,8 +238,8 @@ class Engine:
             "pingTimeout": int(self.ping_timeout * 1000), "maxPayload": self.max_payload,
         }).decode())
 
-    def _new_socket(self, scope: dict, transport: str) -> EngineSocket:
-        sid = secrets.token_urlsafe(15)
+    def _new_socket(self, scope: dict, transport: str, sid: str | None = None) -> EngineSocket:
+        sid = sid or secrets.token_urlsafe(15)
         socket = EngineSocket(self, sid, scope, transport)
         self.sockets[sid] = socket
         return socket
@@ -381,10 +393,15 @@ class Engine:
             await send({"type": "websocket.accept", KEEPALIVE: False})  # Engine.IO pings itself
             await self._upgrade(socket, receive, send)
             return
-        await send({"type": "websocket.accept", KEEPALIVE: False})  # Engine.IO pings itself
-        socket = self._new_socket(scope, "websocket")
+        sid = secrets.token_urlsafe(15)
+        opening = engineio.encode(self.open_packet(sid, []))
+        if TEXTS in scope.get("extensions", ()):  # the OPEN packet in the handshake's write
+            await send({"type": "websocket.accept", KEEPALIVE: False, TEXTS: [opening]})
+        else:
+            await send({"type": "websocket.accept", KEEPALIVE: False})  # Engine.IO pings itself
+            await send(_ws_frame(opening))
+        socket = self._new_socket(scope, "websocket", sid)
         socket.ws_send = send
-        await send(_ws_frame(engineio.encode(self.open_packet(socket.sid, []))))
         socket.start(self.make_handler(socket))
         await self._ws_loop(socket, receive)
 

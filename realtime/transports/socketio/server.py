@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -77,11 +77,20 @@ class Connection:
     async def connected(self, namespace: str, sid: str | None = None, extra: dict | None = None) -> str:
         """Accept the namespace's CONNECT; returns the Socket.IO socket id."""
         sid = sid or secrets.token_urlsafe(15)
+        await self.send_text(self.connect_text(namespace, sid, extra))
+        return sid
+
+    def connect_text(self, namespace: str, sid: str, extra: dict | None = None) -> str:
+        """The packet that accepts the namespace's CONNECT (to send, with what follows it, as
+        ``send_texts``); the CONNECT timeout ends here."""
         if self._connect_timer is not None:
             self._connect_timer.cancel()
             self._connect_timer = None
-        await self.send(parser.Packet(parser.CONNECT, namespace, {"sid": sid, **(extra or {})}))
-        return sid
+        return parser.encode(parser.Packet(parser.CONNECT, namespace, {"sid": sid, **(extra or {})}))[0]
+
+    def send_texts(self, texts: list[str]) -> Awaitable[None]:
+        """Send Socket.IO packets already encoded, in order (in one write where the server can)."""
+        return self.socket.send_texts(texts)
 
     async def refuse(self, namespace: str, message: str, data: Any = None) -> None:
         """Refuse the namespace's CONNECT (CONNECT_ERROR)."""
