@@ -174,7 +174,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         self.request = None
         event.headers = _NO_HEADERS
-        if self.scope is not None:
+        if self.response.status_code == 101:  # else refused already (400): no scope, no application
             self.scope.setdefault("extensions", {})[TEXTS] = {}
 
     def start_keepalive(self) -> None:

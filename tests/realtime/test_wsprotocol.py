@@ -186,6 +186,18 @@ async def test_texts_go_out_in_order_and_in_one_write_each_where_the_protocol_fr
         assert len(writes) == 5
 
 
+async def test_a_malformed_handshake_is_answered_400_by_websockets(served):
+    url, protocols = served
+    host, port = url.removeprefix("ws://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /ws/ HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")  # no Sec-WebSocket-Key
+    answer = await asyncio.wait_for(reader.read(), 5)  # then the server closes
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert protocols == []  # the application never ran
+
+
 async def test_a_refused_handshake_is_still_a_403(served):
     url, _ = served
     with pytest.raises(Exception, match="403"):
