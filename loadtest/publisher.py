@@ -87,6 +87,10 @@ def _prepare_ours(config: dict) -> Callable[[], dict]:
     return lambda: _paced_threads(config["total"], config["rate"], config["threads"], publish)
 
 
+# The action type of every notification the notify mode creates: what the next run deletes.
+NOTIFY_ACTION = "loadtest"
+
+
 def _forget_earlier_runs() -> None:
     """Delete the notifications earlier runs created, and vacuum, before this run is timed.
 
@@ -98,7 +102,7 @@ def _forget_earlier_runs() -> None:
 
     from notifications.models import Notification
 
-    Notification.objects.filter(action__type="loadtest").delete()
+    Notification.objects.filter(action__type=NOTIFY_ACTION).delete()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"VACUUM ANALYZE {Notification._meta.db_table}")
@@ -122,7 +126,7 @@ def _prepare_notify(config: dict) -> Callable[[], dict]:
     def publish(i: int) -> bool:
         try:
             notification_create(user=users[i % len(users)], type="info", title=f"loadtest {i}", message="",
-                                action={"type": "loadtest", "payload": {"t": time.time(), "seq": i, "run": run}})
+                                action={"type": NOTIFY_ACTION, "payload": {"t": time.time(), "seq": i, "run": run}})
         except Exception:  # e.g. the database refused the connection: counted, not fatal to the thread
             connections.close_all()
             return False
